@@ -1,0 +1,1 @@
+"""Deployment material; ``deploy.local`` starts the real components on this machine."""

@@ -1,0 +1,151 @@
+"""The SES emulator: moto's server on 127.0.0.1, and helpers to read back what it was sent.
+
+moto keeps every ``SendEmail`` it accepted; ``/moto-api/data.json`` lists them (raw MIME for raw
+sends). SES only sends from verified identities, and so does moto: ``verify_domains`` registers
+the tenants' sender domains, as an operator does once in the AWS console.
+
+    python -m deploy.local.ses_emulator run        run in the foreground until Ctrl-C
+
+Set ``TIDINGS_TEST_SES_ENDPOINT=http://host:port`` to use a running emulator instead.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from deploy.local.ports import free_port, http_ok, wait_until
+
+EXISTING_EMULATOR_ENV = "TIDINGS_TEST_SES_ENDPOINT"
+REGION = "eu-west-1"
+START_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class SesEmulator:
+    workdir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> SesEmulator:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        log = open(self.workdir / "moto.log", "wb")  # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"moto server exited with {self.process.returncode}: {(self.workdir / 'moto.log').read_text()[-2000:]}"
+                )
+            return http_ok(f"{self.endpoint}/moto-api/")
+
+        wait_until(ready, timeout=timeout, what=f"SES emulator on {self.endpoint}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> SesEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def ses_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "sesv2", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test"
+    )
+
+
+def verify_domains(endpoint: str, domains: Iterable[str]) -> None:
+    client = ses_client(endpoint)
+    for domain in sorted(set(domains)):
+        client.create_email_identity(EmailIdentity=domain)
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """One mail the emulator accepted, parsed."""
+
+    ses_id: str
+    source: str
+    destinations: tuple[str, ...]
+    message: EmailMessage
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"])
+
+    @property
+    def to(self) -> str:
+        return str(self.message["To"])
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
+    def header(self, name: str) -> str | None:
+        value = self.message[name]
+        return None if value is None else str(value)
+
+    def part(self, subtype: str) -> str:
+        body = self.message.get_body(preferencelist=(subtype,))
+        if body is None:
+            raise KeyError(f"no text/{subtype} part")
+        return str(body.get_content())
+
+
+def sent_mails(endpoint: str) -> list[SentMail]:
+    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as response:
+        data = json.load(response)
+    mails = []
+    for raw in data.get("ses", {}).get("RawMessage", []):
+        message = email.message_from_string(raw["raw_data"], policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        mails.append(
+            SentMail(
+                ses_id=raw["id"], source=raw["source"], destinations=tuple(dict.fromkeys(raw["destinations"])), message=message
+            )
+        )
+    return mails
+
+
+def _main() -> None:
+    import tempfile
+
+    with SesEmulator(Path(tempfile.mkdtemp(prefix="tidings-ses-"))) as emulator:
+        print(f"SES emulator on {emulator.endpoint} (Ctrl-C stops it)", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,105 @@
+"""The composition root: build every component from the settings and wire the Faust app.
+
+``create_app(settings)`` is the only place that chooses implementations (the SES sender, the
+system clock); tests pass their own. Building the app reads the schema, pack, template and tenant
+files and validates them, so a broken deployment fails at start-up, not on the first event.
+Nothing connects to Kafka or SES until the worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams import metrics as metrics_module
+from streams.clock import Clock, SystemClock
+from streams.codecs.avro import SingleObjectCodec
+from streams.codecs.schemas import SchemaRepository
+from streams.delivery.sender import EmailSender, create_sender
+from streams.ingest.pipeline import IngestPipeline
+from streams.metrics import Metrics
+from streams.rendering.render import Renderer
+from streams.settings import Settings
+from streams.tenants.model import TenantDirectory
+from streams.topics import TopicNames, ensure_topics
+from streams.triggers.rules import Catalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything the agents need, built once per worker."""
+
+    settings: Settings
+    topics: TopicNames
+    codec: SingleObjectCodec
+    pipeline: IngestPipeline
+    sender: EmailSender
+    metrics: Metrics
+    clock: Clock
+
+
+def build_runtime(settings: Settings, *, sender: EmailSender | None = None, clock: Clock | None = None) -> Runtime:
+    codec = SingleObjectCodec(SchemaRepository.load(settings.schemas_dir))
+    pipeline = IngestPipeline(
+        codec=codec,
+        catalog=Catalog.load(),
+        tenants=TenantDirectory.load(settings.tenants_dir),
+        renderer=Renderer(settings.templates_dir),
+    )
+    return Runtime(
+        settings=settings,
+        topics=TopicNames.from_settings(settings),
+        codec=codec,
+        pipeline=pipeline,
+        sender=sender if sender is not None else create_sender(settings),
+        metrics=metrics_module.create(),
+        clock=clock if clock is not None else SystemClock(),
+    )
+
+
+class TidingsApp(faust.App):
+    """A Faust app that makes sure its topics exist before its consumer subscribes."""
+
+    tidings: Runtime
+
+    async def on_first_start(self) -> None:
+        created = ensure_topics(self.tidings.settings)
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        await super().on_first_start()
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> TidingsApp:
+    rt = runtime if runtime is not None else build_runtime(settings)
+    app = TidingsApp(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        processing_guarantee=settings.processing_guarantee,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+    )
+    app.tidings = rt
+
+    from streams.delivery import agents as delivery_agents
+    from streams.ingest import agents as ingest_agents
+
+    ingest_agents.register(app, rt)
+    delivery_agents.register(app, rt)
+
+    async def metrics_page(web, request):  # type: ignore[no-untyped-def]
+        return web.bytes(generate_latest(rt.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    app.page("/metrics")(metrics_page)
+    return app

@@ -1,0 +1,1 @@
+"""Wire formats: Avro single-object encoding resolved against the versions kept in ``schemas/``."""

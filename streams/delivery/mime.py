@@ -1,0 +1,37 @@
+"""Build the raw MIME message for an outbound record.
+
+Raw sending keeps the headers ours: Message-ID derived from the deterministic message id (so a
+mail sent twice would at least thread as one), Reply-To, and the ``X-Tidings-*`` trace headers.
+Display names and the subject were made single-line by the renderer; the email package encodes
+non-ASCII text (RFC 2047) and refuses any header that still holds a line break.
+"""
+
+from __future__ import annotations
+
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from typing import Any
+
+
+def _address(address: str, name: str) -> Address:
+    local, _, domain = address.rpartition("@")
+    return Address(display_name=name, username=local, domain=domain)
+
+
+def build_mime(mail: dict[str, Any]) -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = _address(mail["from_address"], mail.get("from_name", ""))
+    msg["To"] = _address(mail["to_address"], mail.get("to_name", ""))
+    if mail.get("reply_to"):
+        msg["Reply-To"] = mail["reply_to"]
+    msg["Subject"] = mail["subject"]
+    msg["Date"] = format_datetime(mail["created_at"])
+    domain = mail["from_address"].rpartition("@")[2]
+    msg["Message-ID"] = f"<{mail['message_id']}@{domain}>"
+    for name, value in sorted(mail.get("headers", {}).items()):
+        msg[name] = value
+    msg.set_content(mail["text"], subtype="plain", charset="utf-8")
+    msg.add_alternative(mail["html"], subtype="html", charset="utf-8")
+    return msg.as_bytes()

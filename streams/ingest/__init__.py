@@ -1,0 +1,1 @@
+"""From inbound bytes to outbound mails: decode, apply the triggers, render."""

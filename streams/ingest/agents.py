@@ -1,0 +1,72 @@
+"""Faust wiring of the ingest stage: one agent over every inbound domain topic.
+
+Per record: decode, apply the triggers, render, then write the mails to the outbound topic and any
+rejection to the dead-letter topic. Under ``exactly_once`` those writes and the input offset are
+committed in one Kafka transaction.
+
+Every write goes to the *same partition number* as the record being processed. Faust keeps one
+transaction per partition number of a co-partitioned topic group and commits it with that
+partition's input offsets; a write to another partition would ride on another partition's
+transaction and could be lost (or held back) while this input offset commits. See ``topics.py``. No exception escapes the loop: an unexpected one is logged
+and dead-lettered as ``internal_error`` so one poisoned record never stops the stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from streams.ingest.deadletter import dead_letter_headers
+from streams.ingest.pipeline import IngestPipeline, IngestResult, Rejection
+
+if TYPE_CHECKING:
+    import faust
+
+    from streams.app import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def register(app: faust.App, rt: Runtime) -> None:
+    inbound = app.topic(*rt.topics.inbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    outbound = app.topic(rt.topics.outbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    dead_letter = app.topic(
+        rt.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    pipeline: IngestPipeline = rt.pipeline
+    m = rt.metrics
+
+    async def ingest(stream):  # type: ignore[no-untyped-def]
+        async for event in stream.events():
+            msg = event.message
+            timestamp = dt.datetime.fromtimestamp(msg.timestamp, dt.timezone.utc)
+            try:
+                started = time.perf_counter()
+                result = pipeline.process(event.value, topic=msg.topic, timestamp=timestamp, now=rt.clock.now())
+                payloads = [(mail, pipeline.encode(mail.record)) for mail in result.mails]
+                if result.mails:
+                    m.render_seconds.observe((time.perf_counter() - started) / len(result.mails))
+            except Exception:
+                log.exception("ingest failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                result, payloads = IngestResult(rejections=[Rejection("ingest", "internal_error", "see worker log")]), []
+            m.events_consumed.labels(msg.topic, result.event_type).inc()
+            for mail, payload in payloads:
+                record = mail.record
+                await outbound.send(key=record["message_id"].encode(), value=payload, partition=msg.partition)
+                m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
+            for rejection in result.rejections:
+                log.warning(
+                    "dead-lettered %s[%s]@%s: %s (%s)", msg.topic, msg.partition, msg.offset, rejection.reason, rejection.detail
+                )
+                await dead_letter.send(
+                    key=msg.key,
+                    value=msg.value,
+                    partition=msg.partition,
+                    headers=dead_letter_headers(rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset),
+                )
+                m.failures.labels(rejection.stage, rejection.reason).inc()
+                m.dead_letters.labels(rejection.stage, rejection.reason).inc()
+
+    app.agent(inbound, name="tidings.ingest")(ingest)

@@ -1,0 +1,72 @@
+"""The pure core of the ingest agent: one inbound record in, its mails and rejections out.
+
+No Kafka here: the agent hands in bytes and metadata, and writes what comes back. An input that
+cannot be used at all yields one rejection for the whole record; a mail that cannot be rendered
+yields a rejection for that mail while the event's other mails go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.codecs.avro import SingleObjectCodec
+from streams.errors import InvalidEvent, RejectedInput, UnknownTenant
+from streams.rendering.render import Rendered, Renderer, Source
+from streams.tenants.model import TenantDirectory
+from streams.triggers.evaluate import event_firings, field_at
+from streams.triggers.rules import Catalog
+
+OUTBOUND_SCHEMA = "tidings.outbound.RenderedEmail"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    stage: str
+    reason: str
+    detail: str
+    message_id: str | None = None
+
+
+@dataclass
+class IngestResult:
+    event_type: str = "undecodable"
+    mails: list[Rendered] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class IngestPipeline:
+    def __init__(self, codec: SingleObjectCodec, catalog: Catalog, tenants: TenantDirectory, renderer: Renderer):
+        self.codec = codec
+        self.catalog = catalog
+        self.tenants = tenants
+        self.renderer = renderer
+
+    def process(self, value: bytes | None, *, topic: str, timestamp: dt.datetime, now: dt.datetime) -> IngestResult:
+        result = IngestResult()
+        try:
+            decoded = self.codec.decode(value)
+            result.event_type = decoded.type_name
+            record = decoded.record
+            tenant_id = str(field_at(record, "envelope.tenant_id"))
+            tenant = self.tenants.get(tenant_id)
+            if tenant is None:
+                raise UnknownTenant(f"tenant {tenant_id[:64]!r} is not configured")
+            firings = event_firings(decoded.type_name, record, self.catalog, tenant)
+        except RejectedInput as e:
+            result.rejections.append(Rejection("ingest", e.reason, e.detail))
+            return result
+        source = Source(topic=topic, event_id=str(record["envelope"]["event_id"]), timestamp=timestamp)
+        for firing in firings:
+            try:
+                result.mails.append(self.renderer.render(firing, tenant, record, source, now))
+            except RejectedInput as e:
+                result.rejections.append(Rejection("render", e.reason, e.detail, firing.message_id))
+        return result
+
+    def encode(self, mail: dict[str, Any]) -> bytes:
+        try:
+            return self.codec.encode(OUTBOUND_SCHEMA, mail)
+        except (ValueError, TypeError) as e:
+            raise InvalidEvent(f"rendered mail does not fit {OUTBOUND_SCHEMA}: {e}") from e

@@ -1,0 +1,75 @@
+"""Every Prometheus metric Tidings exports, declared once.
+
+Naming follows ``tidings_<noun>_total`` for counters and a unit suffix for histograms. Labels are
+small fixed sets (topic, event type, tenant, trigger, stage, reason, outcome); never a recipient,
+an entity id or a message id, which would grow without bound and leak personal data.
+
+``create()`` builds the metrics on a registry of the caller's choosing, so tests can make as many
+independent sets as they like; the worker exposes its registry at ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# From a few milliseconds (event and mail both local) to minutes (a backlog draining after SES
+# was throttled): the spread an SRE needs to tell "slow" from "stuck".
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+
+class Metrics(NamedTuple):
+    registry: CollectorRegistry
+    events_consumed: Counter
+    emails_rendered: Counter
+    emails_sent: Counter
+    duplicates_skipped: Counter
+    failures: Counter
+    dead_letters: Counter
+    send_retries: Counter
+    event_to_sent_seconds: Histogram
+    render_seconds: Histogram
+
+
+def create(registry: CollectorRegistry | None = None) -> Metrics:
+    registry = registry if registry is not None else CollectorRegistry()
+    return Metrics(
+        registry=registry,
+        events_consumed=Counter(
+            "tidings_events_consumed_total", "Domain events read from the inbound topics.",
+            ["topic", "event_type"], registry=registry,
+        ),
+        emails_rendered=Counter(
+            "tidings_emails_rendered_total", "Mails rendered and written to the outbound topic.",
+            ["tenant", "trigger", "locale_fallback"], registry=registry,
+        ),
+        emails_sent=Counter(
+            "tidings_emails_sent_total", "Mails accepted by the email provider.",
+            ["tenant", "trigger"], registry=registry,
+        ),
+        duplicates_skipped=Counter(
+            "tidings_duplicates_skipped_total", "Outbound records whose message id the ledger had already sent.",
+            ["tenant", "trigger"], registry=registry,
+        ),
+        failures=Counter(
+            "tidings_failures_total", "Records or mails that failed, by pipeline stage and reason code.",
+            ["stage", "reason"], registry=registry,
+        ),
+        dead_letters=Counter(
+            "tidings_dead_letters_total", "Records written to the dead-letter topic.",
+            ["stage", "reason"], registry=registry,
+        ),
+        send_retries=Counter(
+            "tidings_send_retries_total", "Provider calls retried after a transient failure.",
+            ["reason"], registry=registry,
+        ),
+        event_to_sent_seconds=Histogram(
+            "tidings_event_to_sent_seconds", "From the domain event's Kafka timestamp to the provider's acceptance.",
+            ["trigger"], buckets=LATENCY_BUCKETS, registry=registry,
+        ),
+        render_seconds=Histogram(
+            "tidings_render_seconds", "Time to render one mail (all parts).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=registry,
+        ),
+    )

@@ -1,0 +1,126 @@
+"""Render one firing into the outbound record (``tidings.outbound.RenderedEmail``).
+
+Template files live at ``templates/<pack>/<template>/<locale>/{subject.txt,body.html,body.txt}``
+and extend the brand layouts in ``templates/_layouts/``. The render context is the event record
+(its fields at the top level, as merge tags), plus ``recipient``, ``brand``, ``locale`` and
+``time_zone``. Any failure of one mail raises ``RenderFailed`` for that mail only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from jinja2 import TemplateError
+
+from streams.errors import InvalidRecipient, RenderFailed
+from streams.rendering.environment import build_environment
+from streams.rendering.locale import Fallback, choose_locale
+from streams.tenants.model import Tenant
+from streams.triggers.evaluate import Firing
+
+PARTS = ("subject.txt", "body.html", "body.txt")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_SPACES = re.compile(r"\s{2,}")
+
+
+def single_line(value: str) -> str:
+    """A header-safe line: control characters (CR, LF, NUL ...) become spaces, runs collapse.
+
+    This is what keeps a customer-supplied name or a template's subject from ever starting a new
+    mail header.
+    """
+    return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the event that caused a mail came from."""
+
+    topic: str
+    event_id: str
+    timestamp: dt.datetime
+
+
+@dataclass(frozen=True)
+class Rendered:
+    record: dict[str, Any]
+    fallback: Fallback
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self.env = build_environment(templates_dir)
+        self._locales: dict[tuple[str, str], frozenset[str]] = {}
+
+    def locales_of(self, pack: str, template: str) -> frozenset[str]:
+        """Languages with a complete template set for this trigger mail (cached per worker)."""
+        key = (pack, template)
+        if key not in self._locales:
+            folder = self.templates_dir / pack / template
+            found = (
+                frozenset(d.name for d in folder.iterdir() if d.is_dir() and all((d / p).is_file() for p in PARTS))
+                if folder.is_dir()
+                else frozenset()
+            )
+            self._locales[key] = found
+        return self._locales[key]
+
+    def render(
+        self, firing: Firing, tenant: Tenant, record: Mapping[str, Any], source: Source, now: dt.datetime
+    ) -> Rendered:
+        recipient = firing.recipient
+        try:
+            to_address = validate_email(str(recipient["email"]), check_deliverability=False).normalized
+        except EmailNotValidError as e:
+            raise InvalidRecipient(f"{firing.mail.role} address is not deliverable: {e}") from None
+        pack, template = firing.trigger.pack, firing.mail.template
+        locale, fallback = choose_locale(
+            recipient.get("locale"), tenant.languages, tenant.default_language, self.locales_of(pack, template)
+        )
+        context = {
+            **record,
+            "recipient": recipient,
+            "brand": tenant.brand.model_dump(),
+            "locale": locale,
+            "time_zone": recipient.get("time_zone") or tenant.time_zone,
+        }
+        base = f"{pack}/{template}/{locale}"
+        try:
+            subject, html, text = (self.env.get_template(f"{base}/{part}").render(context) for part in PARTS)
+        except TemplateError as e:
+            where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+            raise RenderFailed(f"{base}{where}: {type(e).__name__}: {e.message}") from None
+        except Exception as e:  # a tenant template can raise anything (ZeroDivisionError ...)
+            raise RenderFailed(f"{base}: {type(e).__name__} while rendering") from None
+        subject = single_line(subject)
+        if not subject:
+            raise RenderFailed(f"{base}/subject.txt renders empty")
+        outbound = {
+            "message_id": firing.message_id,
+            "tenant_id": tenant.tenant_id,
+            "pack": pack,
+            "trigger": firing.trigger.id,
+            "entity_id": firing.entity_id,
+            "locale": locale,
+            "from_address": tenant.sender.from_address,
+            "from_name": single_line(tenant.sender.from_name),
+            "reply_to": tenant.sender.reply_to,
+            "to_address": to_address,
+            "to_name": single_line(str(recipient.get("name") or "")),
+            "subject": subject,
+            "html": html,
+            "text": text,
+            "headers": {"X-Tidings-Trigger": f"{pack}/{firing.trigger.id}", "X-Tidings-Tenant": tenant.tenant_id},
+            "source_event_id": source.event_id,
+            "source_topic": source.topic,
+            "source_timestamp": source.timestamp,
+            "created_at": now,
+        }
+        return Rendered(outbound, fallback)

@@ -1,0 +1,49 @@
+"""One frozen, typed settings object, read from ``TIDINGS_*`` environment variables.
+
+Every knob of a worker lives here and nowhere else; code receives a ``Settings`` instance
+instead of reading the environment. Construct it once at start-up (``Settings()``); a value
+that does not parse fails there, naming the variable to set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Configuration of one Tidings worker."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", frozen=True, extra="forbid")
+
+    app_id: str = Field("tidings", description="Faust app id: the consumer group and table prefix.")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the brokers.")
+    topic_prefix: str = Field("tidings.", description="Prepended to every topic Tidings owns.")
+    partitions: int = Field(4, ge=1, description="Partitions of every topic and table (they are co-partitioned).")
+    replication_factor: int = Field(1, ge=1)
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+
+    data_dir: Path = Field(REPO_ROOT / ".tidings" / "data", description="RocksDB state of this worker.")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, description="Faust web server: /metrics and the health pages.")
+
+    schemas_dir: Path = REPO_ROOT / "schemas"
+    templates_dir: Path = REPO_ROOT / "templates"
+    tenants_dir: Path = REPO_ROOT / "deploy" / "tenants"
+
+    ses_endpoint_url: str | None = Field(None, description="SES endpoint; unset means the AWS default.")
+    aws_region: str = "eu-west-1"
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    ses_timeout_seconds: float = Field(10.0, gt=0)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def broker_url(self) -> str:
+        return ";".join(f"kafka://{hostport}" for hostport in self.kafka_bootstrap.split(","))

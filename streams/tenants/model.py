@@ -1,0 +1,160 @@
+"""The typed tenant configuration and its loading from YAML files.
+
+A tenant is one operator of one product (a self-storage company, a charge point operator).
+Everything a mail takes from the operator comes from here: brand, sender identity, languages,
+time zone, and which triggers are dispatched. The models are frozen: a changed tenant is a new
+object, never an edited one, so a render in flight sees one consistent configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streams.errors import ConfigurationError
+
+_HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Z]{2})?$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _address(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as e:
+        raise ValueError(f"{value!r} is not an email address: {e}") from None
+
+
+class Brand(_Frozen):
+    """What makes a mail look like the operator's."""
+
+    name: str
+    logo_url: str | None = None
+    primary_color: str = "#1f4e79"
+    accent_color: str = "#f2a900"
+    postal_address: str = ""
+    support_email: str | None = None
+    footer: str = ""
+
+    @field_validator("primary_color", "accent_color")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not _HEX_COLOUR.match(value):
+            raise ValueError(f"{value!r} is not a colour; write #rgb or #rrggbb")
+        return value
+
+    @field_validator("support_email")
+    @classmethod
+    def _support(cls, value: str | None) -> str | None:
+        return None if value is None else _address(value)
+
+
+class SenderIdentity(_Frozen):
+    """The verified SES identity mails go out from."""
+
+    from_address: str
+    from_name: str = ""
+    reply_to: str | None = None
+
+    @field_validator("from_address", "reply_to")
+    @classmethod
+    def _addresses(cls, value: str | None) -> str | None:
+        return None if value is None else _address(value)
+
+
+class TriggerSetting(_Frozen):
+    """Per-trigger switches, keyed ``pack/trigger`` in the tenant file."""
+
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Tenant(_Frozen):
+    """One operator's complete configuration."""
+
+    tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    packs: tuple[str, ...]
+    languages: tuple[str, ...]
+    default_language: str
+    time_zone: str = "UTC"
+    brand: Brand
+    sender: SenderIdentity
+    triggers: dict[str, TriggerSetting] = Field(default_factory=dict)
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("offer at least one language")
+        for lang in value:
+            if not _LANGUAGE.match(lang):
+                raise ValueError(f"{lang!r} is not a language tag like 'de' or 'de-AT'")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
+        return value
+
+    @model_validator(mode="after")
+    def _default_offered(self) -> Tenant:
+        if self.default_language not in self.languages:
+            raise ValueError(f"default_language {self.default_language!r} is not in languages {list(self.languages)}")
+        return self
+
+    def is_enabled(self, trigger_key: str, default: bool = False) -> bool:
+        """Whether mails of ``pack/trigger`` are dispatched; an explicit setting beats the pack's default."""
+        setting = self.triggers.get(trigger_key)
+        return default if setting is None else setting.enabled
+
+
+class TenantDirectory:
+    """All known tenants by id."""
+
+    def __init__(self, tenants: dict[str, Tenant]) -> None:
+        self._tenants = dict(tenants)
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        return self._tenants.get(tenant_id)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._tenants.values())
+
+    def __len__(self) -> int:
+        return len(self._tenants)
+
+    @classmethod
+    def load(cls, folder: Path) -> TenantDirectory:
+        if not folder.is_dir():
+            raise ConfigurationError(f"tenant directory {folder} does not exist")
+        tenants: dict[str, Tenant] = {}
+        for path in sorted(folder.glob("*.yaml")):
+            tenant = load_tenant(path)
+            if tenant.tenant_id in tenants:
+                raise ConfigurationError(f"{path}: tenant {tenant.tenant_id} is defined twice")
+            tenants[tenant.tenant_id] = tenant
+        return cls(tenants)
+
+
+def load_tenant(path: Path) -> Tenant:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Tenant.model_validate(data)
+    except yaml.YAMLError as e:
+        raise ConfigurationError(f"{path}: not valid YAML: {e}") from e
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '<root>'}: {err['msg']}" for err in e.errors())
+        raise ConfigurationError(f"{path}: {problems}") from e

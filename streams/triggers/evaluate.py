@@ -1,0 +1,71 @@
+"""Which mails an event means: a pure function of the decoded event, the catalog and the tenant.
+
+The result is a list of ``Firing`` values, each naming the trigger, the entity, the occurrence,
+the recipient and the deterministic message id. Rendering and sending happen elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streams.errors import InvalidEvent, UnknownEventType
+from streams.tenants.model import Tenant
+from streams.triggers.identity import message_id
+from streams.triggers.rules import Catalog, MailRule, Trigger
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One mail that must be rendered and sent."""
+
+    trigger: Trigger
+    mail: MailRule
+    entity_id: str
+    occurrence: str
+    recipient: Mapping[str, Any]
+    message_id: str
+
+
+def field_at(record: Mapping[str, Any], path: str) -> Any:
+    """Follow a dotted path through nested records; a missing step is an ``InvalidEvent``."""
+    value: Any = record
+    for step in path.split("."):
+        if not isinstance(value, Mapping) or step not in value or value[step] is None:
+            raise InvalidEvent(f"field {path!r} is missing", reason="missing_field")
+        value = value[step]
+    return value
+
+
+def event_firings(type_name: str, record: Mapping[str, Any], catalog: Catalog, tenant: Tenant) -> list[Firing]:
+    """The mails an event trigger sends for this event, for the triggers the tenant has on."""
+    triggers = catalog.for_event(type_name)
+    if not triggers:
+        raise UnknownEventType(f"no pack handles {type_name}")
+    occurrence = str(field_at(record, "envelope.event_id"))
+    firings = []
+    for trigger in triggers:
+        if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, trigger.rule.enabled_by_default):
+            continue
+        entity_id = str(field_at(record, trigger.rule.entity))
+        for mail in trigger.rule.mails:
+            recipient = field_at(record, mail.recipient)
+            email = field_at(recipient, "email")
+            firings.append(
+                Firing(
+                    trigger=trigger,
+                    mail=mail,
+                    entity_id=entity_id,
+                    occurrence=occurrence,
+                    recipient=recipient,
+                    message_id=message_id(
+                        tenant_id=tenant.tenant_id,
+                        trigger=f"{trigger.key}#{mail.template}",
+                        entity_id=entity_id,
+                        occurrence=occurrence,
+                        recipient=email,
+                    ),
+                )
+            )
+    return firings
