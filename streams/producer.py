@@ -33,14 +33,23 @@ class EventPublisher:
         except (ValueError, TypeError) as e:
             raise InvalidEvent(f"{type_name} does not match its schema: {e}") from e
 
-    def publish(self, topic: str, type_name: str, record: dict[str, Any], *, key: str) -> None:
-        self.publish_raw(topic, self.encode(type_name, record), key=key)
+    def publish(
+        self, topic: str, type_name: str, record: dict[str, Any], *, key: str, partition: int | None = None
+    ) -> None:
+        self.publish_raw(topic, self.encode(type_name, record), key=key, partition=partition)
 
-    def publish_raw(self, topic: str, value: bytes | None, *, key: str | bytes | None) -> None:
-        """Produce bytes as they are (tests use it to publish garbage on purpose)."""
+    def publish_raw(
+        self, topic: str, value: bytes | None, *, key: str | bytes | None, partition: int | None = None
+    ) -> None:
+        """Produce bytes as they are (tests use it to publish garbage on purpose).
+
+        ``partition`` overrides the key's partition; producers leave it alone, tests use it to
+        put a record on every partition.
+        """
+        extra = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key)
+                self._producer.produce(topic, value=value, key=key, **extra)
                 break
             except BufferError:  # local queue full: let deliveries drain, then go on
                 self._producer.poll(0.1)

@@ -57,7 +57,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     names = TopicNames.from_settings(settings)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 4})
     existing = admin.list_topics(timeout=timeout).topics
     for name in names.all():
         if name in existing and len(existing[name].partitions) != settings.partitions:

@@ -160,11 +160,12 @@ class LocalBroker:
         )
         if fmt.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
-        stdout = open(self.workdir / "stdout.log", "wb")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(
-            [*base, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true", "kafka.Kafka", str(props)],
-            stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        # The child keeps its own copy of the descriptor; the parent's closes with the block.
+        with open(self.workdir / "stdout.log", "wb") as stdout:
+            self.process = subprocess.Popen(
+                [*base, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true", "kafka.Kafka", str(props)],
+                stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         try:
             wait_until(self._ready, timeout=timeout, interval=0.5, what=f"Kafka broker on {self.bootstrap}")
         except (TimeoutError, BrokerError) as e:

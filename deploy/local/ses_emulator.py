@@ -44,11 +44,12 @@ class SesEmulator:
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> SesEmulator:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        log = open(self.workdir / "moto.log", "wb")  # noqa: SIM115 - owned by the child process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        # The child keeps its own copy of the descriptor; the parent's closes with the block.
+        with open(self.workdir / "moto.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
 
         def ready() -> bool:
             assert self.process is not None

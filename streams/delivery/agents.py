@@ -38,7 +38,9 @@ def register(app: faust.App, rt: Runtime) -> None:
     dead_letter = app.topic(
         rt.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
-    ledger = app.Table("delivery-ledger", key_type=str, value_type=dict, partitions=rt.settings.partitions)
+    # No value_type: values stay plain JSON. value_type=dict does not decode back from RocksDB
+    # (Faust takes it for a model class).
+    ledger = app.Table("delivery-ledger", key_type=str, partitions=rt.settings.partitions)
     codec, sender, m, clock = rt.codec, rt.sender, rt.metrics, rt.clock
 
     async def send_with_retry(mail: dict, raw: bytes) -> str:  # type: ignore[type-arg]

@@ -34,4 +34,6 @@ def build_mime(mail: dict[str, Any]) -> bytes:
         msg[name] = value
     msg.set_content(mail["text"], subtype="plain", charset="utf-8")
     msg.add_alternative(mail["html"], subtype="html", charset="utf-8")
+    # Set last: turning the message multipart moves every Content-* header into the first part.
+    msg["Content-Language"] = mail["locale"]
     return msg.as_bytes()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.codecs.avro import SingleObjectCodec
-from streams.errors import InvalidEvent, RejectedInput, UnknownTenant
+from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.tenants.model import TenantDirectory
 from streams.triggers.evaluate import event_firings, field_at
@@ -49,6 +49,8 @@ class IngestPipeline:
             decoded = self.codec.decode(value)
             result.event_type = decoded.type_name
             record = decoded.record
+            if not self.catalog.handles(decoded.type_name):
+                raise UnknownEventType(f"no pack handles {decoded.type_name}")
             tenant_id = str(field_at(record, "envelope.tenant_id"))
             tenant = self.tenants.get(tenant_id)
             if tenant is None:

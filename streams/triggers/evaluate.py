@@ -29,11 +29,15 @@ class Firing:
 
 
 def field_at(record: Mapping[str, Any], path: str) -> Any:
-    """Follow a dotted path through nested records; a missing step is an ``InvalidEvent``."""
+    """Follow a dotted path through nested records.
+
+    A missing step, a null or an empty string is an ``InvalidEvent``: Avro guarantees a field is
+    present, but an empty id or address is just as unusable as an absent one.
+    """
     value: Any = record
     for step in path.split("."):
-        if not isinstance(value, Mapping) or step not in value or value[step] is None:
-            raise InvalidEvent(f"field {path!r} is missing", reason="missing_field")
+        if not isinstance(value, Mapping) or value.get(step) in (None, ""):
+            raise InvalidEvent(f"field {path!r} is missing or empty", reason="missing_field")
         value = value[step]
     return value
 

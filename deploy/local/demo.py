@@ -1,0 +1,115 @@
+"""``make demo``: Tidings doing its main job on real parts, start to finish.
+
+Starts a Kafka broker and the SES emulator (unless ``TIDINGS_TEST_BOOTSTRAP`` /
+``TIDINGS_TEST_SES_ENDPOINT`` name running ones), starts one Tidings worker, publishes sample
+booking events for two tenants in several languages, waits until the mails are in SES, writes
+each mail's HTML under ``.tidings/demo/``, prints what went out, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from deploy.local.kafka_broker import EXISTING_BROKER_ENV, BrokerError, LocalBroker
+from deploy.local.samples import BOOKING_CREATED, booking_created
+from deploy.local.ses_emulator import EXISTING_EMULATOR_ENV, SesEmulator, SentMail, sent_mails, verify_domains
+from deploy.local.worker import WorkerProcess
+from streams.producer import EventPublisher
+from streams.settings import REPO_ROOT, Settings
+from streams.tenants.model import TenantDirectory
+from streams.topics import TopicNames, ensure_topics
+
+DEMO_DIR = REPO_ROOT / ".tidings" / "demo"
+DEADLINE_SECONDS = 120.0
+# (tenant, customer locale): German and English customers of a Hamburg operator, and a London one.
+SAMPLES = [
+    ("lagerhaus-nord", "de"), ("lagerhaus-nord", "de-AT"), ("lagerhaus-nord", "en-GB"), ("lagerhaus-nord", None),
+    ("boxit-london", "en"), ("boxit-london", "en-US"), ("boxit-london", "de"), ("lagerhaus-nord", "de-CH"),
+]
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def main() -> int:
+    if DEMO_DIR.exists():
+        shutil.rmtree(DEMO_DIR)
+    DEMO_DIR.mkdir(parents=True)
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get(EXISTING_BROKER_ENV)
+        if not bootstrap:
+            say("Starting a Kafka broker (Apache Kafka 4, KRaft, from Maven Central jars) ...")
+            bootstrap = stack.enter_context(LocalBroker(DEMO_DIR / "kafka")).bootstrap
+        endpoint = os.environ.get(EXISTING_EMULATOR_ENV)
+        if not endpoint:
+            say("Starting the SES emulator (moto server) ...")
+            endpoint = stack.enter_context(SesEmulator(DEMO_DIR / "ses")).endpoint
+        say(f"  Kafka on {bootstrap}, SES on {endpoint}")
+
+        tenants = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants")
+        verify_domains(endpoint, (t.sender.from_address.rpartition("@")[2] for t in tenants))
+        run = f"demo{int(time.time())}"
+        settings = Settings(app_id=run, topic_prefix=f"{run}.", kafka_bootstrap=bootstrap)
+        ensure_topics(settings)
+        worker = WorkerProcess(
+            workdir=DEMO_DIR / "worker",
+            env={
+                "TIDINGS_APP_ID": settings.app_id,
+                "TIDINGS_TOPIC_PREFIX": settings.topic_prefix,
+                "TIDINGS_KAFKA_BOOTSTRAP": bootstrap,
+                "TIDINGS_SES_ENDPOINT_URL": endpoint,
+                "TIDINGS_AWS_ACCESS_KEY_ID": "demo",
+                "TIDINGS_AWS_SECRET_ACCESS_KEY": "demo",
+            },
+        )
+        say("Starting a Tidings worker ...")
+        worker.start()
+        stack.callback(worker.stop)
+        worker.wait_serving()
+        say(f"  metrics at {worker.metrics_url}, log in {worker.log_file}")
+
+        publisher = EventPublisher(bootstrap, settings.schemas_dir)
+        topic = TopicNames.from_settings(settings).inbound_for("bookings", settings)
+        recipients = set()
+        say(f"Publishing {len(SAMPLES)} BookingCreated events to {topic} ...")
+        for n, (tenant, locale) in enumerate(SAMPLES):
+            event = booking_created(tenant, n, email=f"customer{n}.{run}@example.org", locale=locale)
+            publisher.publish(topic, BOOKING_CREATED, event, key=event["booking_id"])
+            recipients.add(event["customer"]["email"])
+        publisher.flush()
+        del publisher  # before the broker stops, so the client does not complain about it
+
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        mails: list[SentMail] = []
+        while time.monotonic() < deadline:
+            worker.assert_alive()
+            mails = [m for m in sent_mails(endpoint) if m.destinations[0] in recipients]
+            if len(mails) >= len(SAMPLES):
+                break
+            time.sleep(0.25)
+
+        say("\nMails in the SES emulator:")
+        for i, mail in enumerate(sorted(mails, key=lambda m: m.destinations[0])):
+            path = DEMO_DIR / "mails" / f"{i + 1:02d}-{mail.destinations[0].split('@')[0]}.html"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(mail.part("html"), encoding="utf-8")
+            say(f"  {mail.destinations[0]:<40} [{mail.header('Content-Language')}] {mail.subject}")
+            say(f"  {'':<40} {path.relative_to(REPO_ROOT)}")
+        say(f"\n{len(mails)} emails sent")
+        if len(mails) < len(SAMPLES):
+            say(f"expected {len(SAMPLES)}; worker log:\n{worker.log_tail()}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (BrokerError, RuntimeError, TimeoutError) as e:
+        sys.exit(f"demo failed: {e}")

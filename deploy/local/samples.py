@@ -1,0 +1,54 @@
+"""Sample domain events, as a producing service would publish them.
+
+Used by the demo, the integration tests and the benchmarks, so all three speak of the same
+bookings. The values are plausible, not random: a reader of a rendered mail should recognise it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+BOOKING_CREATED = "tidings.storage.BookingCreated"
+
+SITES = {
+    "lagerhaus-nord": ("Hamburg Hafencity", "Speicherstraße 12, 20457 Hamburg"),
+    "boxit-london": ("BoxIt Islington", "4 Canal Walk, London N1 5SZ"),
+}
+NAMES = ("Jana Müller", "Tom Becker", "Aisha Khan", "Lukas Schmidt", "Emily Clarke", "Mehmet Yılmaz")
+
+
+def booking_created(
+    tenant_id: str,
+    n: int,
+    *,
+    email: str | None = None,
+    locale: str | None = None,
+    booking_id: str | None = None,
+    occurred_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    site, address = SITES.get(tenant_id, ("Central Storage", "1 Main Street"))
+    move_in = dt.date(2026, 12, 1) + dt.timedelta(days=n % 28)
+    return {
+        "envelope": {
+            "event_id": str(uuid.uuid4()),
+            "tenant_id": tenant_id,
+            "occurred_at": occurred_at or dt.datetime.now(dt.timezone.utc),
+            "producer": "storage-manager",
+        },
+        "booking_id": booking_id or f"BK-{n:06d}",
+        "customer": {
+            "id": f"CU-{n:06d}",
+            "email": email or f"customer{n}@example.org",
+            "name": NAMES[n % len(NAMES)],
+            "locale": locale,
+            "time_zone": None,
+        },
+        "unit_name": f"{chr(65 + n % 5)}-{100 + n % 50}, {4 + n % 9} m²",
+        "site_name": site,
+        "site_address": address,
+        "move_in_date": move_in,
+        "move_out_date": None if n % 3 else move_in + dt.timedelta(days=180),
+        "monthly_price": {"amount_minor": 4900 + 1000 * (n % 7), "currency": "GBP" if tenant_id == "boxit-london" else "EUR"},
+    }

@@ -1,0 +1,93 @@
+"""Run a Tidings worker (``python -m streams worker``) as a child process.
+
+The demo, the integration tests and the benchmarks all start real workers this way, each with its
+own app id, topic prefix, data directory and web port, so several can share one broker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.local.ports import free_port, http_ok, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+GRACEFUL_STOP_SECONDS = 60.0
+
+
+@dataclass
+class WorkerProcess:
+    """One worker process; ``env`` holds its ``TIDINGS_*`` settings."""
+
+    workdir: Path
+    env: dict[str, str]
+    log_level: str = "info"
+    process: subprocess.Popen[bytes] | None = None
+    web_port: int = field(default_factory=free_port)
+    starts: int = 0
+    expected_exit: bool = False
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / f"worker-{self.starts}.log"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/metrics"
+
+    def start(self) -> WorkerProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        self.expected_exit = False
+        env = {
+            **os.environ,
+            "TIDINGS_DATA_DIR": str(self.workdir / "state"),
+            "TIDINGS_WEB_PORT": str(self.web_port),
+            **self.env,
+        }
+        # The child keeps its own copy of the descriptor; the parent's closes with the block.
+        with open(self.log_file, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker", "-l", self.log_level],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        """Until the worker's web server answers (it starts before the agents consume)."""
+        wait_until(lambda: self.assert_alive() or http_ok(self.metrics_url), timeout=timeout, what="worker web server")
+
+    def assert_alive(self) -> bool:
+        """Raise with the log tail if the worker died unasked; returns False so it fits in a wait condition."""
+        if not self.expected_exit and self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"worker exited with code {self.process.returncode}:\n{self.log_tail()}")
+        return False
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_file.is_file():
+            return ""
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = GRACEFUL_STOP_SECONDS) -> int | None:
+        """SIGTERM and wait: Faust commits what it processed before it exits."""
+        self.expected_exit = True
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(f"worker did not stop within {timeout}s; killed it:\n{self.log_tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to commit."""
+        self.expected_exit = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

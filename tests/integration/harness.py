@@ -1,0 +1,122 @@
+"""What integration tests do to a deployment: publish, start and stop workers, wait for mail.
+
+Every wait has a deadline and checks the workers are still alive while it waits, so a crashed
+worker fails the test at once with its log instead of after the timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, TopicPartition
+
+from deploy.local.ses_emulator import SentMail, sent_mails
+from deploy.local.worker import WorkerProcess
+from streams.producer import EventPublisher
+from streams.settings import REPO_ROOT, Settings
+from streams.topics import TopicNames, ensure_topics
+
+T = TypeVar("T")
+DEFAULT_DEADLINE_SECONDS = 90.0
+
+
+@dataclass
+class Deployment:
+    run: str
+    bootstrap: str
+    ses_endpoint: str
+    workdir: Path
+    env: dict[str, str]
+    workers: list[WorkerProcess] = field(default_factory=list)
+    _publisher: EventPublisher | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(
+            app_id=self.env["TIDINGS_APP_ID"],
+            topic_prefix=self.env["TIDINGS_TOPIC_PREFIX"],
+            kafka_bootstrap=self.bootstrap,
+            partitions=int(self.env["TIDINGS_PARTITIONS"]),
+        )
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames.from_settings(self.settings)
+
+    @property
+    def publisher(self) -> EventPublisher:
+        if self._publisher is None:
+            self._publisher = EventPublisher(self.bootstrap, REPO_ROOT / "schemas")
+        return self._publisher
+
+    def create_topics(self) -> None:
+        ensure_topics(self.settings)
+
+    def email(self, n: int | str) -> str:
+        """A recipient address unique to this test run."""
+        return f"c{n}.{self.run}@example.org"
+
+    def start_worker(self, name: str = "w1") -> WorkerProcess:
+        worker = WorkerProcess(workdir=self.workdir / name, env=self.env)
+        self.workers.append(worker)
+        return worker.start()
+
+    def my_mails(self) -> list[SentMail]:
+        return [m for m in sent_mails(self.ses_endpoint) if any(self.run in d for d in m.destinations)]
+
+    def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float = DEFAULT_DEADLINE_SECONDS) -> T:
+        """Call ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for worker in self.workers:
+                worker.assert_alive()
+            result = probe()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                logs = "\n\n".join(f"--- {w.log_file}\n{w.log_tail(40)}" for w in self.workers)
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+            time.sleep(0.25)
+
+    def wait_for_mails(self, count: int, timeout: float = DEFAULT_DEADLINE_SECONDS) -> list[SentMail]:
+        def probe() -> list[SentMail] | None:
+            mails = self.my_mails()
+            return mails if len(mails) >= count else None
+
+        return self.wait_for(f"{count} mails in the SES emulator", probe, timeout)
+
+    def read_topic(self, topic: str, count: int, timeout: float = DEFAULT_DEADLINE_SECONDS) -> list[Any]:
+        """Read ``count`` committed records from the start of every partition of ``topic``."""
+        consumer = Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": f"reader-{self.run}-{time.monotonic_ns()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        })
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records: list[Any] = []
+        try:
+            def probe() -> list[Any] | None:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    records.append(msg)
+                return records if len(records) >= count else None
+
+            return self.wait_for(f"{count} records on {topic}", probe, timeout)
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.flush()
+            self._publisher = None
+        for worker in self.workers:
+            try:
+                worker.stop()
+            except RuntimeError:
+                pass
