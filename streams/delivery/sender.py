@@ -30,6 +30,16 @@ PERMANENT_CODES = frozenset({
 })
 
 
+def classify_ses_error(code: str, status: int) -> RetryableDelivery | PermanentDelivery:
+    """What an SES error answer means for this mail: retry it later, or never."""
+    if code in PERMANENT_CODES:
+        return PermanentDelivery(f"ses:{code}")
+    if code in RETRYABLE_CODES or status >= 500 or status == 429:
+        return RetryableDelivery(f"ses:{code}")
+    # An unknown 4xx says the request itself is wrong; resending it unchanged cannot help.
+    return PermanentDelivery(f"ses:{code}")
+
+
 class EmailSender(Protocol):
     async def send(self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str]) -> str: ...
 
@@ -72,11 +82,7 @@ class SesSender:
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "Unknown")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in PERMANENT_CODES:
-                raise PermanentDelivery(f"ses:{code}") from e
-            if code in RETRYABLE_CODES or status >= 500 or status == 429:
-                raise RetryableDelivery(f"ses:{code}") from e
-            raise PermanentDelivery(f"ses:{code}") from e
+            raise classify_ses_error(code, status) from e
         except BotoCoreError as e:  # connection refused, timeouts: nothing definite came back
             raise RetryableDelivery(f"transport:{type(e).__name__}") from e
         return str(response["MessageId"])

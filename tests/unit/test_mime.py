@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import email
+import email.policy
+
+from streams.delivery.mime import build_mime
+from tests.unit.conftest import NOW
+
+MAIL = {
+    "message_id": "0123abcd", "tenant_id": "t", "pack": "storage", "trigger": "booking.created", "entity_id": "BK-1",
+    "locale": "de", "from_address": "buchung@lagerhaus-nord.example", "from_name": "Lagerhaus Nord",
+    "reply_to": "service@lagerhaus-nord.example", "to_address": "jana@example.org", "to_name": "Jana Müller",
+    "subject": "Ihre Buchung ist bestätigt", "html": "<p>Hallo</p>", "text": "Hallo", "headers": {"X-Tidings-Tenant": "t"},
+    "source_event_id": "e", "source_topic": "x", "source_timestamp": NOW, "created_at": NOW,
+}
+
+
+def test_raw_message_has_our_headers_and_both_parts() -> None:
+    msg = email.message_from_bytes(build_mime(MAIL), policy=email.policy.default)
+    assert msg["Message-ID"] == "<0123abcd@lagerhaus-nord.example>"
+    assert msg["From"] == "Lagerhaus Nord <buchung@lagerhaus-nord.example>"
+    assert msg["To"] == "Jana Müller <jana@example.org>"
+    assert msg["Reply-To"] == "service@lagerhaus-nord.example"
+    assert msg["Subject"] == "Ihre Buchung ist bestätigt"
+    assert msg["Content-Language"] == "de"
+    assert msg["X-Tidings-Tenant"] == "t"
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg.get_body(("plain",)).get_content().strip() == "Hallo"
+    assert msg.get_body(("html",)).get_content().strip() == "<p>Hallo</p>"
+
+
+def test_lines_end_in_crlf_as_smtp_wants() -> None:
+    raw = build_mime(MAIL)
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")

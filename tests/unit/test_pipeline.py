@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.codecs.avro import SingleObjectCodec
+from streams.ingest.pipeline import IngestPipeline
+from tests.unit.conftest import NOW
+
+
+def _process(pipeline: IngestPipeline, value: bytes | None):  # type: ignore[no-untyped-def]
+    return pipeline.process(value, topic="tidings.bookings", timestamp=NOW, now=NOW)
+
+
+def test_a_booking_becomes_one_mail_that_fits_the_outbound_schema(pipeline: IngestPipeline, codec: SingleObjectCodec) -> None:
+    result = _process(pipeline, codec.encode(BOOKING_CREATED, booking_created("boxit-london", 3)))
+    assert result.rejections == []
+    (mail,) = result.mails
+    decoded = codec.decode(pipeline.encode(mail.record))
+    assert decoded.type_name == "tidings.outbound.RenderedEmail"
+    assert decoded.record["trigger"] == "booking.created"
+    assert decoded.record["entity_id"] == "BK-000003"
+
+
+def test_the_same_event_processed_twice_has_the_same_message_id(pipeline: IngestPipeline, codec: SingleObjectCodec) -> None:
+    data = codec.encode(BOOKING_CREATED, booking_created("boxit-london", 3))
+    first, second = _process(pipeline, data), _process(pipeline, data)
+    assert first.mails[0].record["message_id"] == second.mails[0].record["message_id"]
+
+
+def test_unknown_tenant_is_rejected_without_its_name_unbounded(pipeline: IngestPipeline, codec: SingleObjectCodec) -> None:
+    result = _process(pipeline, codec.encode(BOOKING_CREATED, booking_created("x" * 500, 3)))
+    (rejection,) = result.rejections
+    assert (rejection.stage, rejection.reason) == ("ingest", "unknown_tenant")
+    assert len(rejection.detail) < 120
+
+
+def test_a_trigger_the_tenant_has_not_activated_sends_nothing(codec: SingleObjectCodec, renderer, tenants) -> None:  # type: ignore[no-untyped-def]
+    from streams.tenants.model import Tenant, TenantDirectory, TriggerSetting
+    from streams.triggers.rules import Catalog
+
+    base = tenants.get("boxit-london")
+    off = base.model_copy(update={"triggers": {"storage/booking.created": TriggerSetting(enabled=False)}})
+    silent = Tenant.model_validate(off.model_dump())
+    pipeline = IngestPipeline(codec, Catalog.load(), TenantDirectory({"boxit-london": silent}), renderer)
+    result = _process(pipeline, codec.encode(BOOKING_CREATED, booking_created("boxit-london", 3)))
+    assert result.mails == [] and result.rejections == []
+
+
+def test_garbage_is_one_rejection_not_an_exception(pipeline: IngestPipeline) -> None:
+    result = _process(pipeline, b"\xc3\x01garbage")
+    assert [(r.stage, r.reason) for r in result.rejections] == [("ingest", "not_avro")]

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.errors import InvalidRecipient, RenderFailed
+from streams.rendering.render import Renderer, Source, single_line
+from streams.tenants.model import TenantDirectory
+from streams.triggers.evaluate import event_firings
+from streams.triggers.rules import Catalog
+from tests.unit.conftest import NOW
+
+SOURCE = Source(topic="tidings.bookings", event_id="e-1", timestamp=NOW)
+
+
+def _render(renderer: Renderer, tenants: TenantDirectory, event: dict[str, Any]) -> dict[str, Any]:
+    tenant = tenants.get(event["envelope"]["tenant_id"])
+    assert tenant is not None
+    (firing,) = event_firings(BOOKING_CREATED, event, Catalog.load(), tenant)
+    return renderer.render(firing, tenant, event, SOURCE, NOW).record
+
+
+def test_german_booking_confirmation_carries_the_merge_tags(renderer: Renderer, tenants: TenantDirectory) -> None:
+    event = booking_created("lagerhaus-nord", 0, locale="de-AT")  # n=0: has a move-out date and a price
+    mail = _render(renderer, tenants, event)
+    assert mail["locale"] == "de"
+    assert mail["subject"] == "Ihre Buchung bei Hamburg Hafencity ist bestätigt"
+    for part in ("html", "text"):
+        assert event["unit_name"] in mail[part]
+        assert event["booking_id"] in mail[part]
+        assert "1. Dezember 2026" in mail[part]  # Babel, German long date
+        assert "49,00\xa0€" in mail[part]  # Babel, German currency format
+    assert "Lagerhaus Nord" in mail["html"] and "#0b5394" in mail["html"]  # the tenant's brand
+    assert mail["from_address"] == "buchung@lagerhaus-nord.example"
+    assert mail["reply_to"] == "service@lagerhaus-nord.example"
+
+
+def test_english_customer_of_a_german_tenant_gets_english(renderer: Renderer, tenants: TenantDirectory) -> None:
+    mail = _render(renderer, tenants, booking_created("lagerhaus-nord", 0, locale="en-GB"))
+    assert mail["locale"] == "en"
+    assert "December 1, 2026" in mail["text"]
+    assert "€49.00" in mail["text"]
+
+
+def test_customer_supplied_html_is_escaped(renderer: Renderer, tenants: TenantDirectory) -> None:
+    event = booking_created("boxit-london", 1)
+    event["customer"]["name"] = '<script>alert("x")</script>'
+    event["unit_name"] = "<b onmouseover=alert(1)>A-1</b>"
+    mail = _render(renderer, tenants, event)
+    assert "<script>" not in mail["html"] and "&lt;script&gt;" in mail["html"]
+    assert "<b onmouseover" not in mail["html"]
+
+
+def test_line_breaks_in_names_never_reach_a_header(renderer: Renderer, tenants: TenantDirectory) -> None:
+    event = booking_created("boxit-london", 1)
+    event["customer"]["name"] = "Eve\r\nBcc: victim@example.com"
+    event["site_name"] = "Depot\nX-Injected: 1"
+    mail = _render(renderer, tenants, event)
+    assert mail["to_name"] == "Eve Bcc: victim@example.com"
+    assert "\n" not in mail["subject"] and "\r" not in mail["subject"]
+
+
+def test_an_address_that_cannot_receive_mail_is_rejected(renderer: Renderer, tenants: TenantDirectory) -> None:
+    with pytest.raises(InvalidRecipient):
+        _render(renderer, tenants, booking_created("boxit-london", 1, email="nobody-at-example.org"))
+
+
+def test_a_misspelt_merge_tag_fails_the_mail_not_silently(tmp_path, tenants: TenantDirectory) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "storage" / "booking.created" / "en"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("Hello {{ custmer.name }}")
+    (folder / "body.html").write_text("x")
+    (folder / "body.txt").write_text("x")
+    with pytest.raises(RenderFailed, match="custmer"):
+        _render(Renderer(tmp_path), tenants, booking_created("boxit-london", 1))
+
+
+def test_single_line() -> None:
+    assert single_line(" a\r\n\tb\x00c\u2028d  ") == "a b c d"
