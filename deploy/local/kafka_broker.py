@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.local.ports import free_port, port_open, wait_until
+from deploy.local.support import free_port, port_open, terminate, wait_until
 
 KAFKA_DIR = Path(__file__).resolve().parent.parent / "kafka"
 POM = KAFKA_DIR / "pom.xml"
@@ -187,14 +187,7 @@ class LocalBroker:
         return text
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout)
 
     def __enter__(self) -> LocalBroker:
         return self.start()

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from deploy.local.ports import free_port, http_ok, wait_until
+from deploy.local.support import free_port, http_ok, terminate, wait_until
 
 EXISTING_EMULATOR_ENV = "TIDINGS_TEST_SES_ENDPOINT"
 REGION = "eu-west-1"
@@ -63,14 +63,7 @@ class SesEmulator:
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, 10)
 
     def __enter__(self) -> SesEmulator:
         return self.start()

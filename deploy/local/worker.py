@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.local.ports import free_port, http_ok, wait_until
+from deploy.local.support import free_port, http_ok, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 GRACEFUL_STOP_SECONDS = 60.0

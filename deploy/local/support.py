@@ -1,8 +1,10 @@
-"""Free TCP ports on the loopback interface."""
+"""Small helpers shared by the local components: free ports, readiness waits, stopping processes."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -43,3 +45,17 @@ def port_open(hostport: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> int | None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code (None if never started)."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
