@@ -19,6 +19,7 @@ from streams.clock import Clock, SystemClock
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
 from streams.delivery.sender import EmailSender, create_sender
+from streams.errors import ConfigurationError
 from streams.ingest.pipeline import IngestPipeline
 from streams.metrics import Metrics
 from streams.rendering.render import Renderer
@@ -44,16 +45,21 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, *, sender: EmailSender | None = None, clock: Clock | None = None) -> Runtime:
-    codec = SingleObjectCodec(SchemaRepository.load(settings.schemas_dir))
+    schemas = SchemaRepository.load(settings.schemas_dir)
+    catalog = Catalog.load()
+    missing = [name for name in catalog.event_types() if not schemas.has(name)]
+    if missing:
+        raise ConfigurationError(f"packs route event types with no schema in {settings.schemas_dir}: {missing}")
+    codec = SingleObjectCodec(schemas)
     pipeline = IngestPipeline(
         codec=codec,
-        catalog=Catalog.load(),
+        catalog=catalog,
         tenants=TenantDirectory.load(settings.tenants_dir),
         renderer=Renderer(settings.templates_dir),
     )
     return Runtime(
         settings=settings,
-        topics=TopicNames.from_settings(settings),
+        topics=TopicNames.from_settings(settings, catalog),
         codec=codec,
         pipeline=pipeline,
         sender=sender if sender is not None else create_sender(settings),
@@ -68,7 +74,7 @@ class TidingsApp(faust.App):
     tidings: Runtime
 
     async def on_first_start(self) -> None:
-        created = ensure_topics(self.tidings.settings)
+        created = ensure_topics(self.tidings.settings, catalog=self.tidings.topics.catalog)
         if created:
             log.info("created topics: %s", ", ".join(created))
         await super().on_first_start()

@@ -1,7 +1,7 @@
 """Every topic Tidings reads or writes, named once from the settings.
 
-Inbound domain topics are one per aggregate (bookings, invoices, ...), keyed by entity id, with
-several event types each. Tidings creates missing topics at worker start (idempotent), with the
+Inbound domain topics are one per aggregate of a pack (``<prefix>storage.bookings``), keyed by
+entity id, with several event types each; the packs declare them (``streams/packs/*/pack.yaml``). Tidings creates missing topics at worker start (idempotent), with the
 configured partition count.
 
 Partition discipline. Every topic Tidings reads or writes has the same number of partitions, and a
@@ -24,39 +24,42 @@ from dataclasses import dataclass
 
 from streams.errors import ConfigurationError
 from streams.settings import Settings
-
-# Aggregates whose domain events Tidings consumes. Producers publish to <prefix><aggregate>.
-INBOUND_AGGREGATES = ("bookings",)
-
+from streams.triggers.rules import Catalog
 
 @dataclass(frozen=True)
 class TopicNames:
+    prefix: str
     inbound: tuple[str, ...]
     outbound: str
     dead_letter: str
+    catalog: Catalog
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TopicNames:
+    def from_settings(cls, settings: Settings, catalog: Catalog | None = None) -> TopicNames:
+        catalog = catalog if catalog is not None else Catalog.load()
         p = settings.topic_prefix
         return cls(
-            inbound=tuple(f"{p}{a}" for a in INBOUND_AGGREGATES),
+            prefix=p,
+            inbound=tuple(f"{p}{suffix}" for suffix in catalog.topic_suffixes()),
             outbound=f"{p}outbound",
             dead_letter=f"{p}dead-letter",
+            catalog=catalog,
         )
 
     def all(self) -> tuple[str, ...]:
         return (*self.inbound, self.outbound, self.dead_letter)
 
-    def inbound_for(self, aggregate: str, settings: Settings) -> str:
-        return f"{settings.topic_prefix}{aggregate}"
+    def for_event(self, type_name: str) -> str:
+        """The inbound topic producers publish ``type_name`` to."""
+        return f"{self.prefix}{self.catalog.topic_suffix_for(type_name)}"
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+def ensure_topics(settings: Settings, timeout: float = 30.0, catalog: Catalog | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    names = TopicNames.from_settings(settings)
+    names = TopicNames.from_settings(settings, catalog)
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 4})
     existing = admin.list_topics(timeout=timeout).topics
     for name in names.all():

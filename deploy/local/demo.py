@@ -75,7 +75,7 @@ def main() -> int:
         say(f"  metrics at {worker.metrics_url}, log in {worker.log_file}")
 
         publisher = EventPublisher(bootstrap, settings.schemas_dir)
-        topic = TopicNames.from_settings(settings).inbound_for("bookings", settings)
+        topic = TopicNames.from_settings(settings).for_event(BOOKING_CREATED)
         recipients = set()
         say(f"Publishing {len(SAMPLES)} BookingCreated events to {topic} ...")
         for n, (tenant, locale) in enumerate(SAMPLES):

@@ -104,6 +104,9 @@ class SchemaRepository:
             raise KeyError(f"no schema named {name}") from None
         return versions[max(versions)]
 
+    def has(self, name: str) -> bool:
+        return name in self._by_name
+
     def version(self, name: str, version: int) -> SchemaVersion:
         return self._by_name[name][version]
 

@@ -24,7 +24,7 @@ def _rendered_email_record() -> dict:  # valid Avro of a type no pack handles
 def test_bad_records_are_dead_lettered_with_a_reason_and_valid_ones_still_delivered(deployment: Deployment) -> None:
     deployment.start_worker()
     pub = deployment.publisher
-    topic = deployment.topics.inbound_for("bookings", deployment.settings)
+    topic = deployment.topics.for_event(BOOKING_CREATED)
 
     valid_bytes = pub.encode(BOOKING_CREATED, booking_created("lagerhaus-nord", 1, email=deployment.email("ok")))
     hostile = booking_created("lagerhaus-nord", 2, email=deployment.email("hostile"))

@@ -21,7 +21,7 @@ CASES = [
 
 def test_booking_created_is_delivered_once_in_the_customers_language(deployment: Deployment) -> None:
     worker = deployment.start_worker()
-    topic = deployment.topics.inbound_for("bookings", deployment.settings)
+    topic = deployment.topics.for_event(BOOKING_CREATED)
     expected = {}
     for n, (tenant, locale, language, subject) in enumerate(CASES):
         event = booking_created(tenant, n, email=deployment.email(n), locale=locale)

@@ -9,7 +9,7 @@ from tests.integration.harness import Deployment
 
 
 def _publish(deployment: Deployment, numbers: range) -> None:
-    topic = deployment.topics.inbound_for("bookings", deployment.settings)
+    topic = deployment.topics.for_event(BOOKING_CREATED)
     for n in numbers:
         event = booking_created("lagerhaus-nord", n, email=deployment.email(n))
         deployment.publisher.publish(topic, BOOKING_CREATED, event, key=event["booking_id"])
@@ -22,7 +22,7 @@ def _publish_sentinels(deployment: Deployment) -> list[str]:
     Each partition is processed in order, and a mail stays on its event's partition number, so a
     sentinel's mail proves its partition was drained by both the ingest and the sender agent.
     """
-    topic = deployment.topics.inbound_for("bookings", deployment.settings)
+    topic = deployment.topics.for_event(BOOKING_CREATED)
     addresses = []
     for p in range(deployment.settings.partitions):
         event = booking_created("boxit-london", 900 + p, email=deployment.email(f"sentinel{p}"))
