@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streams import metrics as metrics_module
 from streams.clock import Clock, SystemClock
 from streams.codecs.avro import SingleObjectCodec
+from streams.codecs.confluent import ConfluentCodec
+from streams.codecs.wire import TopicDecoders
 from streams.codecs.schemas import SchemaRepository
 from streams.delivery.sender import EmailSender, create_sender
 from streams.errors import ConfigurationError
@@ -51,21 +53,36 @@ def build_runtime(settings: Settings, *, sender: EmailSender | None = None, cloc
     if missing:
         raise ConfigurationError(f"packs route event types with no schema in {settings.schemas_dir}: {missing}")
     codec = SingleObjectCodec(schemas)
+    topics = TopicNames.from_settings(settings, catalog)
     pipeline = IngestPipeline(
         codec=codec,
         catalog=catalog,
         tenants=TenantDirectory.load(settings.tenants_dir),
         renderer=Renderer(settings.templates_dir),
+        decoders=_decoders(settings, topics, codec),
     )
     return Runtime(
         settings=settings,
-        topics=TopicNames.from_settings(settings, catalog),
+        topics=topics,
         codec=codec,
         pipeline=pipeline,
         sender=sender if sender is not None else create_sender(settings),
         metrics=metrics_module.create(),
         clock=clock if clock is not None else SystemClock(),
     )
+
+
+def _decoders(settings: Settings, topics: TopicNames, codec: SingleObjectCodec) -> TopicDecoders:
+    unknown = sorted(set(settings.wire_formats) - set(topics.catalog.topic_suffixes()))
+    if unknown:
+        raise ConfigurationError(f"TIDINGS_WIRE_FORMATS names topics no pack has: {unknown}")
+    confluent = [suffix for suffix, fmt in settings.wire_formats.items() if fmt == "confluent"]
+    if not confluent:
+        return TopicDecoders(codec)
+    if not settings.schema_registry_url:
+        raise ConfigurationError(f"topics {confluent} use the Confluent wire format: set TIDINGS_SCHEMA_REGISTRY_URL")
+    registry = ConfluentCodec.for_url(settings.schema_registry_url, codec.schemas)
+    return TopicDecoders(codec, {f"{topics.prefix}{suffix}": registry for suffix in confluent})
 
 
 class TidingsApp(faust.App):

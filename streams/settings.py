@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="Partitions of every topic and table (they are co-partitioned).")
     replication_factor: int = Field(1, ge=1)
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    wire_formats: dict[str, Literal["single_object", "confluent"]] = Field(
+        default_factory=dict,
+        description='Per inbound topic suffix, e.g. {"storage.bookings": "confluent"}; default single_object.',
+    )
+    schema_registry_url: str | None = Field(None, description="Confluent Schema Registry, for confluent topics.")
 
     data_dir: Path = Field(REPO_ROOT / ".tidings" / "data", description="RocksDB state of this worker.")
     web_host: str = "127.0.0.1"

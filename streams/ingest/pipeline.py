@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.codecs.avro import SingleObjectCodec
+from streams.codecs.wire import TopicDecoders
 from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.tenants.model import TenantDirectory
@@ -37,8 +38,16 @@ class IngestResult:
 
 
 class IngestPipeline:
-    def __init__(self, codec: SingleObjectCodec, catalog: Catalog, tenants: TenantDirectory, renderer: Renderer):
+    def __init__(
+        self,
+        codec: SingleObjectCodec,
+        catalog: Catalog,
+        tenants: TenantDirectory,
+        renderer: Renderer,
+        decoders: TopicDecoders | None = None,
+    ):
         self.codec = codec
+        self.decoders = decoders if decoders is not None else TopicDecoders(codec)
         self.catalog = catalog
         self.tenants = tenants
         self.renderer = renderer
@@ -46,7 +55,7 @@ class IngestPipeline:
     def process(self, value: bytes | None, *, topic: str, timestamp: dt.datetime, now: dt.datetime) -> IngestResult:
         result = IngestResult()
         try:
-            decoded = self.codec.decode(value)
+            decoded = self.decoders.decode(topic, value)
             result.event_type = decoded.type_name
             record = decoded.record
             if not self.catalog.handles(decoded.type_name):
