@@ -105,6 +105,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         store="rocksdb://",
         datadir=str(settings.data_dir),
         processing_guarantee=settings.processing_guarantee,
+        broker_commit_interval=settings.commit_interval_seconds,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         web_host=settings.web_host,

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="Partitions of every topic and table (they are co-partitioned).")
     replication_factor: int = Field(1, ge=1)
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    commit_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often offsets and the open transaction commit. Under exactly_once a mail becomes "
+        "visible to the sender only at a commit, so this is a floor on event-to-sent latency (Faust's default is 2.8).",
+    )
     wire_formats: dict[str, Literal["single_object", "confluent"]] = Field(
         default_factory=dict,
         description='Per inbound topic suffix, e.g. {"storage.bookings": "confluent"}; default single_object.',

@@ -72,7 +72,10 @@ def register(app: faust.App, rt: Runtime) -> None:
                 m.duplicates_skipped.labels(mail["tenant_id"], trigger).inc()
                 continue
             try:
-                provider_id = await send_with_retry(mail, build_mime(mail))
+                # MIME assembly costs milliseconds of CPU (the email package folds every header):
+                # keep it off the event loop that also runs ingest.
+                raw = await asyncio.to_thread(build_mime, mail)
+                provider_id = await send_with_retry(mail, raw)
             except PermanentDelivery as e:
                 ledger[message_id] = failed_entry(str(e), clock.now())
                 await _dead_letter(Rejection("deliver", "rejected_by_provider", str(e), message_id), msg)

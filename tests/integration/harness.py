@@ -68,7 +68,9 @@ class Deployment:
     def my_mails(self) -> list[SentMail]:
         return [m for m in sent_mails(self.ses_endpoint) if any(self.run in d for d in m.destinations)]
 
-    def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float = DEFAULT_DEADLINE_SECONDS) -> T:
+    def wait_for(
+        self, what: str | Callable[[], str], probe: Callable[[], T | None], timeout: float = DEFAULT_DEADLINE_SECONDS
+    ) -> T:
         """Call ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
         deadline = time.monotonic() + timeout
         while True:
@@ -79,15 +81,18 @@ class Deployment:
                 return result
             if time.monotonic() > deadline:
                 logs = "\n\n".join(f"--- {w.log_file}\n{w.log_tail(40)}" for w in self.workers)
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+                description = what() if callable(what) else what
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {description}\n{logs}")
             time.sleep(0.25)
 
     def wait_for_mails(self, count: int, timeout: float = DEFAULT_DEADLINE_SECONDS) -> list[SentMail]:
-        def probe() -> list[SentMail] | None:
-            mails = self.my_mails()
-            return mails if len(mails) >= count else None
+        seen: list[SentMail] = []
 
-        return self.wait_for(f"{count} mails in the SES emulator", probe, timeout)
+        def probe() -> list[SentMail] | None:
+            seen[:] = self.my_mails()
+            return seen if len(seen) >= count else None
+
+        return self.wait_for(lambda: f"{count} mails in the SES emulator (got {len(seen)})", probe, timeout)
 
     def read_topic(self, topic: str, count: int, timeout: float = DEFAULT_DEADLINE_SECONDS) -> list[Any]:
         """Read ``count`` committed records from the start of every partition of ``topic``."""
@@ -107,7 +112,7 @@ class Deployment:
                     records.append(msg)
                 return records if len(records) >= count else None
 
-            return self.wait_for(f"{count} records on {topic}", probe, timeout)
+            return self.wait_for(lambda: f"{count} records on {topic} (got {len(records)})", probe, timeout)
         finally:
             consumer.close()
 

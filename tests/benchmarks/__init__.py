@@ -1,0 +1,1 @@
+"""Benchmarks on the real broker (``make bench``); never part of ``make test``."""
