@@ -45,6 +45,7 @@ class SchemaVersion:
     fingerprint: bytes
     path: Path
     group: str
+    secrets: tuple[str, ...] = ()
 
     @property
     def short_name(self) -> str:
@@ -81,7 +82,8 @@ class SchemaRepository:
             name = parsed["name"]
             if name != match["name"]:
                 raise ConfigurationError(f"{path} declares {name}; rename the file or the record")
-            canonical = to_parsing_canonical_form(expand_schema(parsed))
+            expanded = expand_schema(parsed)
+            canonical = to_parsing_canonical_form(expanded)
             versions.append(
                 SchemaVersion(
                     name=name,
@@ -90,6 +92,7 @@ class SchemaRepository:
                     fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
                     path=path,
                     group=path.parent.relative_to(root).as_posix(),
+                    secrets=secret_paths(expanded),
                 )
             )
         return cls(versions)
@@ -115,6 +118,27 @@ class SchemaRepository:
 
     def __iter__(self) -> Iterator[SchemaVersion]:
         return iter(self._by_fingerprint.values())
+
+
+def secret_paths(schema: Any, prefix: str = "") -> tuple[str, ...]:
+    """Dotted paths of the fields marked ``"secret": true`` (reset links, tokens), nested records included.
+
+    Secrets may reach the mail they exist for, and nowhere else: not logs, not metrics, not the
+    dead-letter topic (see ``streams/ingest/redact.py``).
+    """
+    found: list[str] = []
+    if isinstance(schema, list):
+        for branch in schema:
+            found.extend(secret_paths(branch, prefix))
+    elif isinstance(schema, dict) and schema.get("type") == "record":
+        for field in schema["fields"]:
+            path = f"{prefix}{field['name']}"
+            if field.get("secret") is True:
+                found.append(path)
+            found.extend(secret_paths(field["type"], f"{path}."))
+    elif isinstance(schema, dict) and schema.get("type") in ("array", "map"):
+        found.extend(secret_paths(schema.get("items") or schema.get("values"), prefix))
+    return tuple(dict.fromkeys(found))
 
 
 def _parse(path: Path, named: dict[str, Any]) -> Mapping[str, Any]:

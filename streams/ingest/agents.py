@@ -62,7 +62,7 @@ def register(app: faust.App, rt: Runtime) -> None:
                 )
                 await dead_letter.send(
                     key=msg.key,
-                    value=msg.value,
+                    value=rejection.replacement if rejection.replacement is not None else msg.value,
                     partition=msg.partition,
                     headers=dead_letter_headers(rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset),
                 )

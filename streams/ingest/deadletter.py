@@ -23,4 +23,6 @@ def dead_letter_headers(rejection: Rejection, *, topic: str, partition: int, off
     ]
     if rejection.message_id:
         headers.append(("tidings.message_id", rejection.message_id.encode()))
+    if rejection.redacted:
+        headers.append(("tidings.redacted", ",".join(rejection.redacted).encode()))
     return headers

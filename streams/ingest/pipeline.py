@@ -11,9 +11,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.codecs.avro import SingleObjectCodec
+from streams.codecs.avro import Decoded, SingleObjectCodec
 from streams.codecs.wire import TopicDecoders
 from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
+from streams.ingest.redact import redact
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.tenants.model import TenantDirectory
 from streams.triggers.evaluate import event_firings, field_at
@@ -28,6 +29,8 @@ class Rejection:
     reason: str
     detail: str
     message_id: str | None = None
+    replacement: bytes | None = None  # dead-letter these bytes instead of the input (secrets redacted)
+    redacted: tuple[str, ...] = ()
 
 
 @dataclass
@@ -54,6 +57,7 @@ class IngestPipeline:
 
     def process(self, value: bytes | None, *, topic: str, timestamp: dt.datetime, now: dt.datetime) -> IngestResult:
         result = IngestResult()
+        decoded = None
         try:
             decoded = self.decoders.decode(topic, value)
             result.event_type = decoded.type_name
@@ -66,15 +70,27 @@ class IngestPipeline:
                 raise UnknownTenant(f"tenant {tenant_id[:64]!r} is not configured")
             firings = event_firings(decoded.type_name, record, self.catalog, tenant)
         except RejectedInput as e:
-            result.rejections.append(Rejection("ingest", e.reason, e.detail))
+            result.rejections.append(self._rejection("ingest", e, decoded))
             return result
         source = Source(topic=topic, event_id=str(record["envelope"]["event_id"]), timestamp=timestamp)
         for firing in firings:
             try:
                 result.mails.append(self.renderer.render(firing, tenant, record, source, now))
             except RejectedInput as e:
-                result.rejections.append(Rejection("render", e.reason, e.detail, firing.message_id))
+                result.rejections.append(self._rejection("render", e, decoded, firing.message_id))
         return result
+
+    def _rejection(
+        self, stage: str, error: RejectedInput, decoded: Decoded | None, message_id: str | None = None
+    ) -> Rejection:
+        if decoded is None or not decoded.writer.secrets:
+            return Rejection(stage, error.reason, error.detail, message_id)
+        secrets = decoded.writer.secrets
+        return Rejection(
+            stage, error.reason, error.detail, message_id,
+            replacement=self.codec.encode(decoded.type_name, redact(decoded.record, secrets)),
+            redacted=secrets,
+        )
 
     def encode(self, mail: dict[str, Any]) -> bytes:
         try:

@@ -26,7 +26,7 @@ TEMPLATE_CACHE_SIZE = 5000  # every trigger x language x part of every pack stay
 
 
 def _babel_locale(context: Context) -> str:
-    return str(context.get("locale", "en")).replace("-", "_")
+    return str(context.get("format_locale") or context.get("locale", "en")).replace("-", "_")
 
 
 @pass_context

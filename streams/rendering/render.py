@@ -20,7 +20,7 @@ from jinja2 import TemplateError
 
 from streams.errors import InvalidRecipient, RenderFailed
 from streams.rendering.environment import build_environment
-from streams.rendering.locale import Fallback, choose_locale
+from streams.rendering.locale import Fallback, choose_locale, normalize
 from streams.tenants.model import Tenant
 from streams.triggers.evaluate import Firing
 
@@ -51,6 +51,19 @@ class Source:
 class Rendered:
     record: dict[str, Any]
     fallback: Fallback
+
+
+def format_locale(requested: str | None, template_locale: str) -> str:
+    """The locale for dates and money: the recipient's region when it speaks the template's language.
+
+    Templates are chosen by language (an ``en`` template serves en-GB and en-US alike), but a
+    British reader expects "1 December 2026" and a US reader "December 1, 2026".
+    """
+    if requested:
+        tag = normalize(requested)
+        if tag.split("-")[0] == template_locale.split("-")[0]:
+            return tag
+    return template_locale
 
 
 class Renderer:
@@ -89,6 +102,7 @@ class Renderer:
             "recipient": recipient,
             "brand": tenant.brand.model_dump(),
             "locale": locale,
+            "format_locale": format_locale(recipient.get("locale"), locale),
             "time_zone": recipient.get("time_zone") or tenant.time_zone,
         }
         base = f"{pack}/{template}/{locale}"

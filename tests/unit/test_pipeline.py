@@ -48,3 +48,25 @@ def test_a_trigger_the_tenant_has_not_activated_sends_nothing(codec: SingleObjec
 def test_garbage_is_one_rejection_not_an_exception(pipeline: IngestPipeline) -> None:
     result = _process(pipeline, b"\xc3\x01garbage")
     assert [(r.stage, r.reason) for r in result.rejections] == [("ingest", "not_avro")]
+
+
+def test_a_dead_lettered_event_loses_its_secrets_and_keeps_the_rest(pipeline: IngestPipeline, codec: SingleObjectCodec) -> None:
+    from streams.triggers.samples import sample_event
+
+    reset = "tidings.storage.PasswordResetRequested"
+    assert "reset_url" in codec.schemas.latest(reset).secrets
+    event = sample_event(pipeline.catalog.samples, reset, "no-such-tenant", now=NOW)
+    original = codec.encode(reset, event)
+    (rejection,) = _process(pipeline, original).rejections
+    assert rejection.reason == "unknown_tenant"
+    assert rejection.redacted == codec.schemas.latest(reset).secrets
+    assert rejection.replacement is not None
+    assert event["reset_url"].encode() not in rejection.replacement
+    kept = codec.decode(rejection.replacement).record
+    assert kept["reset_url"] == "[redacted]"
+    assert {k: v for k, v in kept.items() if k != "reset_url"} == {k: v for k, v in event.items() if k != "reset_url"}
+
+
+def test_undecodable_bytes_are_kept_as_they_are(pipeline: IngestPipeline) -> None:
+    (rejection,) = _process(pipeline, b"\x00\x01\x02 opaque").rejections
+    assert rejection.replacement is None and rejection.redacted == ()

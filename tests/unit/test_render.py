@@ -31,17 +31,24 @@ def test_german_booking_confirmation_carries_the_merge_tags(renderer: Renderer, 
         assert event["unit_name"] in mail[part]
         assert event["booking_id"] in mail[part]
         assert "1. Dezember 2026" in mail[part]  # Babel, German long date
-        assert "49,00\xa0€" in mail[part]  # Babel, German currency format
+        assert "€\xa049,00" in mail[part]  # Babel, Austrian currency format (the recipient is de-AT)
     assert "Lagerhaus Nord" in mail["html"] and "#0b5394" in mail["html"]  # the tenant's brand
     assert mail["from_address"] == "buchung@lagerhaus-nord.example"
     assert mail["reply_to"] == "service@lagerhaus-nord.example"
 
 
 def test_english_customer_of_a_german_tenant_gets_english(renderer: Renderer, tenants: TenantDirectory) -> None:
-    mail = _render(renderer, tenants, booking_created("lagerhaus-nord", 0, locale="en-GB"))
+    mail = _render(renderer, tenants, booking_created("lagerhaus-nord", 0, locale="en-US"))
     assert mail["locale"] == "en"
     assert "December 1, 2026" in mail["text"]
     assert "€49.00" in mail["text"]
+
+
+def test_dates_and_money_follow_the_recipients_region(renderer: Renderer, tenants: TenantDirectory) -> None:
+    british = _render(renderer, tenants, booking_created("lagerhaus-nord", 0, locale="en-GB"))
+    assert british["locale"] == "en" and "1 December 2026" in british["text"]
+    swiss = _render(renderer, tenants, booking_created("lagerhaus-nord", 0, locale="de-CH"))
+    assert swiss["locale"] == "de" and "EUR\xa049.00" in swiss["text"]  # de-CH writes amounts the Swiss way
 
 
 def test_customer_supplied_html_is_escaped(renderer: Renderer, tenants: TenantDirectory) -> None:
