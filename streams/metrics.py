@@ -27,6 +27,7 @@ class Metrics(NamedTuple):
     duplicates_skipped: Counter
     failures: Counter
     dead_letters: Counter
+    dead_letter_topic_records: Counter
     send_retries: Counter
     event_to_sent_seconds: Histogram
     render_seconds: Histogram
@@ -59,6 +60,11 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         dead_letters=Counter(
             "tidings_dead_letters_total", "Records written to the dead-letter topic.",
             ["stage", "reason"], registry=registry,
+        ),
+        dead_letter_topic_records=Counter(
+            "tidings_dead_letter_topic_records_total",
+            "Records read back from the dead-letter topic by this worker's partitions (all writers).",
+            ["reason"], registry=registry,
         ),
         send_retries=Counter(
             "tidings_send_retries_total", "Provider calls retried after a transient failure.",

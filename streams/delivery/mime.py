@@ -15,6 +15,9 @@ from email.utils import format_datetime
 from typing import Any
 
 
+_UNFOLDED = SMTP.clone(max_line_length=998)
+
+
 def _address(address: str, name: str) -> Address:
     local, _, domain = address.rpartition("@")
     return Address(display_name=name, username=local, domain=domain)
@@ -36,4 +39,7 @@ def build_mime(mail: dict[str, Any]) -> bytes:
     msg.add_alternative(mail["html"], subtype="html", charset="utf-8")
     # Set last: turning the message multipart moves every Content-* header into the first part.
     msg["Content-Language"] = mail["locale"]
-    return msg.as_bytes()
+    # The bodies were encoded by set_content under SMTP (lines <= 78). Headers are written
+    # unfolded: the email package folds "... ist bestätigt" into "ist \r\n =?utf-8?q?...?=",
+    # which readers unfold to a double space. 998 is RFC 5322's hard limit for a line.
+    return msg.as_bytes(policy=_UNFOLDED)

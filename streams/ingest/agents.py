@@ -70,3 +70,15 @@ def register(app: faust.App, rt: Runtime) -> None:
                 m.dead_letters.labels(rejection.stage, rejection.reason).inc()
 
     app.agent(inbound, name="tidings.ingest")(ingest)
+
+    # Faust only writes to a topic inside the exactly-once transaction when its consumer has
+    # metadata for that topic, i.e. when some agent subscribes to it; otherwise the send silently
+    # goes through the plain producer. This agent subscribes the dead-letter topic for that
+    # reason, and reads it back for the dead-letter backlog metric.
+    async def audit_dead_letters(stream):  # type: ignore[no-untyped-def]
+        async for event in stream.events():
+            headers = dict(event.message.headers or ())
+            reason = headers.get("tidings.reason", b"unknown").decode("ascii", "replace")[:64]
+            m.dead_letter_topic_records.labels(reason).inc()
+
+    app.agent(dead_letter, name="tidings.dead_letter_audit")(audit_dead_letters)

@@ -6,6 +6,7 @@ worker fails the test at once with its log instead of after the timeout.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class Deployment:
     workers: list[WorkerProcess] = field(default_factory=list)
     _publisher: EventPublisher | None = None
 
-    @property
+    @functools.cached_property
     def settings(self) -> Settings:
         return Settings(
             app_id=self.env["TIDINGS_APP_ID"],
@@ -43,7 +44,7 @@ class Deployment:
             partitions=int(self.env["TIDINGS_PARTITIONS"]),
         )
 
-    @property
+    @functools.cached_property
     def topics(self) -> TopicNames:
         return TopicNames.from_settings(self.settings)
 
@@ -107,9 +108,7 @@ class Deployment:
         records: list[Any] = []
         try:
             def probe() -> list[Any] | None:
-                msg = consumer.poll(0.5)
-                if msg is not None and msg.error() is None:
-                    records.append(msg)
+                records.extend(m for m in consumer.consume(num_messages=1000, timeout=0.5) if m.error() is None)
                 return records if len(records) >= count else None
 
             return self.wait_for(lambda: f"{count} records on {topic} (got {len(records)})", probe, timeout)

@@ -32,3 +32,19 @@ def test_raw_message_has_our_headers_and_both_parts() -> None:
 def test_lines_end_in_crlf_as_smtp_wants() -> None:
     raw = build_mime(MAIL)
     assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+
+
+def test_a_long_subject_with_umlauts_survives_the_round_trip_exactly() -> None:
+    # The email package's own folding turns this into "ist  bestätigt" (two spaces) for readers.
+    subject = "Ihr Termin mit Markus Weber am 02.12.2026 um 10:00 Uhr ist bestätigt"
+    for prefix in ("", "Ä", "Zusätzlich: ", "x" * 40):
+        mail = {**MAIL, "subject": prefix + subject, "to_name": "Lena Schäfer von der Großen Straße"}
+        msg = email.message_from_bytes(build_mime(mail), policy=email.policy.default)
+        assert msg["Subject"] == prefix + subject
+        assert msg["To"] == "Lena Schäfer von der Großen Straße <jana@example.org>"
+
+
+def test_body_lines_stay_within_the_quoted_printable_limit() -> None:
+    raw = build_mime({**MAIL, "text": "ä" * 500, "html": "<p>" + "ö" * 500 + "</p>"})
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 78
