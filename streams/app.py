@@ -20,6 +20,7 @@ from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.confluent import ConfluentCodec
 from streams.codecs.wire import TopicDecoders
 from streams.codecs.schemas import SchemaRepository
+from streams.delivery.attachments import AttachmentStore, S3AttachmentStore
 from streams.delivery.sender import EmailSender, create_sender
 from streams.errors import ConfigurationError
 from streams.ingest.pipeline import IngestPipeline
@@ -42,11 +43,18 @@ class Runtime:
     codec: SingleObjectCodec
     pipeline: IngestPipeline
     sender: EmailSender
+    attachments: AttachmentStore
     metrics: Metrics
     clock: Clock
 
 
-def build_runtime(settings: Settings, *, sender: EmailSender | None = None, clock: Clock | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    *,
+    sender: EmailSender | None = None,
+    attachments: AttachmentStore | None = None,
+    clock: Clock | None = None,
+) -> Runtime:
     schemas = SchemaRepository.load(settings.schemas_dir)
     catalog = Catalog.load()
     missing = [name for name in catalog.event_types() if not schemas.has(name)]
@@ -67,6 +75,7 @@ def build_runtime(settings: Settings, *, sender: EmailSender | None = None, cloc
         codec=codec,
         pipeline=pipeline,
         sender=sender if sender is not None else create_sender(settings),
+        attachments=attachments if attachments is not None else S3AttachmentStore(settings),
         metrics=metrics_module.create(),
         clock=clock if clock is not None else SystemClock(),
     )

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     ses_timeout_seconds: float = Field(10.0, gt=0)
+    s3_endpoint_url: str | None = Field(None, description="Object store for attachments; unset means AWS S3.")
+    max_attachment_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="Larger attachments fail the mail (SES takes 40 MB per message, base64 grows 4/3)."
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

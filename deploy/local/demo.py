@@ -64,6 +64,7 @@ def main() -> int:
                 "TIDINGS_TOPIC_PREFIX": settings.topic_prefix,
                 "TIDINGS_KAFKA_BOOTSTRAP": bootstrap,
                 "TIDINGS_SES_ENDPOINT_URL": endpoint,
+                "TIDINGS_S3_ENDPOINT_URL": endpoint,
                 "TIDINGS_AWS_ACCESS_KEY_ID": "demo",
                 "TIDINGS_AWS_SECRET_ACCESS_KEY": "demo",
             },

@@ -52,3 +52,26 @@ def booking_created(
         "move_out_date": None if n % 3 else move_in + dt.timedelta(days=180),
         "monthly_price": {"amount_minor": 4900 + 1000 * (n % 7), "currency": "GBP" if tenant_id == "boxit-london" else "EUR"},
     }
+
+
+def tiny_pdf(text: str) -> bytes:
+    """A minimal, valid one-page PDF showing ``text`` (ASCII), standing in for an invoice."""
+    safe = "".join(c for c in text if 32 <= ord(c) < 127 and c not in "()\\")
+    stream = f"BT /F1 12 Tf 72 720 Td ({safe}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)

@@ -6,6 +6,10 @@ the tenants' sender domains, as an operator does once in the AWS console.
 
     python -m deploy.local.ses_emulator run        run in the foreground until Ctrl-C
 
+The same server is the object store that invoice PDFs are attached from (moto serves every AWS
+API on one port): ``put_sample_attachments`` uploads a small PDF for every attachment the packs'
+sample events reference.
+
 Set ``TIDINGS_TEST_SES_ENDPOINT=http://host:port`` to use a running emulator instead.
 """
 
@@ -80,6 +84,42 @@ def ses_client(endpoint: str) -> Any:
     )
 
 
+def s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test"
+    )
+
+
+def put_object(endpoint: str, uri: str, data: bytes) -> None:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    client = s3_client(endpoint)
+    try:
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/pdf")
+
+
+def put_sample_attachments(endpoint: str) -> list[str]:
+    """Upload a PDF for every attachment URI in the packs' sample events; returns the URIs."""
+    from deploy.local.samples import tiny_pdf
+    from streams.triggers.rules import Catalog
+
+    catalog = Catalog.load()
+    uris = []
+    for trigger in catalog.triggers():
+        sample = catalog.samples.get(trigger.rule.event, {})
+        for mail in trigger.rule.mails:
+            for rule in mail.attachments:
+                uri = sample.get(rule.uri)
+                if isinstance(uri, str):
+                    put_object(endpoint, uri, tiny_pdf(uri))
+                    uris.append(uri)
+    return uris
+
+
 def verify_domains(endpoint: str, domains: Iterable[str]) -> None:
     client = ses_client(endpoint)
     for domain in sorted(set(domains)):
@@ -110,6 +150,10 @@ class SentMail:
     def header(self, name: str) -> str | None:
         value = self.message[name]
         return None if value is None else str(value)
+
+    def attachments(self) -> list[tuple[str, bytes]]:
+        """(file name, bytes) of every attachment."""
+        return [(str(a.get_filename()), bytes(a.get_content())) for a in self.message.iter_attachments()]
 
     def part(self, subtype: str) -> str:
         body = self.message.get_body(preferencelist=(subtype,))

@@ -41,18 +41,25 @@ def register(app: faust.App, rt: Runtime) -> None:
     # No value_type: values stay plain JSON. value_type=dict does not decode back from RocksDB
     # (Faust takes it for a model class).
     ledger = app.Table("delivery-ledger", key_type=str, partitions=rt.settings.partitions)
-    codec, sender, m, clock = rt.codec, rt.sender, rt.metrics, rt.clock
+    codec, sender, store, m, clock = rt.codec, rt.sender, rt.attachments, rt.metrics, rt.clock
 
-    async def send_with_retry(mail: dict, raw: bytes) -> str:  # type: ignore[type-arg]
+    async def deliver_once(mail: dict) -> str:  # type: ignore[type-arg]
+        files = [(a, await store.fetch(a["uri"])) for a in mail.get("attachments", ())]
+        # MIME assembly costs milliseconds of CPU (the email package folds every header):
+        # keep it off the event loop that also runs ingest.
+        raw = await asyncio.to_thread(build_mime, mail, files)
+        return await sender.send(
+            from_address=mail["from_address"],
+            to_address=mail["to_address"],
+            raw=raw,
+            tags={"tenant": mail["tenant_id"], "trigger": f"{mail['pack']}-{mail['trigger']}".replace(".", "_")},
+        )
+
+    async def send_with_retry(mail: dict) -> str:  # type: ignore[type-arg]
         delay = RETRY_FIRST_DELAY_SECONDS
         while True:
             try:
-                return await sender.send(
-                    from_address=mail["from_address"],
-                    to_address=mail["to_address"],
-                    raw=raw,
-                    tags={"tenant": mail["tenant_id"], "trigger": f"{mail['pack']}-{mail['trigger']}".replace(".", "_")},
-                )
+                return await deliver_once(mail)
             except RetryableDelivery as e:
                 m.send_retries.labels(str(e).split(":")[0]).inc()
                 log.warning("provider busy or unreachable (%s); retrying in %.1fs", e, delay)
@@ -72,13 +79,11 @@ def register(app: faust.App, rt: Runtime) -> None:
                 m.duplicates_skipped.labels(mail["tenant_id"], trigger).inc()
                 continue
             try:
-                # MIME assembly costs milliseconds of CPU (the email package folds every header):
-                # keep it off the event loop that also runs ingest.
-                raw = await asyncio.to_thread(build_mime, mail)
-                provider_id = await send_with_retry(mail, raw)
+                provider_id = await send_with_retry(mail)
             except PermanentDelivery as e:
                 ledger[message_id] = failed_entry(str(e), clock.now())
-                await _dead_letter(Rejection("deliver", "rejected_by_provider", str(e), message_id), msg)
+                reason = str(e).split(":")[0] if str(e).startswith("attachment_") else "rejected_by_provider"
+                await _dead_letter(Rejection("deliver", reason, str(e), message_id), msg)
                 continue
             except Exception:
                 log.exception("sending %s failed unexpectedly", message_id)

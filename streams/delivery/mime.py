@@ -12,6 +12,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -23,7 +24,8 @@ def _address(address: str, name: str) -> Address:
     return Address(display_name=name, username=local, domain=domain)
 
 
-def build_mime(mail: dict[str, Any]) -> bytes:
+def build_mime(mail: dict[str, Any], files: Sequence[tuple[dict[str, Any], bytes]] = ()) -> bytes:
+    """The raw message; ``files`` are the mail's attachments with their fetched bytes."""
     msg = EmailMessage(policy=SMTP)
     msg["From"] = _address(mail["from_address"], mail.get("from_name", ""))
     msg["To"] = _address(mail["to_address"], mail.get("to_name", ""))
@@ -37,6 +39,9 @@ def build_mime(mail: dict[str, Any]) -> bytes:
         msg[name] = value
     msg.set_content(mail["text"], subtype="plain", charset="utf-8")
     msg.add_alternative(mail["html"], subtype="html", charset="utf-8")
+    for attachment, data in files:
+        maintype, _, subtype = attachment["content_type"].partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype or "octet-stream", filename=attachment["filename"])
     # Set last: turning the message multipart moves every Content-* header into the first part.
     msg["Content-Language"] = mail["locale"]
     # The bodies were encoded by set_content under SMTP (lines <= 78). Headers are written

@@ -116,6 +116,7 @@ class Renderer:
         subject = single_line(subject)
         if not subject:
             raise RenderFailed(f"{base}/subject.txt renders empty")
+        attachments = self._attachments(firing, context, base)
         outbound = {
             "message_id": firing.message_id,
             "tenant_id": tenant.tenant_id,
@@ -132,9 +133,27 @@ class Renderer:
             "html": html,
             "text": text,
             "headers": {"X-Tidings-Trigger": f"{pack}/{firing.trigger.id}", "X-Tidings-Tenant": tenant.tenant_id},
+            "attachments": attachments,
             "source_event_id": source.event_id,
             "source_topic": source.topic,
             "source_timestamp": source.timestamp,
             "created_at": now,
         }
         return Rendered(outbound, fallback)
+
+    def _attachments(self, firing: Firing, context: Mapping[str, Any], base: str) -> list[dict[str, str]]:
+        out = []
+        for rule in firing.mail.attachments:
+            uri: Any = context
+            for step in rule.uri.split("."):
+                uri = uri.get(step) if isinstance(uri, Mapping) else None
+            if not uri:
+                continue
+            if not isinstance(uri, str) or not uri.startswith("s3://") or "/" not in uri[5:]:
+                raise RenderFailed(f"{base}: attachment {rule.uri} is not an s3://bucket/key URI")
+            try:
+                filename = single_line(self.env.from_string(rule.filename).render(context)).replace("/", "-")
+            except TemplateError as e:
+                raise RenderFailed(f"{base}: attachment file name: {e.message}") from None
+            out.append({"uri": uri, "filename": filename or "attachment", "content_type": rule.content_type})
+        return out

@@ -32,6 +32,16 @@ PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
 Role = Literal["customer", "user", "account_admin", "advisor", "org_admin", "prospect"]
 
 
+class AttachmentRule(BaseModel):
+    """A file from the object store that goes with a mail (an invoice PDF)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uri: str = Field(description="Dotted path to the object-store URI in the event; no attachment when it is null.")
+    filename: str = Field(description="File name, a template over the event's fields: invoice-{{ invoice_number }}.pdf")
+    content_type: str = "application/pdf"
+
+
 class MailRule(BaseModel):
     """One mail a trigger sends."""
 
@@ -40,6 +50,7 @@ class MailRule(BaseModel):
     role: Role
     recipient: str = Field(description="Dotted path to a tidings.common.Recipient in the event.")
     template: str = Field(description="Template folder under templates/<pack>/.")
+    attachments: tuple[AttachmentRule, ...] = ()
 
 
 class TriggerRule(BaseModel):

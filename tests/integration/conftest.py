@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local.kafka_broker import EXISTING_BROKER_ENV, BrokerError, LocalBroker
-from deploy.local.ses_emulator import EXISTING_EMULATOR_ENV, SesEmulator, verify_domains
+from deploy.local.ses_emulator import EXISTING_EMULATOR_ENV, SesEmulator, put_sample_attachments, verify_domains
 from streams.settings import REPO_ROOT
 from streams.tenants.model import TenantDirectory
 from tests.integration.harness import Deployment
@@ -58,6 +58,7 @@ def ses_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         endpoint = emulator.endpoint
     tenants = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants")
     verify_domains(endpoint, (t.sender.from_address.rpartition("@")[2] for t in tenants))
+    put_sample_attachments(endpoint)
     yield endpoint
     if emulator is not None:
         emulator.stop()
@@ -76,6 +77,7 @@ def deployment(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> Itera
             "TIDINGS_TOPIC_PREFIX": f"it-{run}.",
             "TIDINGS_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "TIDINGS_SES_ENDPOINT_URL": ses_endpoint,
+            "TIDINGS_S3_ENDPOINT_URL": ses_endpoint,
             "TIDINGS_AWS_ACCESS_KEY_ID": "test",
             "TIDINGS_AWS_SECRET_ACCESS_KEY": "test",
             "TIDINGS_PARTITIONS": "4",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from deploy.local.samples import tiny_pdf
 from streams.rendering.render import Renderer, Source
 from streams.settings import REPO_ROOT
 from streams.tenants.model import Tenant, TenantDirectory
@@ -72,4 +73,7 @@ def test_every_event_trigger_of_every_pack_is_delivered(deployment: Deployment) 
         assert mail.subject == want["mail"]["subject"]
         assert mail.header("Content-Language") == want["mail"]["locale"]
         assert mail.part("plain").replace("\r\n", "\n").strip() == want["mail"]["text"].strip()
+        # Invoice PDFs: fetched from the object store by the sender and attached, byte for byte.
+        assert mail.attachments() == [(a["filename"], tiny_pdf(a["uri"])) for a in want["mail"]["attachments"]]
+    assert sum(len(m.attachments()) for m in mails) == 3  # the three charging invoices with a PDF
     assert len({m.header("X-Tidings-Trigger") for m in mails}) == len([t for t in CATALOG.triggers() if t.rule.kind == "event"])
