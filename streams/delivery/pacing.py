@@ -1,0 +1,261 @@
+"""Pacing the sender: SES's maximum send rate, a bound on sends in flight, and priority lanes.
+
+    TokenBucket      ``await bucket.acquire(n)`` before a send to n recipients (SES meters recipients)
+    PriorityLanes    bounded FIFO queues in a fixed priority order; ``get`` serves the first non-empty lane
+    Pacer            the two above plus a concurrency bound, for callers that send themselves:
+
+        async with pacer.slot("high", recipients=1):
+            await sender.send(...)
+
+Pure asyncio (no boto3, no faust). Time comes from an injectable monotonic ``clock`` and ``sleep``
+so tests run on a fake clock without waiting.
+
+The burst. SES states its quota per second ("maximum send rate"). A bucket of ``burst`` tokens
+refilled at ``rate`` per second admits at most ``rate * t + burst`` recipients in any window of
+length ``t``. With ``burst = 1`` grants are at least ``1 / rate`` apart, so no one-second window
+holds more than ``rate``: the sender runs at the quota and never above it. A burst of ``rate``
+would let a sender that was idle spend a full second's worth at once, and a one-second window
+could then hold ``2 * rate - 1`` recipients; SES tolerates short bursts above the quota, but
+throttles if they last, and a throttled mail costs a retry. Hence ``SES_BURST = 1``. The burst
+must be at least the largest ``n`` one acquire asks for (Tidings sends one recipient per mail).
+
+The bucket counts grants, not arrivals at SES: two concurrent requests granted ``1 / rate`` apart
+can arrive closer together after network jitter. If SES throttles at the very edge, configure a
+rate a little under the quota; a throttled send is retryable either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Highest priority first. "high": password resets, MFA codes, anything a person is waiting for;
+# "normal": the rest of the transactional mail; "bulk": reminders and digests.
+LANES = ("high", "normal", "bulk")
+SES_BURST = 1  # see the module docstring: at the quota, never above it in any one-second window
+
+# Tokens short of a whole by less than this count as whole. Float refill arithmetic leaves
+# 0.9999999999 where 1 was meant; without the tolerance a fake clock spins on ever-smaller sleeps.
+_TOKEN_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """``rate_per_second`` tokens a second, at most ``burst`` saved up; waiters served in arrival order."""
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        burst: float = SES_BURST,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if rate_per_second <= 0:
+            raise ValueError(f"rate_per_second must be positive, got {rate_per_second}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self.rate = float(rate_per_second)
+        self.burst = float(burst)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = self.burst  # a new bucket is full: the first `burst` acquisitions do not wait
+        self._stamp = clock()
+        self._turn = asyncio.Lock()  # one waiter at a time; asyncio.Lock is first come, first served
+
+    def available(self) -> float:
+        """Tokens available now (a snapshot; a queued waiter may take them next)."""
+        self._refill()
+        return self._tokens
+
+    async def acquire(self, n: float = 1) -> None:
+        """Wait until ``n`` tokens are available and take them.
+
+        Cancelling a waiter takes nothing: tokens are deducted only when the whole ``n`` is there.
+        """
+        if not 0 < n <= self.burst:
+            raise ValueError(f"cannot take {n} tokens from a bucket that holds at most {self.burst}")
+        async with self._turn:
+            while True:
+                self._refill()
+                if self._tokens >= n - _TOKEN_EPSILON:
+                    self._tokens -= n
+                    return
+                await self._sleep((n - self._tokens) / self.rate)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+
+class PriorityLanes(Generic[T]):
+    """Bounded FIFO lanes in a fixed priority order; ``get`` takes from the first non-empty lane.
+
+    ``put`` to a full lane waits until a ``get`` makes room (backpressure per lane: a flood of
+    bulk items never blocks a ``put`` to "high"). ``maxsize`` is one size for every lane or a size
+    per lane; a size of 0 means unbounded, as in ``asyncio.Queue``. Cancelling a waiting ``put`` or
+    ``get`` loses nothing, as in ``asyncio.Queue``.
+    """
+
+    def __init__(self, maxsize: int | Mapping[str, int], lanes: Sequence[str] = LANES) -> None:
+        self.lanes = tuple(lanes)
+        if not self.lanes or len(set(self.lanes)) != len(self.lanes):
+            raise ValueError(f"lanes must be distinct and not empty, got {lanes!r}")
+        sizes = maxsize if isinstance(maxsize, Mapping) else dict.fromkeys(self.lanes, maxsize)
+        self._maxsize = {lane: int(sizes[lane]) for lane in self.lanes}
+        self._items: dict[str, deque[T]] = {lane: deque() for lane in self.lanes}
+        self._putters: dict[str, deque[asyncio.Future[None]]] = {lane: deque() for lane in self.lanes}
+        self._getters: deque[asyncio.Future[None]] = deque()
+
+    def qsize(self, lane: str | None = None) -> int:
+        if lane is None:
+            return sum(len(items) for items in self._items.values())
+        return len(self._items[self._known(lane)])
+
+    def full(self, lane: str) -> bool:
+        size = self._maxsize[self._known(lane)]
+        return 0 < size <= len(self._items[lane])
+
+    async def put(self, item: T, lane: str) -> None:
+        """Append ``item`` to ``lane``, waiting while the lane is full."""
+        while self.full(lane):
+            putter = asyncio.get_running_loop().create_future()
+            self._putters[lane].append(putter)
+            try:
+                await putter
+            except BaseException:
+                putter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._putters[lane].remove(putter)
+                if not self.full(lane) and not putter.cancelled():
+                    _wake_next(self._putters[lane])  # we were woken but will not put: pass it on
+                raise
+        self.put_nowait(item, lane)
+
+    def put_nowait(self, item: T, lane: str) -> None:
+        if self.full(lane):
+            raise asyncio.QueueFull(lane)
+        self._items[lane].append(item)
+        _wake_next(self._getters)
+
+    async def get(self) -> T:
+        """The oldest item of the highest-priority non-empty lane, waiting while all are empty."""
+        while not self.qsize():
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if self.qsize() and not getter.cancelled():
+                    _wake_next(self._getters)
+                raise
+        return self.get_nowait()
+
+    def get_nowait(self) -> T:
+        for lane in self.lanes:
+            if self._items[lane]:
+                item = self._items[lane].popleft()
+                _wake_next(self._putters[lane])
+                return item
+        raise asyncio.QueueEmpty
+
+    def _known(self, lane: str) -> str:
+        if lane not in self._items:
+            raise ValueError(f"unknown lane {lane!r}; the lanes are {', '.join(self.lanes)}")
+        return lane
+
+
+def _wake_next(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+class Pacer:
+    """Admits sends in priority order, at most ``concurrency`` in flight, at the bucket's rate.
+
+    ``slot(lane, recipients)`` waits for its turn, a free slot and the tokens, then holds the slot
+    until the block exits. Turns go to the highest-priority waiter first, first come first served
+    within a lane, one at a time: the waiter whose turn it is takes a free slot, then waits for its
+    tokens; everyone else waits in their lane. A "high" mail therefore waits for at most one
+    admission in progress and a free slot, never for the bulk mails that queued before it.
+
+    Cancelling a waiter costs nothing: a waiter still in its lane is skipped; one that already had
+    its turn gives back the slot and takes no tokens.
+    """
+
+    def __init__(self, bucket: TokenBucket, *, concurrency: int, lanes: Sequence[str] = LANES) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.bucket = bucket
+        self.concurrency = concurrency
+        self._in_use = 0
+        self._admitting = False
+        # Unbounded: every waiter is a task that already exists; backpressure is the callers' to
+        # apply (a Faust agent's concurrency bounds how many wait here).
+        self._turns: PriorityLanes[asyncio.Future[None]] = PriorityLanes(0, lanes)
+
+    @property
+    def in_use(self) -> int:
+        """Slots held right now."""
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        """Waiters in the lanes (a cancelled one counts until its turn comes up and is skipped)."""
+        return self._turns.qsize()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, lane: str = "normal", recipients: int = 1) -> AsyncIterator[None]:
+        await self._admit(lane, recipients)
+        try:
+            yield
+        finally:
+            self._in_use -= 1
+            self._give_turn()
+
+    async def _admit(self, lane: str, recipients: int) -> None:
+        if not 0 < recipients <= self.bucket.burst:
+            raise ValueError(f"{recipients} recipients exceed the bucket's burst of {self.bucket.burst}")
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns.put_nowait(turn, lane)
+        self._give_turn()
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # had the turn and a slot, cancelled before using them
+                self._in_use -= 1
+                self._admitting = False
+                self._give_turn()
+            else:
+                turn.cancel()  # still in its lane: _give_turn skips it
+            raise
+        try:
+            await self.bucket.acquire(recipients)
+        except BaseException:
+            self._in_use -= 1
+            raise
+        finally:
+            self._admitting = False
+            self._give_turn()
+
+    def _give_turn(self) -> None:
+        while not self._admitting and self._in_use < self.concurrency and self._turns.qsize():
+            turn = self._turns.get_nowait()
+            if turn.done():  # its waiter was cancelled
+                continue
+            self._in_use += 1
+            self._admitting = True
+            turn.set_result(None)

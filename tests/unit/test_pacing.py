@@ -1,0 +1,317 @@
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from streams.delivery.pacing import Pacer, PriorityLanes, TokenBucket
+
+T = TypeVar("T")
+EPS = 1e-6  # float slack when comparing simulated times
+
+
+class FakeTime:
+    """A monotonic clock that moves only when the code under test sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)  # still a suspension point, as a real sleep is
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+async def settle(rounds: int = 5) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def most_in_window(stamps: list[float], length: float, *, closed: bool) -> int:
+    """The largest number of stamps in any window [s, s + length] (or [s, s + length))."""
+    edge = length + EPS if closed else length - EPS
+    return max(bisect.bisect_right(stamps, s + edge) - i for i, s in enumerate(stamps))
+
+
+# --- TokenBucket
+
+
+@pytest.mark.parametrize("burst", [1, 50])
+def test_bucket_admits_exactly_rate_times_t_plus_burst_over_ten_simulated_seconds(burst: int) -> None:
+    t = FakeTime()
+    bucket = TokenBucket(50, burst, clock=t, sleep=t.sleep)
+
+    async def main() -> list[float]:
+        stamps: list[float] = []
+        while True:
+            await bucket.acquire()
+            if t.now > 10 + EPS:
+                return stamps
+            stamps.append(t.now)
+
+    stamps = run(main())
+    assert len(stamps) == 50 * 10 + burst
+    for length in (0.1, 0.5, 1.0, 3.0, 10.0):
+        assert most_in_window(stamps, length, closed=True) <= 50 * length + burst
+    if burst == 1:
+        assert most_in_window(stamps, 1.0, closed=False) == 50  # never above the rate in any second
+
+
+def test_burst_is_available_after_idling_and_no_more() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(10, 5, clock=t, sleep=t.sleep)
+
+    async def take(count: int) -> None:
+        for _ in range(count):
+            await bucket.acquire()
+
+    run(take(5))
+    assert t.slept == []  # a new bucket is full
+    run(take(1))
+    assert t.slept == [pytest.approx(0.1)]
+    t.now += 100  # idle far longer than it takes to refill
+    t.slept.clear()
+    run(take(5))
+    assert t.slept == []
+    run(take(1))
+    assert t.slept == [pytest.approx(0.1)]  # the idle time saved up only `burst` tokens
+
+
+def test_acquire_of_several_tokens_and_more_than_the_burst() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(10, 3, clock=t, sleep=t.sleep)
+    run(bucket.acquire(3))
+    run(bucket.acquire(2))
+    assert t.now == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="at most 3"):
+        run(bucket.acquire(4))
+
+
+def test_a_cancelled_waiter_takes_no_tokens() -> None:
+    t = FakeTime()
+    asleep = asyncio.Event()
+
+    async def sleep_forever(seconds: float) -> None:
+        asleep.set()
+        await asyncio.Event().wait()
+
+    bucket = TokenBucket(1, 2, clock=t, sleep=sleep_forever)
+
+    async def main() -> None:
+        await bucket.acquire(2)  # empty now
+        waiter = asyncio.create_task(bucket.acquire(2))
+        await asleep.wait()
+        t.now += 2.0  # the tokens it waited for have arrived...
+        waiter.cancel()  # ...but it is cancelled before it wakes up
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert bucket.available() == pytest.approx(2.0)
+        await asyncio.wait_for(bucket.acquire(2), timeout=1)  # lock released, tokens still there
+
+    run(main())
+
+
+# --- PriorityLanes
+
+
+def test_high_item_behind_ten_thousand_bulk_items_is_served_next() -> None:
+    async def main() -> None:
+        lanes: PriorityLanes[str] = PriorityLanes(20_000)
+        for i in range(10_000):
+            lanes.put_nowait(f"bulk-{i}", "bulk")
+        lanes.put_nowait("normal-0", "normal")
+        await lanes.put("reset-password", "high")
+        assert await lanes.get() == "reset-password"
+        assert await lanes.get() == "normal-0"
+        assert [await lanes.get() for _ in range(10_000)] == [f"bulk-{i}" for i in range(10_000)]  # FIFO
+        assert lanes.qsize() == 0
+
+    run(main())
+
+
+def test_full_lane_applies_backpressure_to_that_lane_only() -> None:
+    async def main() -> None:
+        lanes: PriorityLanes[int] = PriorityLanes({"high": 1, "normal": 2, "bulk": 2})
+        await lanes.put(1, "bulk")
+        await lanes.put(2, "bulk")
+        blocked = asyncio.create_task(lanes.put(3, "bulk"))
+        await settle()
+        assert not blocked.done()
+        with pytest.raises(asyncio.QueueFull):
+            lanes.put_nowait(3, "bulk")
+        await asyncio.wait_for(lanes.put(10, "high"), timeout=1)  # other lanes are not blocked
+        assert await lanes.get() == 10
+        assert await lanes.get() == 1
+        await asyncio.wait_for(blocked, timeout=1)
+        assert [await lanes.get(), await lanes.get()] == [2, 3]
+
+    run(main())
+
+
+def test_get_waits_for_an_item_and_a_cancelled_getter_loses_nothing() -> None:
+    async def main() -> None:
+        lanes: PriorityLanes[str] = PriorityLanes(10)
+        cancelled = asyncio.create_task(lanes.get())
+        served = asyncio.create_task(lanes.get())
+        await settle()
+        cancelled.cancel()
+        lanes.put_nowait("x", "normal")
+        assert await asyncio.wait_for(served, timeout=1) == "x"
+        assert cancelled.cancelled()
+
+    run(main())
+
+
+def test_unknown_lane_is_an_error() -> None:
+    lanes: PriorityLanes[str] = PriorityLanes(1)
+    with pytest.raises(ValueError, match="unknown lane 'urgent'"):
+        lanes.put_nowait("x", "urgent")
+
+
+# --- Pacer
+
+
+def fast_bucket(t: FakeTime) -> TokenBucket:
+    return TokenBucket(1_000_000, 1, clock=t, sleep=t.sleep)
+
+
+def test_pacer_never_exceeds_its_concurrency() -> None:
+    t = FakeTime()
+    pacer = Pacer(fast_bucket(t), concurrency=3)
+    active = peak = 0
+
+    async def send(lane: str) -> None:
+        nonlocal active, peak
+        async with pacer.slot(lane):
+            active += 1
+            peak = max(peak, active)
+            await settle(30)  # the send takes a while
+            active -= 1
+
+    async def main() -> None:
+        await asyncio.gather(*(send(("high", "normal", "bulk")[i % 3]) for i in range(60)))
+
+    run(main())
+    assert peak == 3
+    assert pacer.in_use == 0 and pacer.waiting == 0
+
+
+def test_pacer_serves_a_high_mail_before_ten_thousand_queued_bulk_mails() -> None:
+    t = FakeTime()
+    pacer = Pacer(fast_bucket(t), concurrency=1)
+    order: list[str] = []
+
+    async def send(name: str, lane: str, release: asyncio.Event | None = None) -> None:
+        async with pacer.slot(lane):
+            order.append(name)
+            if release is not None:
+                await release.wait()
+
+    async def main() -> None:
+        release = asyncio.Event()
+        holder = asyncio.create_task(send("holder", "bulk", release))
+        await settle()
+        bulk = [asyncio.create_task(send(f"bulk-{i}", "bulk")) for i in range(10_000)]
+        await settle()
+        high = asyncio.create_task(send("mfa-code", "high"))
+        await settle()
+        assert pacer.waiting == 10_001
+        release.set()
+        await asyncio.gather(holder, high, *bulk)
+
+    run(main())
+    assert order[:2] == ["holder", "mfa-code"]
+    assert order[2:] == [f"bulk-{i}" for i in range(10_000)]  # FIFO within the lane
+
+
+def test_pacer_paces_at_the_bucket_rate() -> None:
+    t = FakeTime()
+    pacer = Pacer(TokenBucket(50, 1, clock=t, sleep=t.sleep), concurrency=4)
+    stamps: list[float] = []
+
+    async def send(lane: str) -> None:
+        async with pacer.slot(lane):
+            stamps.append(t.now)
+            await settle(2)
+
+    async def main() -> None:
+        await asyncio.gather(*(send(("high", "bulk")[i % 2]) for i in range(200)))
+
+    run(main())
+    assert len(stamps) == 200
+    assert most_in_window(sorted(stamps), 1.0, closed=False) == 50
+
+
+def test_cancelled_pacer_waiters_give_back_their_slot_and_tokens() -> None:
+    t = FakeTime()
+    asleep = asyncio.Event()
+
+    async def sleep_forever(seconds: float) -> None:
+        asleep.set()
+        await asyncio.Event().wait()
+
+    bucket = TokenBucket(1, 1, clock=t, sleep=sleep_forever)
+    pacer = Pacer(bucket, concurrency=2)
+
+    async def hold(release: asyncio.Event) -> None:
+        async with pacer.slot("normal"):
+            await release.wait()
+
+    async def main() -> None:
+        release = asyncio.Event()
+        first = asyncio.create_task(hold(release))  # takes the only token
+        await settle()
+        queued = asyncio.create_task(hold(release))  # has the turn and the second slot, waits for a token
+        await asyncio.wait_for(asleep.wait(), timeout=1)
+        assert pacer.in_use == 2
+        behind = asyncio.create_task(hold(release))  # waits in its lane
+        await settle()
+        assert pacer.waiting == 1
+        behind.cancel()
+        queued.cancel()
+        await asyncio.gather(queued, behind, return_exceptions=True)
+        assert pacer.in_use == 1
+        t.now += 1.0
+        assert bucket.available() == pytest.approx(1.0)  # nobody took the refilled token
+        late = asyncio.create_task(hold(release))
+        await settle()
+        assert pacer.in_use == 2  # the cancelled waiters' turn and slot went to the next one
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, late), timeout=1)
+        assert pacer.in_use == 0
+
+    run(main())
+
+
+def test_a_waiter_cancelled_right_after_getting_its_turn_hands_the_slot_on() -> None:
+    t = FakeTime()
+    pacer = Pacer(fast_bucket(t), concurrency=1)
+    served: list[str] = []
+
+    async def send(name: str) -> None:
+        async with pacer.slot("normal"):
+            served.append(name)
+
+    async def main() -> None:
+        async with pacer.slot("normal"):
+            first = asyncio.create_task(send("first"))
+            second = asyncio.create_task(send("second"))
+            await settle()
+        first.cancel()  # its turn was given as the block exited, but it has not run yet
+        await asyncio.wait_for(second, timeout=1)
+        assert first.cancelled()
+        assert pacer.in_use == 0
+
+    run(main())
+    assert served == ["second"]
