@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration bench clean
+.PHONY: install demo test unit integration lint preview bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tidings needs Python 3.11 or newer")'
@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 	$(BIN)/python -m deploy.local.kafka_broker fetch
+	@command -v chromium >/dev/null 2>&1 || echo "note: chromium is missing; the preview gallery test needs it: apt-get install chromium (Debian's package; .ci/run installs it)" >&2
 
 ## Start a broker, the SES emulator and a worker; publish sample events; show the mails sent.
 demo: install
 	$(BIN)/python -m deploy.local.demo
 
-## The whole test suite (unit and integration, on a real broker and the SES emulator).
-test: install
+## The whole test suite: the template lint, then unit and integration tests (real broker and SES emulator).
+test: install lint
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
@@ -31,6 +32,14 @@ unit: $(STAMP)
 
 integration: install
 	$(BIN)/python -m pytest tests/integration
+
+## Every pack and example tenant: templates complete, compiling, using only merge tags that exist.
+lint: $(STAMP)
+	$(BIN)/python -m streams.rendering.lint
+
+## Every mail of every example tenant, rendered from the pack samples into .tidings/preview/index.html.
+preview: $(STAMP)
+	$(BIN)/python -m streams.rendering.preview
 
 ## Benchmarks on the real broker; figures are printed (see README "Performance").
 bench: install

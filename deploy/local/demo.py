@@ -2,7 +2,9 @@
 
 Starts a Kafka broker and the SES emulator (unless ``TIDINGS_TEST_BOOTSTRAP`` /
 ``TIDINGS_TEST_SES_ENDPOINT`` name running ones), starts one Tidings worker, publishes sample
-booking events for two tenants in several languages, waits until the mails are in SES, writes
+booking events for two tenants in several languages and one event of each other pack (an invoice
+with its PDF, an MFA notice, a welcome, an appointment for two people, an access revocation),
+waits until the mails are in SES, writes
 each mail's HTML under ``.tidings/demo/``, prints what went out, and stops everything it started.
 """
 
@@ -17,12 +19,21 @@ from pathlib import Path
 
 from deploy.local.kafka_broker import EXISTING_BROKER_ENV, BrokerError, LocalBroker
 from deploy.local.samples import BOOKING_CREATED, booking_created
-from deploy.local.ses_emulator import EXISTING_EMULATOR_ENV, SesEmulator, SentMail, sent_mails, verify_domains
+from deploy.local.ses_emulator import (
+    EXISTING_EMULATOR_ENV,
+    SentMail,
+    SesEmulator,
+    put_sample_attachments,
+    sent_mails,
+    verify_domains,
+)
 from deploy.local.worker import WorkerProcess
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants.model import TenantDirectory
 from streams.topics import TopicNames, ensure_topics
+from streams.triggers.evaluate import field_at
+from streams.triggers.samples import sample_event
 
 DEMO_DIR = REPO_ROOT / ".tidings" / "demo"
 DEADLINE_SECONDS = 120.0
@@ -30,6 +41,14 @@ DEADLINE_SECONDS = 120.0
 SAMPLES = [
     ("lagerhaus-nord", "de"), ("lagerhaus-nord", "de-AT"), ("lagerhaus-nord", "en-GB"), ("lagerhaus-nord", None),
     ("boxit-london", "en"), ("boxit-london", "en-US"), ("boxit-london", "de"), ("lagerhaus-nord", "de-CH"),
+]
+# One event of each other pack, from the pack's samples: (event type, tenant).
+PACK_SAMPLES = [
+    ("tidings.charging.MspInvoiceReady", "voltpark-nl"),  # with its PDF attached from S3
+    ("tidings.charging.MfaEnabled", "stromnetz-sued"),
+    ("tidings.tracker.AccountCreated", "device-tracker-plus"),
+    ("tidings.advisors.AppointmentBooked", "beraterfinder"),  # two mails: advisor and customer
+    ("tidings.storage.AccessRevoked", "boxit-london"),
 ]
 
 
@@ -54,6 +73,7 @@ def main() -> int:
 
         tenants = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants")
         verify_domains(endpoint, (t.sender.from_address.rpartition("@")[2] for t in tenants))
+        put_sample_attachments(endpoint)
         run = f"demo{int(time.time())}"
         settings = Settings(app_id=run, topic_prefix=f"{run}.", kafka_bootstrap=bootstrap)
         ensure_topics(settings)
@@ -76,13 +96,27 @@ def main() -> int:
         say(f"  metrics at {worker.metrics_url}, log in {worker.log_file}")
 
         publisher = EventPublisher(bootstrap, settings.schemas_dir)
-        topic = TopicNames.from_settings(settings).for_event(BOOKING_CREATED)
+        topics = TopicNames.from_settings(settings)
+        topic = topics.for_event(BOOKING_CREATED)
         recipients = set()
         say(f"Publishing {len(SAMPLES)} BookingCreated events to {topic} ...")
         for n, (tenant, locale) in enumerate(SAMPLES):
             event = booking_created(tenant, n, email=f"customer{n}.{run}@example.org", locale=locale)
             publisher.publish(topic, BOOKING_CREATED, event, key=event["booking_id"])
             recipients.add(event["customer"]["email"])
+        expected = len(SAMPLES)
+        say(f"Publishing {len(PACK_SAMPLES)} events of the other packs ...")
+        for type_name, tenant_id in PACK_SAMPLES:
+            def address(path: str, person: dict, t: str = type_name) -> dict:  # type: ignore[type-arg]
+                email = f"{t.rsplit('.', 1)[1].lower()}-{path.replace('.', '-')}.{run}@example.org"
+                recipients.add(email)
+                return {**person, "email": email}
+
+            event = sample_event(topics.catalog.samples, type_name, tenant_id, recipient=address)
+            trigger = topics.catalog.for_event(type_name)[0]
+            publisher.publish(topics.for_event(type_name), type_name, event, key=str(field_at(event, trigger.rule.entity)))
+            expected += len(trigger.rule.mails)
+            say(f"  {type_name} ({tenant_id}) -> {topics.for_event(type_name)}")
         publisher.flush()
         del publisher  # before the broker stops, so the client does not complain about it
 
@@ -91,7 +125,7 @@ def main() -> int:
         while time.monotonic() < deadline:
             worker.assert_alive()
             mails = [m for m in sent_mails(endpoint) if m.destinations[0] in recipients]
-            if len(mails) >= len(SAMPLES):
+            if len(mails) >= expected:
                 break
             time.sleep(0.25)
 
@@ -100,11 +134,12 @@ def main() -> int:
             path = DEMO_DIR / "mails" / f"{i + 1:02d}-{mail.destinations[0].split('@')[0]}.html"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(mail.part("html"), encoding="utf-8")
-            say(f"  {mail.destinations[0]:<40} [{mail.header('Content-Language')}] {mail.subject}")
-            say(f"  {'':<40} {path.relative_to(REPO_ROOT)}")
+            attached = "".join(f"  + {name}" for name, _ in mail.attachments())
+            say(f"  {mail.destinations[0]:<52} [{mail.header('Content-Language')}] {mail.subject}{attached}")
+            say(f"  {'':<52} {path.relative_to(REPO_ROOT)}")
         say(f"\n{len(mails)} emails sent")
-        if len(mails) < len(SAMPLES):
-            say(f"expected {len(SAMPLES)}; worker log:\n{worker.log_tail()}")
+        if len(mails) < expected:
+            say(f"expected {expected}; worker log:\n{worker.log_tail()}")
             return 1
     return 0
 

@@ -99,3 +99,22 @@ def test_a_file_named_after_another_record_is_refused(tmp_path: Path) -> None:
     (tmp_path / "t.Ping.v1.avsc").write_text(json.dumps(schema))
     with pytest.raises(ConfigurationError, match="declares t.Pong"):
         SchemaRepository.load(tmp_path)
+
+
+def test_a_field_documented_as_secret_is_marked_secret(schemas: SchemaRepository) -> None:
+    # The marker, not the prose, is what keeps a secret out of the dead-letter topic.
+    import re
+
+    def unmarked(record: dict, prefix: str = "") -> list[str]:  # type: ignore[type-arg]
+        found = []
+        for field in record.get("fields", []):
+            doc = field.get("doc", "")
+            if re.search(r"\bsecret\b", doc, re.I) and not re.search(r"not a secret", doc, re.I) and field.get("secret") is not True:
+                found.append(prefix + field["name"])
+            for branch in field["type"] if isinstance(field["type"], list) else [field["type"]]:
+                if isinstance(branch, dict) and branch.get("type") == "record":
+                    found += unmarked(branch, f"{prefix}{field['name']}.")
+        return found
+
+    for version in schemas:
+        assert unmarked(json.loads(version.path.read_text())) == [], version.path
