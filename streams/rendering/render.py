@@ -1,7 +1,7 @@
 """Render one firing into the outbound record (``tidings.outbound.RenderedEmail``).
 
 Template files live at ``templates/<pack>/<template>/<locale>/{subject.txt,body.html,body.txt}``
-and extend the brand layouts in ``templates/_layouts/``. The render context is the event record
+and extend the brand layouts in ``templates/_layouts/``. The HTML's CSS is inlined (css-inline). The render context is the event record
 (its fields at the top level, as merge tags), plus ``recipient``, ``brand``, ``locale`` and
 ``time_zone``. Any failure of one mail raises ``RenderFailed`` for that mail only.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import css_inline
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import TemplateError
 
@@ -70,6 +71,10 @@ class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self.env = build_environment(templates_dir)
+        # Mail clients drop <style> blocks unpredictably (Gmail clips, Outlook ignores parts), so
+        # styles become style attributes; at-rules (the dark-mode media query) stay a rule since
+        # they cannot be inlined. Nothing is fetched: tenant templates must not reach the network.
+        self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
         self._locales: dict[tuple[str, str], frozenset[str]] = {}
 
     def locales_of(self, pack: str, template: str) -> frozenset[str]:
@@ -113,6 +118,10 @@ class Renderer:
             raise RenderFailed(f"{base}{where}: {type(e).__name__}: {e.message}") from None
         except Exception as e:  # a tenant template can raise anything (ZeroDivisionError ...)
             raise RenderFailed(f"{base}: {type(e).__name__} while rendering") from None
+        try:
+            html = self._inliner.inline(html)
+        except ValueError as e:  # css_inline raises on CSS it cannot parse
+            raise RenderFailed(f"{base}/body.html: CSS could not be inlined: {e}") from None
         subject = single_line(subject)
         if not subject:
             raise RenderFailed(f"{base}/subject.txt renders empty")
