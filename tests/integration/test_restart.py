@@ -41,13 +41,17 @@ def test_graceful_restart_sends_every_mail_exactly_once(deployment: Deployment) 
     _publish(deployment, range(20, 40))  # published while no worker runs
     worker.start()
     sentinels = _publish_sentinels(deployment)
-    mails = deployment.wait_for_mails(40 + len(sentinels))
-    deployment.wait_for(
-        "every sentinel mail", lambda: {s for s in sentinels} <= {m.destinations[0] for m in deployment.my_mails()}
-    )
+    expected = {deployment.email(n) for n in range(40)} | set(sentinels)
+    missing: set[str] = set()
+
+    def all_arrived() -> bool:
+        missing.clear()
+        missing.update(expected - {m.destinations[0] for m in deployment.my_mails()})
+        return not missing
+
+    deployment.wait_for(lambda: f"every mail; still missing {sorted(missing)}", all_arrived)
     mails = deployment.my_mails()
 
     per_recipient = collections.Counter(m.destinations[0] for m in mails)
-    expected = {deployment.email(n) for n in range(40)} | set(sentinels)
     assert set(per_recipient) == expected
     assert {a: c for a, c in per_recipient.items() if c != 1} == {}
