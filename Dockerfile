@@ -17,10 +17,11 @@ RUN --mount=type=cache,target=/root/.cache/pip pip install . && rm -rf /src
 # paths point nowhere: name the copied folders explicitly.
 COPY schemas/ /app/schemas/
 COPY templates/ /app/templates/
+# The example tenants, for `tidings-tenants publish /app/deploy/tenants` (the worker itself reads
+# its tenants from the tenants topic).
 COPY deploy/tenants/ /app/deploy/tenants/
 ENV TIDINGS_SCHEMAS_DIR=/app/schemas \
     TIDINGS_TEMPLATES_DIR=/app/templates \
-    TIDINGS_TENANTS_DIR=/app/deploy/tenants \
     TIDINGS_DATA_DIR=/var/lib/tidings \
     TIDINGS_WEB_HOST=0.0.0.0
 

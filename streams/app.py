@@ -1,13 +1,18 @@
 """The composition root: build every component from the settings and wire the Faust app.
 
 ``create_app(settings)`` is the only place that chooses implementations (the SES sender, the
-system clock); tests pass their own. Building the app reads the schema, pack, template and tenant
-files and validates them, so a broken deployment fails at start-up, not on the first event.
+system clock); tests pass their own. Building the app reads the schema, pack and template files
+and validates them, so a broken deployment fails at start-up, not on the first event.
 Nothing connects to Kafka or SES until the worker starts.
+
+Tenants come from the compacted tenants topic, not from files: at start the worker reads the whole
+topic (``TenantFeed``) before its agents consume, then keeps following it, so a tenant published
+with ``tidings-tenants publish`` applies to the next event without a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -27,7 +32,9 @@ from streams.ingest.pipeline import IngestPipeline
 from streams.metrics import Metrics
 from streams.rendering.render import Renderer
 from streams.settings import Settings
-from streams.tenants.model import TenantDirectory
+from streams.tenants.feed import TenantFeed
+from streams.tenants.model import Tenant, TenantDirectory
+from streams.tenants.validate import pack_problems
 from streams.topics import TopicNames, ensure_topics
 from streams.triggers.rules import Catalog
 
@@ -42,6 +49,8 @@ class Runtime:
     topics: TopicNames
     codec: SingleObjectCodec
     pipeline: IngestPipeline
+    tenants: TenantDirectory  # live: kept up to date from the tenants topic by tenant_feed
+    tenant_feed: TenantFeed
     sender: EmailSender
     attachments: AttachmentStore
     metrics: Metrics
@@ -62,21 +71,30 @@ def build_runtime(
         raise ConfigurationError(f"packs route event types with no schema in {settings.schemas_dir}: {missing}")
     codec = SingleObjectCodec(schemas)
     topics = TopicNames.from_settings(settings, catalog)
+    tenants = TenantDirectory()
+    metrics = metrics_module.create()
     pipeline = IngestPipeline(
         codec=codec,
         catalog=catalog,
-        tenants=TenantDirectory.load(settings.tenants_dir),
+        tenants=tenants,
         renderer=Renderer(settings.templates_dir),
         decoders=_decoders(settings, topics, codec),
     )
+
+    def servable(tenant: Tenant) -> list[tuple[str, str]]:
+        """The checks ``tidings-tenants publish`` runs, against this worker's packs and templates."""
+        return list(pack_problems(tenant, catalog, settings.templates_dir))
+
     return Runtime(
         settings=settings,
         topics=topics,
         codec=codec,
         pipeline=pipeline,
+        tenants=tenants,
+        tenant_feed=TenantFeed(settings.kafka_bootstrap, topics.tenants, tenants, check=servable, metrics=metrics),
         sender=sender if sender is not None else create_sender(settings),
         attachments=attachments if attachments is not None else S3AttachmentStore(settings),
-        metrics=metrics_module.create(),
+        metrics=metrics,
         clock=clock if clock is not None else SystemClock(),
     )
 
@@ -95,15 +113,29 @@ def _decoders(settings: Settings, topics: TopicNames, codec: SingleObjectCodec) 
 
 
 class TidingsApp(faust.App):
-    """A Faust app that makes sure its topics exist before its consumer subscribes."""
+    """A Faust app that makes sure its topics exist and its tenants are read before its consumer subscribes."""
 
     tidings: Runtime
 
     async def on_first_start(self) -> None:
-        created = ensure_topics(self.tidings.settings, catalog=self.tidings.topics.catalog)
+        rt = self.tidings
+        created = ensure_topics(rt.settings, catalog=rt.topics.catalog)
         if created:
             log.info("created topics: %s", ", ".join(created))
+        rt.tenant_feed.start()
+        await asyncio.get_running_loop().run_in_executor(
+            None, rt.tenant_feed.wait_caught_up, rt.settings.tenants_catch_up_seconds
+        )
+        if not len(rt.tenants):
+            log.warning(
+                "the tenants topic %s holds no tenant: every event is dead-lettered unknown_tenant until one is "
+                "published (tidings-tenants publish deploy/tenants/)", rt.topics.tenants,
+            )
         await super().on_first_start()
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        self.tidings.tenant_feed.stop()
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> TidingsApp:

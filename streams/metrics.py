@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # From a few milliseconds (event and mail both local) to minutes (a backlog draining after SES
 # was throttled): the spread an SRE needs to tell "slow" from "stuck".
@@ -31,6 +31,8 @@ class Metrics(NamedTuple):
     send_retries: Counter
     event_to_sent_seconds: Histogram
     render_seconds: Histogram
+    tenants_loaded: Gauge
+    tenant_updates: Counter
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -77,5 +79,13 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         render_seconds=Histogram(
             "tidings_render_seconds", "Time to render one mail (all parts).",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=registry,
+        ),
+        tenants_loaded=Gauge(
+            "tidings_tenants_loaded", "Tenants this worker knows, as read from the tenants topic.", registry=registry,
+        ),
+        tenant_updates=Counter(
+            "tidings_tenant_updates_total",
+            "Records of the tenants topic this worker read: applied, rejected (kept the previous version) or removed.",
+            ["outcome"], registry=registry,
         ),
     )

@@ -45,7 +45,13 @@ class Settings(BaseSettings):
 
     schemas_dir: Path = REPO_ROOT / "schemas"
     templates_dir: Path = REPO_ROOT / "templates"
-    tenants_dir: Path = REPO_ROOT / "deploy" / "tenants"
+    # Tenants are not read from a folder: the worker follows the tenants topic (``tidings-tenants publish``).
+    tenants_catch_up_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="At start-up the worker reads the whole tenants topic before it consumes any event; it "
+        "fails to start if that takes longer.",
+    )
 
     ses_endpoint_url: str | None = Field(None, description="SES endpoint; unset means the AWS default.")
     aws_region: str = "eu-west-1"

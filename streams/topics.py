@@ -16,6 +16,13 @@ record derived from an input on partition *p* is written to partition *p* of its
   hence its outbound partition and the ledger rows of its mails.
 
 So an existing topic with a different partition count is refused at start-up, not tolerated.
+
+The one exception is the tenants topic (``<prefix>tenants``): compacted, keyed by tenant id, one
+JSON tenant per record, a tombstone (null value) removes a tenant. It is configuration, not a
+stream of work: no agent consumes it, no transaction writes it, nothing derived from it is keyed
+by its partitions. Every worker reads it whole, all partitions, from the beginning
+(``streams/tenants/feed.py``), so its partition count is free; Tidings creates it with one
+partition (a few hundred tenants are a few hundred small records) and accepts any count it finds.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class TopicNames:
     inbound: tuple[str, ...]
     outbound: str
     dead_letter: str
+    tenants: str
     catalog: Catalog
 
     @classmethod
@@ -43,10 +51,12 @@ class TopicNames:
             inbound=tuple(f"{p}{suffix}" for suffix in catalog.topic_suffixes()),
             outbound=f"{p}outbound",
             dead_letter=f"{p}dead-letter",
+            tenants=f"{p}tenants",
             catalog=catalog,
         )
 
     def all(self) -> tuple[str, ...]:
+        """The co-partitioned topics (every one with ``TIDINGS_PARTITIONS`` partitions); not the tenants topic."""
         return (*self.inbound, self.outbound, self.dead_letter)
 
     def for_event(self, type_name: str) -> str:
@@ -54,9 +64,13 @@ class TopicNames:
         return f"{self.prefix}{self.catalog.topic_suffix_for(type_name)}"
 
 
+# Read whole by every worker, never co-partitioned with anything: one partition is plenty.
+TENANTS_TOPIC_PARTITIONS = 1
+TENANTS_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0, catalog: Catalog | None = None) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
-    from confluent_kafka import KafkaException
+    """Create the topics that do not exist yet (the tenants topic compacted); returns the names created."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     names = TopicNames.from_settings(settings, catalog)
@@ -68,13 +82,35 @@ def ensure_topics(settings: Settings, timeout: float = 30.0, catalog: Catalog | 
                 f"topic {name} has {len(existing[name].partitions)} partitions but TIDINGS_PARTITIONS is "
                 f"{settings.partitions}; every Tidings topic must have the same count (see streams/topics.py)"
             )
-    missing = [n for n in names.all() if n not in existing]
-    if not missing:
+    new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in names.all() if n not in existing]
+    if names.tenants not in existing:
+        new.append(_tenants_topic(names, settings))
+    return _create(admin, new, timeout)
+
+
+def ensure_tenants_topic(settings: Settings, timeout: float = 30.0) -> bool:
+    """Create only the compacted tenants topic if it is missing (``tidings-tenants publish``); True if created."""
+    from confluent_kafka.admin import AdminClient
+
+    names = TopicNames.from_settings(settings)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 4})
+    if names.tenants in admin.list_topics(timeout=timeout).topics:
+        return False
+    return bool(_create(admin, [_tenants_topic(names, settings)], timeout))
+
+
+def _tenants_topic(names: TopicNames, settings: Settings):  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import NewTopic
+
+    return NewTopic(names.tenants, TENANTS_TOPIC_PARTITIONS, settings.replication_factor, config=TENANTS_TOPIC_CONFIG)
+
+
+def _create(admin, new: list, timeout: float) -> list[str]:  # type: ignore[no-untyped-def,type-arg]
+    from confluent_kafka import KafkaException
+
+    if not new:
         return []
-    futures = admin.create_topics(
-        [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing],
-        operation_timeout=timeout,
-    )
+    futures = admin.create_topics(new, operation_timeout=timeout)
     created = []
     for name, future in futures.items():
         try:

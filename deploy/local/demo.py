@@ -1,7 +1,8 @@
 """``make demo``: Tidings doing its main job on real parts, start to finish.
 
 Starts a Kafka broker and the SES emulator (unless ``TIDINGS_TEST_BOOTSTRAP`` /
-``TIDINGS_TEST_SES_ENDPOINT`` name running ones), starts one Tidings worker, publishes sample
+``TIDINGS_TEST_SES_ENDPOINT`` name running ones), publishes the example tenants to the tenants
+topic, starts one Tidings worker, publishes sample
 booking events for two tenants in several languages and one event of each other pack (an invoice
 with its PDF, an MFA notice, a welcome, an appointment for two people, an access revocation),
 waits until the mails are in SES, writes
@@ -30,12 +31,14 @@ from deploy.local.ses_emulator import (
 from deploy.local.worker import WorkerProcess
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
+from streams.tenants import cli as tenants_cli
 from streams.tenants.model import TenantDirectory
 from streams.topics import TopicNames, ensure_topics
 from streams.triggers.evaluate import field_at
 from streams.triggers.samples import sample_event
 
 DEMO_DIR = REPO_ROOT / ".tidings" / "demo"
+TENANTS_DIR = REPO_ROOT / "deploy" / "tenants"
 DEADLINE_SECONDS = 120.0
 # (tenant, customer locale): German and English customers of a Hamburg operator, and a London one.
 SAMPLES = [
@@ -71,12 +74,15 @@ def main() -> int:
             endpoint = stack.enter_context(SesEmulator(DEMO_DIR / "ses")).endpoint
         say(f"  Kafka on {bootstrap}, SES on {endpoint}")
 
-        tenants = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants")
+        tenants = TenantDirectory.load(TENANTS_DIR)
         verify_domains(endpoint, (t.sender.from_address.rpartition("@")[2] for t in tenants))
         put_sample_attachments(endpoint)
         run = f"demo{int(time.time())}"
         settings = Settings(app_id=run, topic_prefix=f"{run}.", kafka_bootstrap=bootstrap)
         ensure_topics(settings)
+        published = tenants_cli.publish([TENANTS_DIR], settings)
+        say(f"Published {len(published)} example tenants to {TopicNames.from_settings(settings).tenants} "
+            "(what `tidings-tenants publish deploy/tenants/` does)")
         worker = WorkerProcess(
             workdir=DEMO_DIR / "worker",
             env={

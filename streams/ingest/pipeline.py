@@ -52,6 +52,8 @@ class IngestPipeline:
         self.codec = codec
         self.decoders = decoders if decoders is not None else TopicDecoders(codec)
         self.catalog = catalog
+        # In a worker, the live directory the tenant feed keeps equal to the tenants topic: each
+        # event is judged against the tenants as they are when it is processed.
         self.tenants = tenants
         self.renderer = renderer
 

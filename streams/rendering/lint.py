@@ -37,7 +37,8 @@ from streams.rendering.merge_tags import Var, common_context, resolves, trigger_
 from streams.rendering.render import PARTS
 from streams.settings import REPO_ROOT
 from streams.tenants.model import load_tenant
-from streams.triggers.rules import PACKS_DIR, Catalog, Trigger, TriggerRule
+from streams.tenants.validate import pack_problems
+from streams.triggers.rules import PACKS_DIR, Catalog, TriggerRule
 
 LAYOUTS = "_layouts"
 Step = str | int
@@ -341,10 +342,9 @@ def lint(
                                 Problem(show(path), 0, f"missing: {key} ({mail.role} mail) needs {part} in {language}, a language of pack {pack.pack}")
                             )
 
-    keys = {t.key: t for t in catalog.triggers()}
     for tenant_file in sorted(tenants_dir.glob("*.yaml")):
         report.tenants += 1
-        report.problems.extend(_tenant_problems(tenant_file, catalog, keys, templates_dir, show))
+        report.problems.extend(_tenant_problems(tenant_file, catalog, templates_dir, show))
 
     report.templates = checker.files
     report.problems.sort()
@@ -364,36 +364,20 @@ def _rule_paths(key: str, rule: TriggerRule, context: Mapping[str, Var], file: s
             yield Problem(file, _line_of(pack_file, path), f"{key}: {what} '{path}' is not a field of {rule.event}")
 
 
-def _tenant_problems(
-    tenant_file: Path, catalog: Catalog, keys: Mapping[str, Trigger], templates_dir: Path, show: _Show
-) -> Iterator[Problem]:
+def _tenant_problems(tenant_file: Path, catalog: Catalog, templates_dir: Path, show: _Show) -> Iterator[Problem]:
+    """The checks ``tidings-tenants publish`` runs (``streams/tenants/validate.py``), with lines."""
     file = show(tenant_file)
     try:
         tenant = load_tenant(tenant_file)
     except ConfigurationError as e:
         yield Problem(file, 0, str(e).removeprefix(f"{tenant_file}: "))
         return
-    for pack in tenant.packs:
-        if pack not in catalog.packs:
-            yield Problem(file, _yaml_key_line(tenant_file, "packs"), f"unknown pack '{pack}'")
-    for key in tenant.triggers:
-        if key not in keys:
-            yield Problem(file, _line_of(tenant_file, key), f"unknown trigger '{key}'")
-    languages_line = _yaml_key_line(tenant_file, "languages")
-    for trigger in catalog.triggers():
-        if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, trigger.rule.enabled_by_default):
-            continue
-        for mail in trigger.rule.mails:
-            for language in tenant.languages:
-                missing = [p for p in PARTS if not (templates_dir / trigger.pack / mail.template / language / p).is_file()]
-                if missing:
-                    folder = show(templates_dir / trigger.pack / mail.template / language)
-                    yield Problem(
-                        file,
-                        languages_line,
-                        f"tenant {tenant.tenant_id} offers '{language}' and has {trigger.key} on, "
-                        f"but {folder}/ lacks {', '.join(missing)}",
-                    )
+    for field_name, message in pack_problems(tenant, catalog, templates_dir):
+        if field_name.startswith("triggers."):
+            line = _line_of(tenant_file, field_name.removeprefix("triggers."))
+        else:
+            line = _yaml_key_line(tenant_file, field_name)
+        yield Problem(file, line, message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,22 @@
-"""The typed tenant configuration and its loading from YAML files.
+"""The typed tenant configuration, its loading from YAML files, and the live directory.
 
 A tenant is one operator of one product (a self-storage company, a charge point operator).
 Everything a mail takes from the operator comes from here: brand, sender identity, languages,
-time zone, and which triggers are dispatched. The models are frozen: a changed tenant is a new
-object, never an edited one, so a render in flight sees one consistent configuration.
+time zone, default send time, and which triggers are dispatched with which parameters. The models
+are frozen: a changed tenant is a new object, never an edited one, so a render in flight sees one
+consistent configuration.
+
+Tenants are authored as YAML files (``deploy/tenants/*.yaml``), checked and published to the
+compacted tenants topic by ``tidings-tenants publish`` (``streams/tenants/cli.py``); workers keep
+a ``TenantDirectory`` up to date from that topic (``streams/tenants/feed.py``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -75,7 +83,11 @@ class TriggerSetting(_Frozen):
     """Per-trigger switches, keyed ``pack/trigger`` in the tenant file."""
 
     enabled: bool = True
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The trigger's parameters, e.g. the \"x days\" of a reminder ({days_before: 3}). "
+        "Kept and published as written; the timed triggers that read them will validate their own keys.",
+    )
 
 
 class Tenant(_Frozen):
@@ -86,6 +98,11 @@ class Tenant(_Frozen):
     languages: tuple[str, ...]
     default_language: str
     time_zone: str = "UTC"
+    default_send_time: dt.time = Field(
+        dt.time(9, 0),
+        description="Local time of day (in time_zone) at which date-based mails go out unless a trigger says "
+        "otherwise; written HH:MM. Read by the timed triggers, which come later.",
+    )
     brand: Brand
     sender: SenderIdentity
     triggers: dict[str, TriggerSetting] = Field(default_factory=dict)
@@ -109,6 +126,21 @@ class Tenant(_Frozen):
             raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
         return value
 
+    @field_validator("default_send_time", mode="before")
+    @classmethod
+    def _hh_mm(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted 10:30 as the number 630, which pydantic would take as seconds.
+        if not isinstance(value, (str, dt.time)):
+            raise ValueError(f"{value!r} is not a time of day; write it quoted, as 'HH:MM' (e.g. '09:00')")
+        return value
+
+    @field_validator("default_send_time")
+    @classmethod
+    def _time_of_day(cls, value: dt.time) -> dt.time:
+        if value.tzinfo is not None:
+            raise ValueError("write a local time of day such as '09:00', without a zone; time_zone says which zone")
+        return value
+
     @model_validator(mode="after")
     def _default_offered(self) -> Tenant:
         if self.default_language not in self.languages:
@@ -122,22 +154,43 @@ class Tenant(_Frozen):
 
 
 class TenantDirectory:
-    """All known tenants by id."""
+    """All known tenants by id; updatable while readers read.
 
-    def __init__(self, tenants: dict[str, Tenant]) -> None:
-        self._tenants = dict(tenants)
+    The worker's tenant feed (one thread) calls ``put`` and ``remove`` as the tenants topic
+    changes; the ingest agent calls ``get``. Each update replaces the whole mapping (copy on
+    write) and a ``Tenant`` is frozen, so a reader sees either the old or the new tenant, never a
+    mix, without taking a lock.
+    """
+
+    def __init__(self, tenants: Mapping[str, Tenant] | None = None) -> None:
+        self._tenants: dict[str, Tenant] = dict(tenants or {})
+        self._write = threading.Lock()
 
     def get(self, tenant_id: str) -> Tenant | None:
         return self._tenants.get(tenant_id)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._tenants.values())
+    def put(self, tenant: Tenant) -> None:
+        """Add or replace ``tenant`` (by its ``tenant_id``)."""
+        with self._write:
+            self._tenants = {**self._tenants, tenant.tenant_id: tenant}
+
+    def remove(self, tenant_id: str) -> bool:
+        """Forget a tenant; returns whether it was known."""
+        with self._write:
+            if tenant_id not in self._tenants:
+                return False
+            self._tenants = {k: v for k, v in self._tenants.items() if k != tenant_id}
+            return True
+
+    def __iter__(self) -> Iterator[Tenant]:
+        return iter(list(self._tenants.values()))
 
     def __len__(self) -> int:
         return len(self._tenants)
 
     @classmethod
     def load(cls, folder: Path) -> TenantDirectory:
+        """The tenants of a folder of YAML files (tools and tests; the worker reads the topic)."""
         if not folder.is_dir():
             raise ConfigurationError(f"tenant directory {folder} does not exist")
         tenants: dict[str, Tenant] = {}

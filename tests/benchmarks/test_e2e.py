@@ -141,6 +141,7 @@ def bench_tidings(bootstrap: str, ses_endpoint: str, publisher: EventPublisher, 
         },
     )
     deployment.create_topics()
+    deployment.publish_tenants()
     topics = deployment.topics
     reader = OutboundReader(bootstrap, topics.outbound, f"bench-{run}-tidings-reader")
     try:

@@ -41,6 +41,7 @@ def deployment(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> Itera
         },
     )
     dep.create_topics()
+    dep.publish_tenants()
     try:
         yield dep
     finally:

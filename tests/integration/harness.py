@@ -19,7 +19,10 @@ from deploy.local.ses_emulator import SentMail, sent_mails
 from deploy.local.worker import WorkerProcess
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
+from streams.tenants import cli as tenants_cli
 from streams.topics import TopicNames, ensure_topics
+
+EXAMPLE_TENANTS = REPO_ROOT / "deploy" / "tenants"
 
 T = TypeVar("T")
 DEFAULT_DEADLINE_SECONDS = 90.0
@@ -56,6 +59,10 @@ class Deployment:
 
     def create_topics(self) -> None:
         ensure_topics(self.settings)
+
+    def publish_tenants(self, *paths: Path) -> None:
+        """Publish tenant files (default: the example tenants) as ``tidings-tenants publish`` does."""
+        tenants_cli.publish(list(paths) or [EXAMPLE_TENANTS], self.settings)
 
     def email(self, n: int | str) -> str:
         """A recipient address unique to this test run."""

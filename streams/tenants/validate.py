@@ -1,0 +1,162 @@
+"""Is a tenant one Tidings can serve? Pure checks, shared by the CLI, the lint and the worker.
+
+Two layers, each reported as ``(field, message)``:
+
+- the model (``Tenant``): colours, time zone, addresses, language tags, the default language
+  among those offered, ``HH:MM`` send time, no unknown keys;
+- against the packs and templates (``pack_problems``): every pack exists, every trigger key names
+  a trigger of a pack the tenant offers, and every trigger the tenant has on has templates for
+  every language the tenant offers.
+
+``tidings-tenants publish`` runs both on every file and publishes nothing unless all pass; the
+worker runs both on every record of the tenants topic and ignores one that fails; the template lint
+(``streams/rendering/lint.py``) reports ``pack_problems`` for the example tenants with line numbers.
+
+Extension point: template overrides (a tenant's own subject or body for a trigger) are not part of
+the model yet. When they are, their checks belong in ``pack_problems``: an override must exist for
+every language the tenant offers for that trigger, and must compile and use only known merge tags
+(``streams/rendering/lint.py``'s ``_TemplateChecker`` checks template text that is not a file,
+as it does for attachment names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from streams.rendering.render import PARTS
+from streams.tenants.model import Tenant
+from streams.triggers.rules import Catalog
+
+TENANT_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, order=True)
+class TenantProblem:
+    """One thing wrong with one tenant: where (file or record), which field, what."""
+
+    source: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.field}: {self.message}"
+
+
+def model_problems(data: Any) -> tuple[Tenant | None, list[tuple[str, str]]]:
+    """Validate parsed data as a ``Tenant``: the tenant, or None and each field's problem."""
+    if not isinstance(data, dict):
+        return None, [("<root>", f"a tenant is a mapping of fields, not {type(data).__name__}")]
+    try:
+        return Tenant.model_validate(data), []
+    except ValidationError as e:
+        return None, _pydantic_problems(e)
+
+
+def json_problems(value: bytes) -> tuple[Tenant | None, list[tuple[str, str]]]:
+    """Validate a JSON document (a tenants-topic record value) as a ``Tenant``."""
+    try:
+        return Tenant.model_validate_json(value), []
+    except ValidationError as e:
+        return None, _pydantic_problems(e)
+
+
+def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in error.errors():
+        field = ".".join(map(str, err["loc"])) or "<root>"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        out.append((field, message))
+    return out
+
+
+def pack_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> Iterator[tuple[str, str]]:
+    """What the packs and templates say about a valid ``Tenant``; nothing when it can be served."""
+    for pack in tenant.packs:
+        if pack not in catalog.packs:
+            yield "packs", f"unknown pack '{pack}'"
+    keys = {t.key: t for t in catalog.triggers()}
+    for key in tenant.triggers:
+        trigger = keys.get(key)
+        if trigger is None:
+            yield f"triggers.{key}", f"unknown trigger '{key}'"
+        elif trigger.pack not in tenant.packs:
+            yield f"triggers.{key}", (
+                f"trigger '{key}' belongs to pack '{trigger.pack}', which is not in packs {list(tenant.packs)}"
+            )
+    for trigger in catalog.triggers():
+        if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, trigger.rule.enabled_by_default):
+            continue
+        for mail in trigger.rule.mails:
+            for language in tenant.languages:
+                folder = templates_dir / trigger.pack / mail.template / language
+                missing = [p for p in PARTS if not (folder / p).is_file()]
+                if missing:
+                    yield "languages", (
+                        f"tenant {tenant.tenant_id} offers '{language}' and has {trigger.key} on, "
+                        f"but {_show(folder, templates_dir)}/ lacks {', '.join(missing)}"
+                    )
+
+
+def _show(folder: Path, templates_dir: Path) -> str:
+    """``templates/<pack>/<template>/<lang>`` as the lint prints it."""
+    try:
+        return (Path(templates_dir.name) / folder.relative_to(templates_dir)).as_posix()
+    except ValueError:
+        return folder.as_posix()
+
+
+def tenant_files(paths: Iterable[Path]) -> tuple[list[Path], list[TenantProblem]]:
+    """The tenant files named: files as given, folders as their ``*.yaml`` / ``*.yml`` files."""
+    files: list[Path] = []
+    problems: list[TenantProblem] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TENANT_FILE_SUFFIXES)
+            if not found:
+                problems.append(TenantProblem(str(path), "<folder>", "no tenant files (*.yaml) in this folder"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(TenantProblem(str(path), "<file>", "no such file or folder"))
+    return files, problems
+
+
+def validate_files(
+    paths: Sequence[Path], catalog: Catalog, templates_dir: Path
+) -> tuple[list[Tenant], list[TenantProblem]]:
+    """Every tenant of the files or folders named, and every problem with any of them.
+
+    The tenants are only worth publishing when the problems are empty.
+    """
+    files, problems = tenant_files(paths)
+    tenants: list[Tenant] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(TenantProblem(source, "<file>", f"cannot read: {e}"))
+            continue
+        except yaml.YAMLError as e:
+            problems.append(TenantProblem(source, "<file>", f"not valid YAML: {e}".replace("\n", " ")))
+            continue
+        tenant, found = model_problems(data)
+        problems.extend(TenantProblem(source, field, message) for field, message in found)
+        if tenant is None:
+            continue
+        served = pack_problems(tenant, catalog, templates_dir)
+        problems.extend(TenantProblem(source, field, message) for field, message in served)
+        if tenant.tenant_id in seen:
+            problems.append(TenantProblem(source, "tenant_id", f"tenant {tenant.tenant_id} is also defined in {seen[tenant.tenant_id]}"))
+            continue
+        seen[tenant.tenant_id] = path
+        tenants.append(tenant)
+    return tenants, problems
