@@ -1,0 +1,88 @@
+"""Rendering speed: renders per second on one core, Tidings' renderer against bare Jinja2.
+
+One real branded mail (storage/booking.created in German: layout inheritance, Babel dates and
+money, CSS inlining, subject, HTML and text parts) rendered from the pack's sample event:
+
+- Tidings, warm: one ``Renderer`` reused, compiled templates cached (the worker's steady state);
+- Tidings, cold: a new ``Renderer`` per mail, so every template is loaded and compiled again
+  (a worker's first mails, or a cache too small for the template set);
+- bare Jinja2, warm: a plain ``Environment`` (no sandbox, no StrictUndefined, no inlining, no
+  validation) rendering the same three files with the same context, the floor a template engine
+  alone can reach.
+
+Single-threaded on purpose: the figure is per core. Printed, and written to
+``.tidings/bench/render.json``; nothing about speed is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from streams.rendering.environment import build_environment
+from streams.rendering.render import PARTS, Renderer, Source
+from streams.settings import REPO_ROOT
+from streams.tenants.model import TenantDirectory
+from streams.triggers.evaluate import event_firings
+from streams.triggers.rules import Catalog
+from streams.triggers.samples import sample_event
+from tests.benchmarks.report import machine
+
+TEMPLATES = REPO_ROOT / "templates"
+EVENT = "tidings.storage.BookingCreated"
+TENANT = "lagerhaus-nord"
+SECONDS_PER_CASE = 3.0
+
+
+def _rate(fn: Callable[[], object], seconds: float) -> float:
+    fn()  # not timed: imports and first-use costs are not what this measures
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        fn()
+        n += 1
+    return n / elapsed
+
+
+def test_render_throughput() -> None:
+    catalog = Catalog.load()
+    tenant = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants").get(TENANT)
+    assert tenant is not None
+    event = sample_event(catalog.samples, EVENT, TENANT)
+    (firing,) = event_firings(EVENT, event, catalog, tenant)
+    source = Source("bench", "e", event["envelope"]["occurred_at"])
+    now = event["envelope"]["occurred_at"]
+
+    warm = Renderer(TEMPLATES)
+    mail = warm.render(firing, tenant, event, source, now).record
+    assert mail["locale"] == "de" and mail["subject"]
+
+    bare = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]))
+    bare.filters.update(build_environment(TEMPLATES).filters)  # the same Babel filters
+    context = {**event, "recipient": event["customer"], "brand": tenant.brand.model_dump(), "locale": "de",
+               "format_locale": "de", "time_zone": tenant.time_zone}
+    bare_templates = [bare.get_template(f"storage/booking.created/de/{part}") for part in PARTS]
+    bare_html = bare_templates[1].render(context)
+    assert event["booking_id"] in bare_html
+
+    figures = {
+        "tidings_warm": _rate(lambda: warm.render(firing, tenant, event, source, now), SECONDS_PER_CASE),
+        "tidings_cold": _rate(lambda: Renderer(TEMPLATES).render(firing, tenant, event, source, now), SECONDS_PER_CASE),
+        "bare_jinja2_warm": _rate(lambda: [t.render(context) for t in bare_templates], SECONDS_PER_CASE),
+    }
+    report = {
+        "mail": f"{EVENT} -> storage/booking.created (de), {len(mail['html'])} bytes of HTML",
+        "renders_per_second_one_core": {k: round(v, 1) for k, v in figures.items()},
+        "ratio_tidings_warm_to_bare": round(figures["tidings_warm"] / figures["bare_jinja2_warm"], 3),
+        "machine": machine(),
+    }
+    out = REPO_ROOT / ".tidings" / "bench" / "render.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nRender benchmark: {report['mail']}, one core, {SECONDS_PER_CASE:.0f} s per case")
+    for name, rate in figures.items():
+        print(f"  {name:<20} {rate:9.1f} renders/s   {1000 / rate:7.3f} ms/render")
+    print(f"  ratio Tidings warm / bare Jinja2 warm: {report['ratio_tidings_warm_to_bare']}")
+    print(f"  figures also in {out.relative_to(REPO_ROOT)}")
