@@ -11,6 +11,8 @@ Filters format values for the mail's locale with Babel; the locale comes from th
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, get_currency_precision
-from jinja2 import FileSystemLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context, select_autoescape
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -44,9 +46,39 @@ def _money(context: Context, value: dict[str, Any]) -> str:
     return format_currency(amount, currency, locale=_babel_locale(context))
 
 
+OVERRIDE_PREFIX = "@tenant/"
+
+
+class OverrideLoader(BaseLoader):
+    """The repository's template files, plus tenants' own templates registered by content.
+
+    An override is registered under ``@tenant/<tenant>/<sha256 of source>/<pack>/...``: a changed
+    override gets a new name, so Jinja2's compiled-template cache can never serve a stale one, and
+    ``{% extends "_layouts/base.html" %}`` inside an override still finds the brand layout.
+    """
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.files = FileSystemLoader(str(templates_dir))
+        self.sources: dict[str, str] = {}
+
+    def register(self, tenant_id: str, key: str, source: str) -> str:
+        digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+        name = f"{OVERRIDE_PREFIX}{tenant_id}/{digest}/{key}"
+        self.sources.setdefault(name, source)
+        return name
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Callable[[], bool]]:
+        if template.startswith(OVERRIDE_PREFIX):
+            try:
+                return self.sources[template], None, lambda: True
+            except KeyError:
+                raise TemplateNotFound(template) from None
+        return self.files.get_source(environment, template)
+
+
 def build_environment(templates_dir: Path) -> SandboxedEnvironment:
     env = SandboxedEnvironment(
-        loader=FileSystemLoader(str(templates_dir)),
+        loader=OverrideLoader(templates_dir),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
         auto_reload=False,

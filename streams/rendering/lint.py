@@ -21,6 +21,7 @@ the problems and exits 1, or prints one line of counts and exits 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -283,6 +284,28 @@ def _yaml_key_line(path: Path, key: str) -> int:
             if k.value == key:
                 return int(v.start_mark.line) + 1
     return 0
+
+
+@functools.lru_cache(maxsize=4)
+def _override_checker(templates_dir: Path, schemas_dir: Path) -> tuple[_TemplateChecker, SchemaRepository]:
+    return _TemplateChecker(build_environment(templates_dir), templates_dir, _Show(templates_dir.parent)), (
+        SchemaRepository.load(schemas_dir)
+    )
+
+
+def check_override(
+    source: str, event: str, name: str, templates_dir: Path, trigger: str, schemas_dir: Path | None = None
+) -> list[str]:
+    """Problems of a tenant's own template text for a mail of ``event``, as ``line N: message``.
+
+    The same checks as for the packs' files: it parses and compiles, extends and includes exist,
+    and every merge tag is a field the trigger's event has.
+    """
+    schemas_dir = schemas_dir if schemas_dir is not None else templates_dir.parent / "schemas"
+    checker, schemas = _override_checker(templates_dir, schemas_dir)
+    checker._reported.clear()  # every tenant is checked on its own; repeats are its problems too
+    problems, _ = checker.check_string(source, name, 1, trigger_context(schemas, event), trigger)
+    return [f"line {p.line}: {p.message}" for p in problems]
 
 
 def lint(

@@ -17,10 +17,10 @@ from typing import Any
 
 import css_inline
 from email_validator import EmailNotValidError, validate_email
-from jinja2 import TemplateError
+from jinja2 import Template, TemplateError
 
 from streams.errors import InvalidRecipient, RenderFailed
-from streams.rendering.environment import build_environment
+from streams.rendering.environment import OverrideLoader, build_environment
 from streams.rendering.locale import Fallback, choose_locale, normalize
 from streams.tenants.model import Tenant
 from streams.triggers.evaluate import Firing
@@ -67,6 +67,15 @@ def format_locale(requested: str | None, template_locale: str) -> str:
     return template_locale
 
 
+def _override_locales(tenant: Tenant, pack: str, template: str) -> frozenset[str]:
+    """Languages in which the tenant overrides all three parts of this mail."""
+    if not tenant.templates:
+        return frozenset()
+    return frozenset(
+        lang for lang in tenant.languages if all(f"{pack}/{template}/{lang}/{p}" in tenant.templates for p in PARTS)
+    )
+
+
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
@@ -99,9 +108,8 @@ class Renderer:
         except EmailNotValidError as e:
             raise InvalidRecipient(f"{firing.mail.role} address is not deliverable: {e}") from None
         pack, template = firing.trigger.pack, firing.mail.template
-        locale, fallback = choose_locale(
-            recipient.get("locale"), tenant.languages, tenant.default_language, self.locales_of(pack, template)
-        )
+        available = self.locales_of(pack, template) | _override_locales(tenant, pack, template)
+        locale, fallback = choose_locale(recipient.get("locale"), tenant.languages, tenant.default_language, available)
         context = {
             **record,
             "recipient": recipient,
@@ -112,7 +120,7 @@ class Renderer:
         }
         base = f"{pack}/{template}/{locale}"
         try:
-            subject, html, text = (self.env.get_template(f"{base}/{part}").render(context) for part in PARTS)
+            subject, html, text = (self._template(tenant, f"{base}/{part}").render(context) for part in PARTS)
         except TemplateError as e:
             where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
             raise RenderFailed(f"{base}{where}: {type(e).__name__}: {e.message}") from None
@@ -149,6 +157,15 @@ class Renderer:
             "created_at": now,
         }
         return Rendered(outbound, fallback)
+
+    def _template(self, tenant: Tenant, key: str) -> Template:
+        """The tenant's own template for ``key`` if it has one, else the pack's file."""
+        source = tenant.templates.get(key)
+        if source is None:
+            return self.env.get_template(key)
+        loader = self.env.loader
+        assert isinstance(loader, OverrideLoader)
+        return self.env.get_template(loader.register(tenant.tenant_id, key, source))
 
     def _attachments(self, firing: Firing, context: Mapping[str, Any], base: str) -> list[dict[str, str]]:
         out = []

@@ -106,6 +106,11 @@ class Tenant(_Frozen):
     brand: Brand
     sender: SenderIdentity
     triggers: dict[str, TriggerSetting] = Field(default_factory=dict)
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="The tenant's own templates, '<pack>/<template>/<language>/<part>' -> Jinja2 source; "
+        "in a tenant folder they are files under <tenant-file-stem>/templates/.",
+    )
 
     @field_validator("languages")
     @classmethod
@@ -202,10 +207,27 @@ class TenantDirectory:
         return cls(tenants)
 
 
+OVERRIDES_FOLDER = "templates"
+
+
+def read_tenant_file(path: Path) -> object:
+    """The tenant file's data with its template overrides folded in.
+
+    Overrides are files next to the tenant file: ``acme.yaml`` takes
+    ``acme/templates/<pack>/<template>/<language>/{subject.txt,body.html,body.txt}``. They travel
+    inside the tenant record on the tenants topic, so every worker renders the same source.
+    """
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    folder = path.parent / path.stem / OVERRIDES_FOLDER
+    if isinstance(data, dict) and folder.is_dir():
+        files = {f.relative_to(folder).as_posix(): f.read_text(encoding="utf-8") for f in sorted(folder.rglob("*")) if f.is_file()}
+        data = {**data, "templates": {**files, **(data.get("templates") or {})}}
+    return data
+
+
 def load_tenant(path: Path) -> Tenant:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Tenant.model_validate(data)
+        return Tenant.model_validate(read_tenant_file(path))
     except yaml.YAMLError as e:
         raise ConfigurationError(f"{path}: not valid YAML: {e}") from e
     except ValidationError as e:

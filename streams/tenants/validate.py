@@ -12,11 +12,9 @@ Two layers, each reported as ``(field, message)``:
 worker runs both on every record of the tenants topic and ignores one that fails; the template lint
 (``streams/rendering/lint.py``) reports ``pack_problems`` for the example tenants with line numbers.
 
-Extension point: template overrides (a tenant's own subject or body for a trigger) are not part of
-the model yet. When they are, their checks belong in ``pack_problems``: an override must exist for
-every language the tenant offers for that trigger, and must compile and use only known merge tags
-(``streams/rendering/lint.py``'s ``_TemplateChecker`` checks template text that is not a file,
-as it does for attachment names).
+Template overrides (``Tenant.templates``) are checked in ``pack_problems`` too (``override_problems``):
+known places only, a complete set in every offered language, and each part compiling with only
+known merge tags (``streams/rendering/lint.py``'s ``check_override``).
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from streams.rendering.render import PARTS
-from streams.tenants.model import Tenant
+from streams.tenants.model import Tenant, read_tenant_file
 from streams.triggers.rules import Catalog
 
 TENANT_FILE_SUFFIXES = (".yaml", ".yml")
@@ -89,18 +87,59 @@ def pack_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> Iter
             yield f"triggers.{key}", (
                 f"trigger '{key}' belongs to pack '{trigger.pack}', which is not in packs {list(tenant.packs)}"
             )
+    yield from override_problems(tenant, catalog, templates_dir)
     for trigger in catalog.triggers():
         if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, trigger.rule.enabled_by_default):
             continue
         for mail in trigger.rule.mails:
             for language in tenant.languages:
                 folder = templates_dir / trigger.pack / mail.template / language
-                missing = [p for p in PARTS if not (folder / p).is_file()]
+                missing = [
+                    p for p in PARTS
+                    if not (folder / p).is_file() and f"{trigger.pack}/{mail.template}/{language}/{p}" not in tenant.templates
+                ]
                 if missing:
                     yield "languages", (
                         f"tenant {tenant.tenant_id} offers '{language}' and has {trigger.key} on, "
                         f"but {_show(folder, templates_dir)}/ lacks {', '.join(missing)}"
                     )
+
+
+def override_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> Iterator[tuple[str, str]]:
+    """A tenant's own templates: known places, a complete set for every language, sound templates.
+
+    A template set missing a language the tenant offers cannot be saved (seed 001), so an override
+    of a mail must give all three parts in every offered language. Each part must compile and use
+    only merge tags the trigger's event has (the lint's checks, on text instead of files).
+    """
+    from streams.rendering.lint import check_override  # the lint imports this module
+
+    mails = {(t.pack, m.template): t for t in catalog.triggers() for m in t.rule.mails}
+    overridden: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for key, source in sorted(tenant.templates.items()):
+        parts = key.split("/")
+        if len(parts) != 4 or parts[3] not in PARTS:
+            yield f"templates.{key}", f"name it <pack>/<template>/<language>/<part>, part one of {', '.join(PARTS)}"
+            continue
+        pack, template, language, part = parts
+        trigger = mails.get((pack, template))
+        if trigger is None or pack not in tenant.packs:
+            yield f"templates.{key}", f"no mail template '{template}' in a pack the tenant offers"
+            continue
+        if language not in tenant.languages:
+            yield f"templates.{key}", f"'{language}' is not a language the tenant offers {list(tenant.languages)}"
+            continue
+        overridden.setdefault((pack, template), set()).add((language, part))
+        for message in check_override(source, trigger.rule.event, key, templates_dir, trigger.key):
+            yield f"templates.{key}", message
+    for (pack, template), have in sorted(overridden.items()):
+        for language in tenant.languages:
+            missing = [p for p in PARTS if (language, p) not in have]
+            if missing:
+                yield "templates", (
+                    f"the override of {pack}/{template} lacks language '{language}' ({', '.join(missing)}); "
+                    f"a template set must cover every language the tenant offers"
+                )
 
 
 def _show(folder: Path, templates_dir: Path) -> str:
@@ -141,7 +180,7 @@ def validate_files(
     for path in files:
         source = str(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = read_tenant_file(path)
         except (OSError, UnicodeDecodeError) as e:
             problems.append(TenantProblem(source, "<file>", f"cannot read: {e}"))
             continue
