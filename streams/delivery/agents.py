@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from streams.delivery.ledger import already_done, failed_entry, sent_entry
 from streams.delivery.mime import build_mime
+from streams.rendering.render import CONFIGURATION_SET_HEADER
 from streams.errors import PermanentDelivery, RejectedInput, RetryableDelivery
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import Rejection
@@ -53,6 +54,7 @@ def register(app: faust.App, rt: Runtime) -> None:
             to_address=mail["to_address"],
             raw=raw,
             tags={"tenant": mail["tenant_id"], "trigger": f"{mail['pack']}-{mail['trigger']}".replace(".", "_")},
+            configuration_set=mail.get("headers", {}).get(CONFIGURATION_SET_HEADER),
         )
 
     async def send_with_retry(mail: dict) -> str:  # type: ignore[type-arg]

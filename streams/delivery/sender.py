@@ -41,7 +41,9 @@ def classify_ses_error(code: str, status: int) -> RetryableDelivery | PermanentD
 
 
 class EmailSender(Protocol):
-    async def send(self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str]) -> str: ...
+    async def send(
+        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None
+    ) -> str: ...
 
 
 class SesSender:
@@ -66,18 +68,24 @@ class SesSender:
             ),
         )
 
-    async def send(self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str]) -> str:
-        return await asyncio.to_thread(self._send, from_address, to_address, raw, tags)
+    async def send(
+        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None
+    ) -> str:
+        return await asyncio.to_thread(self._send, from_address, to_address, raw, tags, configuration_set)
 
-    def _send(self, from_address: str, to_address: str, raw: bytes, tags: dict[str, str]) -> str:
+    def _send(
+        self, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None
+    ) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        extra = {"ConfigurationSetName": configuration_set} if configuration_set else {}
         try:
             response = self._client.send_email(
                 FromEmailAddress=from_address,
                 Destination={"ToAddresses": [to_address]},
                 Content={"Raw": {"Data": raw}},
                 EmailTags=[{"Name": k, "Value": v} for k, v in tags.items()],
+                **extra,
             )
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "Unknown")
@@ -94,8 +102,10 @@ class RecordingSender:
 
     sent: list[dict[str, Any]] = field(default_factory=list)
 
-    async def send(self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str]) -> str:
-        self.sent.append({"from": from_address, "to": to_address, "raw": raw, "tags": tags})
+    async def send(
+        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None
+    ) -> str:
+        self.sent.append({"from": from_address, "to": to_address, "raw": raw, "tags": tags, "configuration_set": configuration_set})
         return f"recorded-{len(self.sent)}"
 
 

@@ -26,6 +26,9 @@ from streams.tenants.model import Tenant
 from streams.triggers.evaluate import Firing
 
 PARTS = ("subject.txt", "body.html", "body.txt")
+# SES applies the configuration set named in this header of a raw message; the sender also passes
+# it as ConfigurationSetName, so the tenant's choice holds whichever SES honours.
+CONFIGURATION_SET_HEADER = "X-SES-CONFIGURATION-SET"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _SPACES = re.compile(r"\s{2,}")
 
@@ -149,7 +152,7 @@ class Renderer:
             "subject": subject,
             "html": html,
             "text": text,
-            "headers": {"X-Tidings-Trigger": f"{pack}/{firing.trigger.id}", "X-Tidings-Tenant": tenant.tenant_id},
+            "headers": self._headers(tenant, f"{pack}/{firing.trigger.id}"),
             "attachments": attachments,
             "source_event_id": source.event_id,
             "source_topic": source.topic,
@@ -157,6 +160,13 @@ class Renderer:
             "created_at": now,
         }
         return Rendered(outbound, fallback)
+
+    @staticmethod
+    def _headers(tenant: Tenant, trigger: str) -> dict[str, str]:
+        headers = {"X-Tidings-Trigger": trigger, "X-Tidings-Tenant": tenant.tenant_id}
+        if tenant.sender.configuration_set:
+            headers[CONFIGURATION_SET_HEADER] = tenant.sender.configuration_set
+        return headers
 
     def _template(self, tenant: Tenant, key: str) -> Template:
         """The tenant's own template for ``key`` if it has one, else the pack's file."""

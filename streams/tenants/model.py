@@ -72,6 +72,11 @@ class SenderIdentity(_Frozen):
     from_address: str
     from_name: str = ""
     reply_to: str | None = None
+    configuration_set: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="SES configuration set the tenant's mails are sent with (event publishing, IP pool).",
+    )
 
     @field_validator("from_address", "reply_to")
     @classmethod

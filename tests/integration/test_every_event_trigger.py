@@ -72,6 +72,8 @@ def test_every_event_trigger_of_every_pack_is_delivered(deployment: Deployment) 
         assert mail.header("X-Tidings-Trigger") == want["trigger"]
         assert mail.subject == want["mail"]["subject"]
         assert mail.header("Content-Language") == want["mail"]["locale"]
+        # The tenant's SES configuration set travels with its mails (beraterfinder sets one).
+        assert mail.header("X-SES-CONFIGURATION-SET") == want["mail"]["headers"].get("X-SES-CONFIGURATION-SET")
         assert mail.part("plain").replace("\r\n", "\n").strip() == want["mail"]["text"].strip()
         # Invoice PDFs: fetched from the object store by the sender and attached, byte for byte.
         assert mail.attachments() == [(a["filename"], tiny_pdf(a["uri"])) for a in want["mail"]["attachments"]]

@@ -88,3 +88,17 @@ def test_a_misspelt_merge_tag_fails_the_mail_not_silently(tmp_path, tenants: Ten
 
 def test_single_line() -> None:
     assert single_line(" a\r\n\tb\x00c\u2028d  ") == "a b c d"
+
+
+def test_a_tenants_ses_configuration_set_rides_with_its_mails(renderer: Renderer, tenants: TenantDirectory) -> None:
+    from streams.triggers.samples import sample_event
+
+    catalog = Catalog.load()
+    tenant = tenants.get("beraterfinder")
+    assert tenant is not None and tenant.sender.configuration_set == "tidings-beraterfinder"
+    event = sample_event(catalog.samples, "tidings.advisors.AdvisorInvited", tenant.tenant_id, now=NOW)
+    (firing,) = event_firings("tidings.advisors.AdvisorInvited", event, catalog, tenant)
+    mail = renderer.render(firing, tenant, event, SOURCE, NOW).record
+    assert mail["headers"]["X-SES-CONFIGURATION-SET"] == "tidings-beraterfinder"
+    others = _render(renderer, tenants, booking_created("boxit-london", 1))
+    assert "X-SES-CONFIGURATION-SET" not in others["headers"]
