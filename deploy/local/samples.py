@@ -7,8 +7,9 @@ bookings. The values are plausible, not random: a reader of a rendered mail shou
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
+
+from streams.triggers.samples import new_envelope
 
 BOOKING_CREATED = "tidings.storage.BookingCreated"
 
@@ -31,12 +32,7 @@ def booking_created(
     site, address = SITES.get(tenant_id, ("Central Storage", "1 Main Street"))
     move_in = dt.date(2026, 12, 1) + dt.timedelta(days=n % 28)
     return {
-        "envelope": {
-            "event_id": str(uuid.uuid4()),
-            "tenant_id": tenant_id,
-            "occurred_at": occurred_at or dt.datetime.now(dt.timezone.utc),
-            "producer": "storage-manager",
-        },
+        "envelope": new_envelope(tenant_id, now=occurred_at, producer="storage-manager"),
         "booking_id": booking_id or f"BK-{n:06d}",
         "customer": {
             "id": f"CU-{n:06d}",

@@ -53,14 +53,16 @@ def sample_event(
         raise KeyError(f"no sample for {type_name}") from None
     if recipient is not None:
         body = _map_recipients(body, "", recipient)
+    return {"envelope": new_envelope(tenant_id, now=now), **body}
+
+
+def new_envelope(tenant_id: str, *, now: dt.datetime | None = None, producer: str = "sample") -> dict[str, Any]:
+    """A fresh ``tidings.common.Envelope``: a new event id, as a producing service would make one."""
     return {
-        "envelope": {
-            "event_id": str(uuid.uuid4()),
-            "tenant_id": tenant_id,
-            "occurred_at": now or dt.datetime.now(dt.timezone.utc),
-            "producer": "sample",
-        },
-        **body,
+        "event_id": str(uuid.uuid4()),
+        "tenant_id": tenant_id,
+        "occurred_at": now or dt.datetime.now(dt.timezone.utc),
+        "producer": producer,
     }
 
 
