@@ -28,7 +28,6 @@ class Metrics(NamedTuple):
     failures: Counter
     dead_letters: Counter
     dead_letter_topic_records: Counter
-    delivery_status_records: Counter
     send_retries: Counter
     event_to_sent_seconds: Histogram
     render_seconds: Histogram
@@ -68,11 +67,6 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "tidings_dead_letter_topic_records_total",
             "Records read back from the dead-letter topic by this worker's partitions (all writers).",
             ["reason"], registry=registry,
-        ),
-        delivery_status_records=Counter(
-            "tidings_delivery_status_records_total",
-            "Delivery-status records read back from the status topic by this worker's partitions.",
-            ["status"], registry=registry,
         ),
         send_retries=Counter(
             "tidings_send_retries_total", "Provider calls retried after a transient failure.",

@@ -39,7 +39,6 @@ class TopicNames:
     inbound: tuple[str, ...]
     outbound: str
     dead_letter: str
-    delivery_status: str
     tenants: str
     catalog: Catalog
 
@@ -52,14 +51,13 @@ class TopicNames:
             inbound=tuple(f"{p}{suffix}" for suffix in catalog.topic_suffixes()),
             outbound=f"{p}outbound",
             dead_letter=f"{p}dead-letter",
-            delivery_status=f"{p}delivery-status",
             tenants=f"{p}tenants",
             catalog=catalog,
         )
 
     def all(self) -> tuple[str, ...]:
         """The co-partitioned topics (every one with ``TIDINGS_PARTITIONS`` partitions); not the tenants topic."""
-        return (*self.inbound, self.outbound, self.dead_letter, self.delivery_status)
+        return (*self.inbound, self.outbound, self.dead_letter)
 
     def for_event(self, type_name: str) -> str:
         """The inbound topic producers publish ``type_name`` to."""

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 
 from streams.delivery.ledger import already_done, failed_entry, sent_entry
 from streams.delivery.mime import build_mime
-from streams.delivery.status import FAILED, SENT, status_record
-from streams.delivery.status import SCHEMA as STATUS_SCHEMA
 from streams.rendering.render import CONFIGURATION_SET_HEADER
 from streams.errors import PermanentDelivery, RejectedInput, RetryableDelivery
 from streams.ingest.deadletter import dead_letter_headers
@@ -40,9 +38,6 @@ def register(app: faust.App, rt: Runtime) -> None:
     outbound = app.topic(rt.topics.outbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     dead_letter = app.topic(
         rt.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    status_topic = app.topic(
-        rt.topics.delivery_status, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     # No value_type: values stay plain JSON. value_type=dict does not decode back from RocksDB
     # (Faust takes it for a model class).
@@ -91,25 +86,16 @@ def register(app: faust.App, rt: Runtime) -> None:
                 ledger[message_id] = failed_entry(str(e), clock.now())
                 reason = str(e).split(":")[0] if str(e).startswith("attachment_") else "rejected_by_provider"
                 await _dead_letter(Rejection("deliver", reason, str(e), message_id), msg)
-                await _status(mail, FAILED, msg, reason=reason)
                 continue
             except Exception:
                 log.exception("sending %s failed unexpectedly", message_id)
                 ledger[message_id] = failed_entry("internal_error", clock.now())
                 await _dead_letter(Rejection("deliver", "internal_error", "see worker log", message_id), msg)
-                await _status(mail, FAILED, msg, reason="internal_error")
                 continue
             now = clock.now()
             ledger[message_id] = sent_entry(provider_id, now)
-            await _status(mail, SENT, msg, provider_id=provider_id)
             m.emails_sent.labels(mail["tenant_id"], trigger).inc()
             m.event_to_sent_seconds.labels(trigger).observe(max(0.0, (now - mail["source_timestamp"]).total_seconds()))
-
-    async def _status(mail: dict, status: str, msg, **details: str) -> None:  # type: ignore[no-untyped-def,type-arg]
-        record = status_record(mail, status, clock.now(), **details)
-        await status_topic.send(
-            key=mail["message_id"].encode(), value=codec.encode(STATUS_SCHEMA, record), partition=msg.partition
-        )
 
     async def _dead_letter(rejection: Rejection, msg) -> None:  # type: ignore[no-untyped-def]
         log.warning("dead-lettered outbound %s@%s: %s (%s)", msg.partition, msg.offset, rejection.reason, rejection.detail)

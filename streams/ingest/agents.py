@@ -18,8 +18,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from streams.delivery.status import QUEUED, status_record
-from streams.delivery.status import SCHEMA as STATUS_SCHEMA
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import IngestPipeline, IngestResult, Rejection
 
@@ -36,9 +34,6 @@ def register(app: faust.App, rt: Runtime) -> None:
     outbound = app.topic(rt.topics.outbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     dead_letter = app.topic(
         rt.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    status_topic = app.topic(
-        rt.topics.delivery_status, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     pipeline: IngestPipeline = rt.pipeline
     m = rt.metrics
@@ -60,11 +55,6 @@ def register(app: faust.App, rt: Runtime) -> None:
             for mail, payload in payloads:
                 record = mail.record
                 await outbound.send(key=record["message_id"].encode(), value=payload, partition=msg.partition)
-                await status_topic.send(
-                    key=record["message_id"].encode(),
-                    value=rt.codec.encode(STATUS_SCHEMA, status_record(record, QUEUED, record["created_at"])),
-                    partition=msg.partition,
-                )
                 m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
             for rejection in result.rejections:
                 log.warning(
@@ -92,15 +82,3 @@ def register(app: faust.App, rt: Runtime) -> None:
             m.dead_letter_topic_records.labels(reason).inc()
 
     app.agent(dead_letter, name="tidings.dead_letter_audit")(audit_dead_letters)
-
-    # Subscribed for the same reason as the dead-letter topic: so that status records are written
-    # inside the transaction. Reading them back gives the per-state totals.
-    async def audit_delivery_status(stream):  # type: ignore[no-untyped-def]
-        async for event in stream.events():
-            try:
-                status = rt.codec.decode(event.value).record["status"]
-            except Exception:  # written by Tidings itself; a foreign record is counted, not fatal
-                status = "undecodable"
-            m.delivery_status_records.labels(str(status)).inc()
-
-    app.agent(status_topic, name="tidings.delivery_status_audit")(audit_delivery_status)
