@@ -180,7 +180,7 @@ class _TemplateChecker:
                     continue
                 if isinstance(node, nodes.Extends):
                     offered = self._blocks_of(target.value)
-                    for block in ast.find_all(nodes.Block):
+                    for block in _outer_blocks(ast):  # a block nested in another one is new, not an override
                         if block.name not in offered:
                             yield block.lineno, (
                                 f"block '{block.name}' is not in {target.value} (it has {', '.join(sorted(offered)) or 'no blocks'})"
@@ -200,6 +200,36 @@ class _TemplateChecker:
             if isinstance(parent.template, nodes.Const):
                 blocks |= self._blocks_of(parent.template.value, seen | {name})
         return blocks
+
+
+def _outer_blocks(node: nodes.Node) -> Iterator[nodes.Block]:
+    """Blocks not inside another block: the ones that must exist in the layout extended."""
+    for child in node.iter_child_nodes():
+        if isinstance(child, nodes.Block):
+            yield child
+        else:
+            yield from _outer_blocks(child)
+
+
+def _pack_templates_used_by(path: Path, templates_dir: Path, env: SandboxedEnvironment) -> list[Path]:
+    """Template files ``path`` extends, includes or imports, transitively, except the brand layouts
+    (checked on their own with what every mail receives)."""
+    found: list[Path] = []
+    todo = [path]
+    while todo:
+        current = todo.pop()
+        try:
+            ast = env.parse(current.read_text(encoding="utf-8"))
+        except (TemplateSyntaxError, OSError):
+            continue  # reported where the file itself is checked
+        for name in meta.find_referenced_templates(ast):
+            if not name or name.startswith(f"{LAYOUTS}/"):
+                continue
+            target = templates_dir / name
+            if target.is_file() and target not in found:
+                found.append(target)
+                todo.append(target)
+    return found
 
 
 def _absent(*args: object, **kwargs: object) -> None:
@@ -360,6 +390,10 @@ def lint(
                         path = folder / language / part
                         if path.is_file():
                             check(path, context, key)
+                            # A pack's shared parts (templates/<pack>/_invoice/...) see the mail's
+                            # context, so they are checked against every trigger that uses them.
+                            for shared in _pack_templates_used_by(path, templates_dir, checker.env):
+                                check(shared, context, key)
                         elif language in pack.languages:
                             report.problems.append(
                                 Problem(show(path), 0, f"missing: {key} ({mail.role} mail) needs {part} in {language}, a language of pack {pack.pack}")

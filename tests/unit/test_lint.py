@@ -153,6 +153,7 @@ def test_an_attachment_file_name_is_checked_like_a_template(tmp_path: Path) -> N
     (tmp_path / "packs" / "charging" / "pack.yaml").write_text(yaml.safe_dump(pack), encoding="utf-8")
     shutil.copytree(REPO_ROOT / "templates" / "_layouts", tmp_path / "templates" / "_layouts")
     shutil.copytree(REPO_ROOT / "templates/charging/invoice.msp_ready", tmp_path / "templates/charging/invoice.msp_ready")
+    shutil.copytree(REPO_ROOT / "templates/charging/_invoice", tmp_path / "templates/charging/_invoice")  # its shared body
     (tmp_path / "tenants").mkdir()
     problems = _lint(tmp_path)
     assert len(problems) == 1 and problems[0].startswith("packs/charging/pack.yaml:"), problems
@@ -171,3 +172,19 @@ def test_the_command_line_prints_a_summary(capsys: pytest.CaptureFixture[str]) -
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("lint: ") and "merge tags checked, no problems" in out
+
+
+def test_a_shared_part_is_checked_against_every_trigger_that_uses_it(workspace: Path) -> None:
+    # Move the English HTML body into a shared part with a nested block the trigger fills in.
+    mail = workspace / TEMPLATE / "en" / "body.html"
+    shared = workspace / "templates" / "storage" / "_shared" / "en" / "body.html"
+    shared.parent.mkdir(parents=True)
+    shared.write_text(mail.read_text(encoding="utf-8").replace(
+        "{% block content %}", "{% block content %}<p>{% block intro %}{% endblock %}</p>", 1), encoding="utf-8")
+    mail.write_text('{% extends "storage/_shared/en/body.html" %}{% block intro %}Hi{% endblock %}', encoding="utf-8")
+    assert _lint(workspace) == []  # the nested block is new, not a misnamed override
+
+    line = _edit(shared, "{{ booking_id }}", "{{ bookng_id }}")
+    assert _lint(workspace) == [
+        f"templates/storage/_shared/en/body.html:{line}: unknown merge tag 'bookng_id' for trigger {TRIGGER}"
+    ]
