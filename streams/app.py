@@ -36,6 +36,7 @@ from streams.tenants.feed import TenantFeed
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.tenants.validate import pack_problems
 from streams.topics import TopicNames, ensure_topics
+from streams.triggers.engine import TimedEngine
 from streams.triggers.rules import Catalog
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Runtime:
     attachments: AttachmentStore
     metrics: Metrics
     clock: Clock
+    timed: TimedEngine
 
 
 def build_runtime(
@@ -73,11 +75,12 @@ def build_runtime(
     topics = TopicNames.from_settings(settings, catalog)
     tenants = TenantDirectory()
     metrics = metrics_module.create()
+    renderer = Renderer(settings.templates_dir)
     pipeline = IngestPipeline(
         codec=codec,
         catalog=catalog,
         tenants=tenants,
-        renderer=Renderer(settings.templates_dir),
+        renderer=renderer,
         decoders=_decoders(settings, topics, codec),
     )
 
@@ -96,6 +99,7 @@ def build_runtime(
         attachments=attachments if attachments is not None else S3AttachmentStore(settings),
         metrics=metrics,
         clock=clock if clock is not None else SystemClock(),
+        timed=TimedEngine(catalog, tenants, renderer, metrics, max_fires_per_tick=settings.max_fires_per_tick),
     )
 
 
@@ -159,8 +163,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
 
     from streams.delivery import agents as delivery_agents
     from streams.ingest import agents as ingest_agents
+    from streams.state.tables import create_tables
+    from streams.triggers import agents as trigger_agents
 
-    ingest_agents.register(app, rt)
+    tables = create_tables(app, settings, rt.topics.catalog)
+    ingest_agents.register(app, rt, tables)
+    trigger_agents.register(app, rt, tables)
     delivery_agents.register(app, rt)
 
     async def metrics_page(web, request):  # type: ignore[no-untyped-def]

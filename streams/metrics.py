@@ -33,6 +33,13 @@ class Metrics(NamedTuple):
     render_seconds: Histogram
     tenants_loaded: Gauge
     tenant_updates: Counter
+    entity_updates: Counter
+    timers_pending: Gauge
+    timers_fired: Counter
+    timers_skipped: Counter
+    timer_fire_lag_seconds: Histogram
+    ticks: Counter
+    timer_index_rebuild_seconds: Histogram
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -87,5 +94,33 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "tidings_tenant_updates_total",
             "Records of the tenants topic this worker read: applied, rejected (kept the previous version) or removed.",
             ["outcome"], registry=registry,
+        ),
+        entity_updates=Counter(
+            "tidings_entity_updates_total", "Entity states changed (or forgotten) by an event, by table.",
+            ["table", "outcome"], registry=registry,
+        ),
+        timers_pending=Gauge(
+            "tidings_timers_pending", "Entities with a pending timer on this worker's partitions.", registry=registry,
+        ),
+        timers_fired=Counter(
+            "tidings_timers_fired_total", "Timers that came due and fired (their mails were rendered).",
+            ["tenant", "trigger"], registry=registry,
+        ),
+        timers_skipped=Counter(
+            "tidings_timers_skipped_total",
+            "Due timers that did not fire: late (past the trigger's grace) or invalid (the state or tenant no "
+            "longer plans them at fire time).",
+            ["tenant", "trigger", "reason"], registry=registry,
+        ),
+        timer_fire_lag_seconds=Histogram(
+            "tidings_timer_fire_lag_seconds", "How long after its due time a timer fired (tick time minus due time).",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0), registry=registry,
+        ),
+        ticks=Counter(
+            "tidings_ticks_total", "Tick records processed (one per partition and tick interval).", registry=registry,
+        ),
+        timer_index_rebuild_seconds=Histogram(
+            "tidings_timer_index_rebuild_seconds", "Rebuilding one partition's timer index from its table.",
+            buckets=(0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0), registry=registry,
         ),
     )

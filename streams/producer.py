@@ -159,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
 def _entity_key(names: Any, type_name: str, publisher: EventPublisher, data: bytes) -> str:
     from streams.triggers.evaluate import field_at
 
-    triggers = names.catalog.for_event(type_name)
-    if not triggers:
-        raise KeyError(f"no trigger says which field of {type_name} is the entity id; pass --key")
+    try:
+        path = names.catalog.key_path(type_name)
+    except KeyError:
+        raise KeyError(f"no trigger or entity says which field of {type_name} is the entity id; pass --key") from None
     record = (publisher._encoder.decode(data)).record
-    return str(field_at(record, triggers[0].rule.entity))
+    return str(field_at(record, path))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,21 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = Field(None, description="Confluent Schema Registry, for confluent topics.")
 
     data_dir: Path = Field(REPO_ROOT / ".tidings" / "data", description="RocksDB state of this worker.")
+    # RocksDB's defaults (Faust: a 2 GiB block cache and 3 x 64 MiB write buffers) apply per
+    # partition *and* per table; with seven tables of four partitions that is tens of GiB of
+    # potential memory. These bound it: cache + buffers per table partition.
+    state_block_cache_mb: int = Field(8, ge=1, description="RocksDB block cache per table partition, MiB.")
+    state_write_buffer_mb: int = Field(4, ge=1, description="RocksDB write buffer per table partition (two of them), MiB.")
+
+    tick_source: Literal["internal", "external"] = Field(
+        "internal",
+        description="internal: the leader worker publishes a tick per partition every tick_interval_seconds from its "
+        "clock; external: something else does (tests and replays move time by publishing ticks, `tidings-tick`).",
+    )
+    tick_interval_seconds: float = Field(1.0, gt=0, description="How often timers are checked (internal ticks).")
+    max_fires_per_tick: int = Field(
+        10_000, ge=1, description="Timers one tick may fire on one partition; the rest fire on the next tick, in due order."
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, description="Faust web server: /metrics and the health pages.")
 

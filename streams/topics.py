@@ -17,6 +17,11 @@ record derived from an input on partition *p* is written to partition *p* of its
 
 So an existing topic with a different partition count is refused at start-up, not tolerated.
 
+Time reaches the tables the same way: the ticks topic (``<prefix>ticks``, one tick per partition
+and interval, carrying ``now``) is co-partitioned with them, so the timers of partition *p* fire
+in the transaction of a tick on partition *p* (``streams/triggers/agents.py``); their firing
+records go to partition *p* of ``<prefix>firings``, where they are rendered.
+
 The one exception is the tenants topic (``<prefix>tenants``): compacted, keyed by tenant id, one
 JSON tenant per record, a tombstone (null value) removes a tenant. It is configuration, not a
 stream of work: no agent consumes it, no transaction writes it, nothing derived from it is keyed
@@ -40,6 +45,8 @@ class TopicNames:
     outbound: str
     dead_letter: str
     tenants: str
+    ticks: str
+    firings: str
     catalog: Catalog
 
     @classmethod
@@ -52,17 +59,26 @@ class TopicNames:
             outbound=f"{p}outbound",
             dead_letter=f"{p}dead-letter",
             tenants=f"{p}tenants",
+            ticks=f"{p}ticks",
+            firings=f"{p}firings",
             catalog=catalog,
         )
 
     def all(self) -> tuple[str, ...]:
         """The co-partitioned topics (every one with ``TIDINGS_PARTITIONS`` partitions); not the tenants topic."""
-        return (*self.inbound, self.outbound, self.dead_letter)
+        return (*self.inbound, self.outbound, self.dead_letter, self.ticks, self.firings)
 
     def for_event(self, type_name: str) -> str:
         """The inbound topic producers publish ``type_name`` to."""
         return f"{self.prefix}{self.catalog.topic_suffix_for(type_name)}"
 
+
+# Ticks are worth nothing once processed (the next one supersedes them); firings only until their
+# mails are rendered. Short retention keeps state snapshots in firings from lingering (least data).
+TOPIC_CONFIG = {
+    "ticks": {"retention.ms": str(60 * 60 * 1000)},
+    "firings": {"retention.ms": str(7 * 24 * 60 * 60 * 1000)},
+}
 
 # Read whole by every worker, never co-partitioned with anything: one partition is plenty.
 TENANTS_TOPIC_PARTITIONS = 1
@@ -82,7 +98,11 @@ def ensure_topics(settings: Settings, timeout: float = 30.0, catalog: Catalog | 
                 f"topic {name} has {len(existing[name].partitions)} partitions but TIDINGS_PARTITIONS is "
                 f"{settings.partitions}; every Tidings topic must have the same count (see streams/topics.py)"
             )
-    new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in names.all() if n not in existing]
+    new = [
+        NewTopic(n, settings.partitions, settings.replication_factor, config=TOPIC_CONFIG.get(n.removeprefix(names.prefix), {}))
+        for n in names.all()
+        if n not in existing
+    ]
     if names.tenants not in existing:
         new.append(_tenants_topic(names, settings))
     return _create(admin, new, timeout)

@@ -1,7 +1,8 @@
 """Faust wiring of the ingest stage: one agent over every inbound domain topic.
 
-Per record: decode, apply the triggers, render, then write the mails to the outbound topic and any
-rejection to the dead-letter topic. Under ``exactly_once`` those writes and the input offset are
+Per record: decode, apply the event triggers, render, update the entity state and timers of the
+timed triggers (``streams/triggers/engine.py``), then write the mails to the outbound topic and
+any rejection to the dead-letter topic. Under ``exactly_once`` those writes and the input offset are
 committed in one Kafka transaction.
 
 Every write goes to the *same partition number* as the record being processed. Faust keeps one
@@ -18,6 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from streams.errors import RejectedInput
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import IngestPipeline, IngestResult, Rejection
 
@@ -25,17 +27,19 @@ if TYPE_CHECKING:
     import faust
 
     from streams.app import Runtime
+    from streams.state.tables import StateTables
 
 log = logging.getLogger(__name__)
 
 
-def register(app: faust.App, rt: Runtime) -> None:
+def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
     inbound = app.topic(*rt.topics.inbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     outbound = app.topic(rt.topics.outbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     dead_letter = app.topic(
         rt.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     pipeline: IngestPipeline = rt.pipeline
+    engine = rt.timed
     m = rt.metrics
 
     async def ingest(stream):  # type: ignore[no-untyped-def]
@@ -51,6 +55,15 @@ def register(app: faust.App, rt: Runtime) -> None:
             except Exception:
                 log.exception("ingest failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
                 result, payloads = IngestResult(rejections=[Rejection("ingest", "internal_error", "see worker log")]), []
+            if result.record is not None and result.tenant is not None and engine.feeds(result.event_type):
+                # The entity state and its timers: written in this event's transaction, on its partition.
+                try:
+                    engine.on_event(tables.states, tables.timers, msg.partition, result.event_type, result.record, result.tenant)
+                except RejectedInput as e:
+                    result.rejections.append(pipeline.state_rejection(e, result))
+                except Exception:
+                    log.exception("state update failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                    result.rejections.append(Rejection("state", "internal_error", "see worker log"))
             m.events_consumed.labels(msg.topic, result.event_type).inc()
             for mail, payload in payloads:
                 record = mail.record

@@ -16,7 +16,7 @@ from streams.codecs.wire import TopicDecoders
 from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
 from streams.ingest.redact import redact
 from streams.rendering.render import Rendered, Renderer, Source
-from streams.tenants.model import TenantDirectory
+from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers.evaluate import event_firings, field_at
 from streams.triggers.rules import Catalog
 
@@ -38,6 +38,11 @@ class IngestResult:
     event_type: str = "undecodable"
     mails: list[Rendered] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    # Set when the event was accepted (decoded, known type and tenant): what the timed triggers'
+    # state tables are updated from.
+    record: dict[str, Any] | None = None
+    tenant: Tenant | None = None
+    decoded: Decoded | None = None
 
 
 class IngestPipeline:
@@ -74,6 +79,7 @@ class IngestPipeline:
         except RejectedInput as e:
             result.rejections.append(self._rejection("ingest", e, decoded))
             return result
+        result.record, result.tenant, result.decoded = record, tenant, decoded
         source = Source(topic=topic, event_id=str(record["envelope"]["event_id"]), timestamp=timestamp)
         for firing in firings:
             try:
@@ -81,6 +87,10 @@ class IngestPipeline:
             except RejectedInput as e:
                 result.rejections.append(self._rejection("render", e, decoded, firing.message_id))
         return result
+
+    def state_rejection(self, error: RejectedInput, result: IngestResult) -> Rejection:
+        """A rejection of an accepted event by the state stage (its state does not fit the rules)."""
+        return self._rejection("state", error, result.decoded)
 
     def _rejection(
         self, stage: str, error: RejectedInput, decoded: Decoded | None, message_id: str | None = None

@@ -56,7 +56,7 @@ def _mails(catalog: Catalog, tenant: Tenant) -> list[tuple[Trigger, MailRule]]:
     return [
         (trigger, mail)
         for pack in tenant.packs
-        for trigger in catalog.triggers()
+        for trigger in catalog.event_triggers()
         if trigger.pack == pack and tenant.is_enabled(trigger.key, trigger.rule.enabled_by_default)
         for mail in trigger.rule.mails
     ]

@@ -130,7 +130,10 @@ def override_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> 
             yield f"templates.{key}", f"'{language}' is not a language the tenant offers {list(tenant.languages)}"
             continue
         overridden.setdefault((pack, template), set()).add((language, part))
-        for message in check_override(source, trigger.rule.event, key, templates_dir, trigger.key):
+        event = getattr(trigger.rule, "event", None)
+        if event is None:
+            continue  # timed triggers: merge tags come from the entity state (see lint)
+        for message in check_override(source, event, key, templates_dir, trigger.key):
             yield f"templates.{key}", message
     for (pack, template), have in sorted(overridden.items()):
         for language in tenant.languages:

@@ -43,9 +43,12 @@ def field_at(record: Mapping[str, Any], path: str) -> Any:
 
 
 def event_firings(type_name: str, record: Mapping[str, Any], catalog: Catalog, tenant: Tenant) -> list[Firing]:
-    """The mails an event trigger sends for this event, for the triggers the tenant has on."""
+    """The mails an event trigger sends for this event, for the triggers the tenant has on.
+
+    An event that only feeds entity state (a station heartbeat) fires nothing here.
+    """
     triggers = catalog.for_event(type_name)
-    if not triggers:
+    if not catalog.handles(type_name):
         raise UnknownEventType(f"no pack handles {type_name}")
     occurrence = str(field_at(record, "envelope.event_id"))
     firings = []

@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streams.errors import ConfigurationError
+from streams.triggers.conditions import problems as condition_problems
 from streams.triggers.samples import load_samples
 
 PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
@@ -53,8 +54,8 @@ class MailRule(BaseModel):
     attachments: tuple[AttachmentRule, ...] = ()
 
 
-class TriggerRule(BaseModel):
-    """One trigger of a pack."""
+class EventRule(BaseModel):
+    """A trigger that fires once per event of one type, now."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -65,20 +66,158 @@ class TriggerRule(BaseModel):
     mails: tuple[MailRule, ...] = Field(min_length=1)
 
 
+class Span(BaseModel):
+    """A length of time in one unit; which unit also names the tenant parameter that overrides it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    days: int | None = None
+    hours: int | None = None
+    minutes: int | None = None
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> Span:
+        if sum(v is not None for v in (self.days, self.hours, self.minutes)) != 1:
+            raise ValueError("give exactly one of days, hours, minutes")
+        return self
+
+    @property
+    def unit(self) -> str:
+        return "days" if self.days is not None else "hours" if self.hours is not None else "minutes"
+
+    @property
+    def amount(self) -> int:
+        return next(v for v in (self.days, self.hours, self.minutes) if v is not None)
+
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class TimedRule(BaseModel):
+    """A trigger that fires when time reaches a point derived from an entity's current state.
+
+    - ``date``: the date in ``at`` is reached, at the local send time;
+    - ``relative``: ``offset`` before (negative) or after the date or instant in ``at``; or, with
+      ``steps``, once per step after it (dunning). Dates fire at the local send time, instants
+      exactly (an appointment 24 hours ahead);
+    - ``absence``: the instant in ``at`` (the last sign of life) plus ``window`` passed with no
+      newer one; ``confirmed_by`` names a field set by an explicit event that ends the wait early;
+    - ``recurring``: every ``weekday`` at the local send time, while ``when`` holds.
+
+    ``when`` is a condition on the entity state (``{status: active, open_slots: {lt: 5}}``); a
+    value written ``$name`` is the tenant parameter ``name``, defaulting to ``params[name]``. A
+    tenant parameter named after the unit of ``offset``/``window`` (``days``, ``hours``,
+    ``minutes``) or ``steps`` replaces the pack's figure; ``send_time`` ("HH:MM") the tenant's
+    default send time. A mail later than ``grace`` after its due time is skipped and counted.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["date", "relative", "absence", "recurring"]
+    entity: str = Field(description="The entity (table) of the pack whose state the trigger follows.")
+    at: str | None = Field(None, description="State field holding the date or instant the trigger is relative to.")
+    offset: Span | None = None
+    steps: tuple[int, ...] | None = Field(None, description="Days after `at`, one mail per step (dunning).")
+    window: Span | None = None
+    confirmed_by: str | None = None
+    weekday: Weekday | None = None
+    when: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="Defaults of the $parameters used in `when`.")
+    grace: Span = Field(description="How late a mail may still go out after its due time.")
+    enabled_by_default: bool = False
+    mails: tuple[MailRule, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> TimedRule:
+        need: dict[str, tuple[str, ...]] = {
+            "date": ("at",),
+            "relative": ("at",),
+            "absence": ("at", "window"),
+            "recurring": ("weekday",),
+        }
+        for name in need[self.kind]:
+            if getattr(self, name) is None:
+                raise ValueError(f"a {self.kind} trigger needs `{name}`")
+        if self.kind == "relative" and (self.offset is None) == (self.steps is None):
+            raise ValueError("a relative trigger needs exactly one of `offset` and `steps`")
+        if self.kind == "relative" and self.offset is not None and self.offset.unit == "minutes":
+            raise ValueError("a relative offset is in days or hours")
+        if self.steps is not None and (not self.steps or list(self.steps) != sorted(set(self.steps)) or self.steps[0] < 1):
+            raise ValueError("steps are distinct, ascending day counts from 1")
+        return self
+
+
+TriggerRule = Annotated[EventRule | TimedRule, Field(discriminator="kind")]
+
+
+class EntityUpdate(BaseModel):
+    """How one event type changes an entity's state.
+
+    ``copy`` takes event fields into the state: a name copies the field of that name, ``{name:
+    path}`` the event field at the dotted path. ``copy_once`` does the same only where the state
+    has no value yet (the first unanswered message). ``set`` writes literal values (``status:
+    cancelled``; null clears). ``if`` limits the update to events whose fields match. ``forget``
+    removes the entity and its timers: least data, once nothing can fire any more.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    when: dict[str, Any] = Field(default_factory=dict, alias="if")
+    copy_: tuple[str | dict[str, str], ...] = Field((), alias="copy")
+    copy_once: tuple[str | dict[str, str], ...] = ()
+    set: dict[str, Any] = Field(default_factory=dict)
+    forget: bool = False
+
+    def copies(self, once: bool = False) -> dict[str, str]:
+        """``state field -> event path``."""
+        out: dict[str, str] = {}
+        for item in self.copy_once if once else self.copy_:
+            if isinstance(item, str):
+                out[item] = item
+            else:
+                out.update(item)
+        return out
+
+
+class EntitySpec(BaseModel):
+    """An entity whose state the pack keeps: a table fed by the events listed, keyed by ``id``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(description="Dotted path to the entity id in every event listed (the Kafka key).")
+    events: dict[str, EntityUpdate | tuple[EntityUpdate, ...]]
+
+    def updates(self, type_name: str) -> tuple[EntityUpdate, ...]:
+        found = self.events.get(type_name, ())
+        return found if isinstance(found, tuple) else (found,)
+
+
 class PackFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pack: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     languages: tuple[str, ...] = Field(min_length=1)
     topics: dict[str, tuple[str, ...]] = Field(min_length=1)
+    entities: dict[str, EntitySpec] = Field(default_factory=dict)
     triggers: dict[str, TriggerRule]
 
     @model_validator(mode="after")
     def _events_are_routed(self) -> PackFile:
         routed = {event for events in self.topics.values() for event in events}
         for trigger_id, rule in self.triggers.items():
-            if rule.event not in routed:
+            if isinstance(rule, EventRule) and rule.event not in routed:
                 raise ValueError(f"trigger {trigger_id} fires on {rule.event}, which no topic of the pack carries")
+            if isinstance(rule, TimedRule):
+                if rule.entity not in self.entities:
+                    raise ValueError(f"trigger {trigger_id} follows entity {rule.entity!r}, which the pack does not declare")
+                bad = condition_problems(rule.when)
+                if bad:
+                    raise ValueError(f"trigger {trigger_id}: when: {'; '.join(bad)}")
+        for name, entity in self.entities.items():
+            for event in entity.events:
+                if event not in routed:
+                    raise ValueError(f"entity {name} is fed by {event}, which no topic of the pack carries")
         return self
 
 
@@ -97,28 +236,70 @@ class Trigger:
 
 
 class Catalog:
-    """Every trigger of every loaded pack, indexed by the event type that fires it."""
+    """Every trigger and entity of every loaded pack, indexed the ways the agents look them up."""
 
     def __init__(self, packs: Iterable[PackFile], samples: dict[str, dict[str, Any]] | None = None) -> None:
         self.packs = {p.pack: p for p in packs}
         self.samples = samples or {}
+        self._all: list[Trigger] = []
         self._by_event: dict[str, list[Trigger]] = {}
+        self._timed: dict[str, list[Trigger]] = {}
+        self._feeds: dict[str, list[tuple[str, EntitySpec]]] = {}
         self._topic_of: dict[str, str] = {}
         for pack in self.packs.values():
             for aggregate, events in pack.topics.items():
                 for event in events:
                     self._topic_of[event] = f"{pack.pack}.{aggregate}"
+            for name, spec in pack.entities.items():
+                for event in spec.events:
+                    self._feeds.setdefault(event, []).append((f"{pack.pack}.{name}", spec))
             for trigger_id, rule in pack.triggers.items():
-                self._by_event.setdefault(rule.event, []).append(Trigger(pack.pack, trigger_id, rule))
+                trigger = Trigger(pack.pack, trigger_id, rule)
+                self._all.append(trigger)
+                if isinstance(rule, EventRule):
+                    self._by_event.setdefault(rule.event, []).append(trigger)
+                else:
+                    self._timed.setdefault(f"{pack.pack}.{rule.entity}", []).append(trigger)
 
     def for_event(self, type_name: str) -> list[Trigger]:
+        """The event triggers that fire on this event type."""
         return self._by_event.get(type_name, [])
 
+    def feeds(self, type_name: str) -> list[tuple[str, EntitySpec]]:
+        """``(table, entity)`` of every entity this event type updates; the table is ``<pack>.<entity>``."""
+        return self._feeds.get(type_name, [])
+
+    def timed_for(self, table: str) -> list[Trigger]:
+        """The timed triggers that follow the entities of one table."""
+        return self._timed.get(table, [])
+
+    def tables(self) -> list[str]:
+        return sorted({table for feeds in self._feeds.values() for table, _ in feeds})
+
+    def entity(self, table: str) -> EntitySpec:
+        pack, name = table.split(".", 1)
+        return self.packs[pack].entities[name]
+
     def handles(self, type_name: str) -> bool:
-        return type_name in self._by_event
+        return type_name in self._by_event or type_name in self._feeds
 
     def triggers(self) -> list[Trigger]:
-        return [t for ts in self._by_event.values() for t in ts]
+        """Every trigger, event and timed."""
+        return list(self._all)
+
+    def event_triggers(self) -> list[Trigger]:
+        return [t for t in self._all if isinstance(t.rule, EventRule)]
+
+    def timed_triggers(self) -> list[Trigger]:
+        return [t for t in self._all if isinstance(t.rule, TimedRule)]
+
+    def key_path(self, type_name: str) -> str:
+        """Dotted path to the field of the event that is its Kafka key (the entity id)."""
+        for trigger in self._by_event.get(type_name, []):
+            return trigger.rule.entity  # type: ignore[union-attr]
+        for _table, spec in self._feeds.get(type_name, []):
+            return spec.id
+        raise KeyError(f"no pack handles {type_name}")
 
     def topic_suffixes(self) -> list[str]:
         """``<pack>.<aggregate>`` of every inbound topic; the prefix comes from the settings."""

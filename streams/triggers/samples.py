@@ -85,3 +85,23 @@ def _aware(value: Any) -> Any:
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
     return value
+
+
+def sample_state(catalog: Any, table: str, tenant_id: str, *, now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """The state of one entity of ``table`` after each of its feeding events' samples, in pack order.
+
+    For the preview gallery and the lint: a realistic state to render timed triggers from. Events
+    that would forget the entity (an invoice paid) are left out, so the state is the live one.
+    """
+    from streams.state.projection import apply
+
+    spec = catalog.entity(table)
+    state: dict[str, Any] | None = None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    for type_name in spec.events:
+        if any(u.forget for u in spec.updates(type_name)) or type_name not in catalog.samples:
+            continue
+        event = sample_event(catalog.samples, type_name, tenant_id, now=now)
+        new = apply(state, type_name, event, spec, tenant_id=tenant_id, entity_id="sample", occurred_at=now)
+        state = new if new is not None else state
+    return state

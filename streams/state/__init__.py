@@ -1,0 +1,1 @@
+"""Entity state: the projections of domain events that timed triggers follow (DESIGN "state tables")."""

@@ -1,0 +1,149 @@
+"""Faust wiring of the timed triggers: the tick agent, the firing renderer and the internal ticker.
+
+Time enters as records on the ticks topic, one per partition and interval, each carrying
+``now``. Faust cannot write tables from ``@app.timer`` (DESIGN invariant 3), and a stream can:
+the tick agent pops the partition's due timers from the in-memory index, revalidates them,
+updates the ``timers`` table and writes firing records, all in the tick's exactly-once
+transaction on that partition. The firings agent renders them into the outbound topic, like the
+ingest agent renders event triggers. Splitting the two keeps a tick that finds ten thousand due
+timers short: deciding is cheap, rendering is not.
+
+Where ``now`` comes from is a setting: the leader worker's clock (``tick_source=internal``) or
+whoever publishes ticks (``external``: tests and replays run months in seconds with
+``tidings-tick``). A tick's ``now`` is the only clock the timers see, so a replay of the ticks
+fires the same timers.
+
+The index is per worker and in memory; after a rebalance every partition is rebuilt from the
+``timers`` table before its next tick (``TimerIndex``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from streams.errors import RejectedInput
+from streams.ingest.deadletter import dead_letter_headers
+from streams.ingest.pipeline import Rejection
+from streams.state import values
+
+if TYPE_CHECKING:
+    import faust
+
+    from streams.app import Runtime
+    from streams.state.tables import StateTables
+
+log = logging.getLogger(__name__)
+
+FIRINGS_PER_RECORD = 100  # keeps a firing record (state snapshots included) far below Kafka's 1 MB
+
+
+def tick_value(now: dt.datetime) -> bytes:
+    if now.tzinfo is None:
+        raise ValueError("a tick's now must be an aware datetime")
+    return json.dumps({"now": now.astimezone(dt.timezone.utc).isoformat()}).encode()
+
+
+def parse_tick(value: bytes | None) -> dt.datetime:
+    try:
+        now = dt.datetime.fromisoformat(json.loads(value or b"")["now"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise RejectedInput(f"not a tick: {e}", reason="bad_tick") from None
+    if now.tzinfo is None:
+        raise RejectedInput("a tick's now has no zone", reason="bad_tick")
+    return now
+
+
+def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    ticks = app.topic(rt.topics.ticks, **raw)
+    firings = app.topic(rt.topics.firings, **raw)
+    outbound = app.topic(rt.topics.outbound, **raw)
+    dead_letter = app.topic(rt.topics.dead_letter, **raw)
+    engine, m, pipeline = rt.timed, rt.metrics, rt.pipeline
+
+    async def on_assignment_change(sender: Any, tps: Any, **kwargs: Any) -> None:
+        engine.index.invalidate()
+
+    app.on_partitions_assigned.connect(on_assignment_change)
+    app.on_partitions_revoked.connect(on_assignment_change)
+
+    async def dead_letter_send(msg: Any, rejection: Rejection, value: bytes) -> None:
+        log.warning("dead-lettered %s[%s]@%s: %s (%s)", msg.topic, msg.partition, msg.offset, rejection.reason, rejection.detail)
+        await dead_letter.send(
+            key=msg.key, value=value, partition=msg.partition,
+            headers=dead_letter_headers(rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset),
+        )
+        m.failures.labels(rejection.stage, rejection.reason).inc()
+        m.dead_letters.labels(rejection.stage, rejection.reason).inc()
+
+    async def tick(stream):  # type: ignore[no-untyped-def]
+        async for event in stream.events():
+            msg = event.message
+            try:
+                now = parse_tick(event.value)
+            except RejectedInput as e:
+                await dead_letter_send(msg, Rejection("tick", e.reason, e.detail), msg.value or b"")
+                continue
+            p = msg.partition
+            if not engine.index.ready(p):
+                started = time.perf_counter()
+                count = engine.rebuild(p, tables.partition_items(tables.timers, p))
+                m.timer_index_rebuild_seconds.observe(time.perf_counter() - started)
+                log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
+            fired = engine.on_tick(tables.states, tables.timers, p, now)
+            for start in range(0, len(fired.firings), FIRINGS_PER_RECORD):
+                batch = fired.firings[start : start + FIRINGS_PER_RECORD]
+                await firings.send(key=None, value=values.dumps({"firings": batch}), partition=p)
+            m.ticks.inc()
+            m.timers_pending.set(engine.index.pending())
+
+    app.agent(ticks, name="tidings.ticks")(tick)
+
+    async def render_firings(stream):  # type: ignore[no-untyped-def]
+        async for event in stream.events():
+            msg = event.message
+            try:
+                batch = values.loads(event.value)["firings"]
+            except (ValueError, KeyError, TypeError) as e:
+                await dead_letter_send(msg, Rejection("render", "corrupt_firing", str(e)[:200]), msg.value or b"")
+                continue
+            for firing in batch:
+                started = time.perf_counter()
+                try:
+                    outcome = engine.render_firing(firing, rt.topics.firings)
+                except Exception:
+                    log.exception("rendering a firing failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                    outcome = None
+                if outcome is None:
+                    await dead_letter_send(msg, Rejection("render", "internal_error", "see worker log"), _firing_ref(firing))
+                    continue
+                if outcome.mails:
+                    m.render_seconds.observe((time.perf_counter() - started) / len(outcome.mails))
+                for mail in outcome.mails:
+                    record = mail.record
+                    await outbound.send(key=record["message_id"].encode(), value=pipeline.encode(record), partition=msg.partition)
+                    m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
+                for message_id, error in outcome.rejections:
+                    rejection = Rejection("render", error.reason, error.detail, message_id or None)
+                    await dead_letter_send(msg, rejection, _firing_ref(firing))
+
+    app.agent(firings, name="tidings.firings")(render_firings)
+
+    if rt.settings.tick_source == "internal":
+        interval = rt.settings.tick_interval_seconds
+
+        async def publish_ticks() -> None:
+            value = tick_value(rt.clock.now())
+            for p in range(rt.settings.partitions):
+                await ticks.send(key=None, value=value, partition=p)
+
+        app.timer(interval, on_leader=True, name="tidings.ticker")(publish_ticks)
+
+
+def _firing_ref(firing: dict[str, Any]) -> bytes:
+    """What the dead-letter topic keeps of a firing: which timer, never the state (least data)."""
+    return values.dumps({k: firing.get(k) for k in ("table", "tenant_id", "entity_id", "timer", "fired_at")})

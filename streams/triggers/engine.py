@@ -1,0 +1,283 @@
+"""The timed-trigger engine: entity state in, timers kept, due timers fired as firing records.
+
+Three entry points, each called by one agent inside that agent's exactly-once transaction, on
+the partition of the record it processes (see ``streams/topics.py``):
+
+- ``on_event``: an inbound event updates the state of the entities it feeds (``state/``), and the
+  entity's timers are planned again from that state (``timers.plan``): a moved date moves the
+  timer, a cancelled booking loses it (DESIGN invariant 2);
+- ``on_tick``: the due timers of a partition, found through the ``TimerIndex`` (cost grows with
+  the number due, not pending), are revalidated against the current state and tenant, judged by
+  the missed-time policy (``schedule.lateness``), and turned into *firing* records; the timers
+  table records what fired (``done``) and the next timers. Rendering happens downstream, from the
+  firings topic, so a tick that finds ten thousand due timers decides them in well under a
+  second instead of rendering ten thousand mails first;
+- ``render_firings``: a firing record becomes its mails (``firing.py`` + the ``Renderer``).
+
+The engine works on plain mutable mappings of ``str -> bytes`` (the Faust tables in a worker,
+dicts in unit tests), so it has no Kafka in it. Keys: entity state ``<tenant>/<entity id>`` in
+the entity's table ``<pack>.<entity>``; timers ``<pack>.<entity>/<tenant>/<entity id>`` in the
+one ``timers`` table, whose value is ``{"timers": [[due, slot, occurrence, step], ...],
+"done": {slot: occurrence}}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.errors import ConfigurationError, InvalidEvent, RejectedInput, UnknownTenant
+from streams.metrics import Metrics
+from streams.rendering.render import Rendered, Renderer, Source
+from streams.state import values
+from streams.state.projection import apply
+from streams.tenants.model import Tenant, TenantDirectory
+from streams.triggers import schedule
+from streams.triggers.evaluate import field_at
+from streams.triggers.firing import timed_context, timed_firings
+from streams.triggers.rules import Catalog, TimedRule, Trigger
+from streams.triggers.timers import Timer, plan
+from streams.triggers.index import TimerIndex
+
+log = logging.getLogger(__name__)
+
+Store = MutableMapping[str, bytes]
+_EPSILON = dt.timedelta(microseconds=1)
+
+
+@dataclass
+class Fired:
+    """What one tick decided on one partition."""
+
+    firings: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+
+
+@dataclass
+class FiringOutcome:
+    mails: list[Rendered] = field(default_factory=list)
+    rejections: list[tuple[str, RejectedInput]] = field(default_factory=list)  # (message id or "", error)
+
+
+def timers_key(table: str, tenant_id: str, entity_id: str) -> str:
+    return f"{table}/{tenant_id}/{entity_id}"
+
+
+def split_timers_key(key: str) -> tuple[str, str, str]:
+    table, tenant_id, entity_id = key.split("/", 2)
+    return table, tenant_id, entity_id
+
+
+class TimedEngine:
+    def __init__(
+        self,
+        catalog: Catalog,
+        tenants: TenantDirectory,
+        renderer: Renderer,
+        metrics: Metrics,
+        index: TimerIndex | None = None,
+        *,
+        max_fires_per_tick: int = 10_000,
+    ) -> None:
+        self.catalog = catalog
+        self.tenants = tenants
+        self.renderer = renderer
+        self.metrics = metrics
+        self.index = index if index is not None else TimerIndex()
+        self.max_fires_per_tick = max_fires_per_tick
+        self._triggers = {t.key: t for t in catalog.timed_triggers()}
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def feeds(self, type_name: str) -> bool:
+        return bool(self.catalog.feeds(type_name))
+
+    def on_event(
+        self,
+        states: Mapping[str, Store],
+        timers: Store,
+        partition: int,
+        type_name: str,
+        record: Mapping[str, Any],
+        tenant: Tenant,
+    ) -> None:
+        """Apply an event to the entities it feeds and plan their timers again.
+
+        Everything is computed before anything is written, so an event that fails (a state field
+        of the wrong type for a rule) changes nothing and is dead-lettered by the caller.
+        """
+        occurred_at = field_at(record, "envelope.occurred_at")
+        writes: list[tuple[Store, str, bytes | None]] = []
+        index_updates: list[tuple[str, float | None]] = []
+        for table, spec in self.catalog.feeds(type_name):
+            entity_id = str(field_at(record, spec.id))
+            key = f"{tenant.tenant_id}/{entity_id}"
+            store = states[table]
+            old = values.loads(store.get(key))
+            new = apply(old, type_name, record, spec, tenant_id=tenant.tenant_id, entity_id=entity_id, occurred_at=occurred_at)
+            if new is None and old is None:
+                continue
+            if new != old:
+                writes.append((store, key, None if new is None else values.dumps(new)))
+                self.metrics.entity_updates.labels(table, "forgotten" if new is None else "updated").inc()
+            tkey = timers_key(table, tenant.tenant_id, entity_id)
+            entry = _entry(timers.get(tkey))
+            planned = [] if new is None else self._plan(table, new, tenant, entry["done"], occurred_at)
+            new_entry = {"timers": [t.to_json() for t in planned], "done": entry["done"] if new is not None else {}}
+            if new_entry != entry:
+                empty = not new_entry["timers"] and not new_entry["done"]
+                writes.append((timers, tkey, None if empty else values.dumps(new_entry)))
+            index_updates.append((tkey, min((t.due.timestamp() for t in planned), default=None)))
+        for store, key, value in writes:
+            if value is None:
+                if store.get(key) is not None:
+                    del store[key]
+            else:
+                store[key] = value
+        for tkey, due in index_updates:
+            self.index.set(partition, tkey, due)
+
+    def _plan(self, table: str, state: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str], now: dt.datetime) -> list[Timer]:
+        try:
+            return plan(self.catalog.timed_for(table), state, tenant, done, now)
+        except (ConfigurationError, TypeError, ValueError) as e:
+            raise InvalidEvent(f"the {table} state does not fit its timed triggers: {e}", reason="bad_state") from None
+
+    # -- ticks ----------------------------------------------------------------------------------
+
+    def rebuild(self, partition: int, items: Iterable[tuple[str, bytes]]) -> int:
+        """Rebuild one partition's index from its ``timers`` table rows."""
+        return self.index.rebuild(partition, _earliest(items))
+
+    def on_tick(self, states: Mapping[str, Store], timers: Store, partition: int, now: dt.datetime) -> Fired:
+        """Fire what is due on this partition at ``now``: firing records out, timers table updated."""
+        out = Fired()
+        for tkey in self.index.pop_due(partition, now.timestamp(), self.max_fires_per_tick):
+            entry = _entry(timers.get(tkey))
+            table, tenant_id, entity_id = split_timers_key(tkey)
+            state = values.loads(states[table].get(f"{tenant_id}/{entity_id}")) if table in states else None
+            tenant = self.tenants.get(tenant_id)
+            pending = [Timer.from_json(t) for t in entry["timers"]]
+            if tenant is None or state is None:
+                # The tenant was removed or the entity forgotten since: nothing of it may fire.
+                for timer in pending:
+                    if timer.due <= now:
+                        self._skipped(tenant_id, timer, "invalid")
+                        out.skipped += 1
+                if timers.get(tkey) is not None:
+                    del timers[tkey]
+                continue
+            done = dict(entry["done"])
+            for timer in sorted(t for t in pending if t.due <= now):
+                trigger = self._triggers.get(timer.trigger_key)
+                current = self._revalidate(table, trigger, timer, state, tenant, done)
+                if trigger is None or current is None:
+                    self._skipped(tenant_id, timer, "invalid")
+                    out.skipped += 1
+                    continue
+                if current.due > now:
+                    continue  # the tenant moved it later (new "x days"): the new plan keeps it
+                done[current.slot] = current.occurrence
+                assert isinstance(trigger.rule, TimedRule)
+                grace = _span(trigger.rule.grace)
+                if schedule.lateness(current.due, now, grace) == "late":
+                    self._skipped(tenant_id, current, "late")
+                    out.skipped += 1
+                    continue
+                out.firings.append(
+                    {
+                        "table": table,
+                        "tenant_id": tenant_id,
+                        "entity_id": entity_id,
+                        "timer": current.to_json(),
+                        "fired_at": now,
+                        "state": state,
+                    }
+                )
+                self.metrics.timers_fired.labels(tenant_id, trigger.key).inc()
+                self.metrics.timer_fire_lag_seconds.observe(max(0.0, (now - current.due).total_seconds()))
+            planned = self._plan_quietly(table, state, tenant, done, now)
+            new_entry = {"timers": [t.to_json() for t in planned], "done": done}
+            if not planned and not done:
+                del timers[tkey]
+            elif new_entry != entry:
+                timers[tkey] = values.dumps(new_entry)
+            self.index.set(partition, tkey, min((t.due.timestamp() for t in planned), default=None))
+        return out
+
+    def _revalidate(
+        self, table: str, trigger: Trigger | None, timer: Timer, state: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str]
+    ) -> Timer | None:
+        """The timer for this slot that the current state and tenant plan, if it is still this one.
+
+        Planned "as of" just before the timer's due time, so that a recurring trigger's next
+        occurrence is this one and not next week's.
+        """
+        if trigger is None:
+            return None
+        current = self._plan_quietly(table, state, tenant, done, timer.due - _EPSILON)
+        for candidate in current:
+            if candidate.slot == timer.slot and candidate.occurrence == timer.occurrence:
+                return candidate
+        return None
+
+    def _plan_quietly(
+        self, table: str, state: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str], now: dt.datetime
+    ) -> list[Timer]:
+        try:
+            return plan(self.catalog.timed_for(table), state, tenant, done, now)
+        except (ConfigurationError, TypeError, ValueError) as e:
+            # Cannot happen for a state that was planned on ingest, unless the packs changed
+            # under it; keeping the timer would retry forever, so it is dropped and logged.
+            log.error("timers of %s dropped: %s", table, e)
+            return []
+
+    def _skipped(self, tenant_id: str, timer: Timer, reason: str) -> None:
+        self.metrics.timers_skipped.labels(tenant_id, timer.trigger_key, reason).inc()
+
+    # -- firings --------------------------------------------------------------------------------
+
+    def render_firing(self, firing: Mapping[str, Any], source_topic: str) -> FiringOutcome:
+        """A firing record's mails, rendered with the tenant as it is now."""
+        out = FiringOutcome()
+        timer = Timer.from_json(firing["timer"])
+        tenant = self.tenants.get(firing["tenant_id"])
+        trigger = self._triggers.get(timer.trigger_key)
+        if tenant is None or trigger is None:
+            what = "tenant" if tenant is None else "trigger"
+            out.rejections.append(("", UnknownTenant(f"{what} of firing {timer.slot} is gone")))
+            return out
+        state = firing["state"]
+        context = timed_context(trigger, timer, state, tenant)
+        source = Source(
+            topic=source_topic,
+            event_id=f"timer:{timer.slot}:{timer.occurrence}",
+            timestamp=timer.due,  # so the mail's latency metric counts from the due time
+        )
+        for f in timed_firings(trigger, timer, state, tenant, firing["entity_id"]):
+            try:
+                out.mails.append(self.renderer.render(f, tenant, context, source, firing["fired_at"]))
+            except RejectedInput as e:
+                out.rejections.append((f.message_id, e))
+        return out
+
+
+def _entry(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {"timers": [], "done": {}}
+    value = values.loads(raw)
+    return {"timers": value.get("timers", []), "done": value.get("done", {})}
+
+
+def _earliest(items: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, float]]:
+    for key, raw in items:
+        timers = values.loads(raw).get("timers") or []
+        if timers:
+            yield key, min(t[0] for t in timers)
+
+
+def _span(s: Any) -> dt.timedelta:
+    return dt.timedelta(**{s.unit: s.amount})

@@ -1,0 +1,205 @@
+"""Which timers an entity's current state means: a pure function of state, tenant, rules and time.
+
+``plan`` is called after every change of an entity (the timers are then replaced by its result:
+a moved date moves the timer, a cancelled booking loses it) and again when a timer comes due
+(fire-time revalidation: the timer fires only if the current state and tenant still plan it,
+DESIGN invariant 2). Nothing here reads a clock or Kafka.
+
+A timer is ``(due, slot, occurrence)``. The *slot* is the trigger key, with ``#<step>`` for the
+steps of a dunning trigger: an entity has at most one pending timer per slot. The *occurrence*
+names what the mail is about (the move-out date, the instant of the last heartbeat, the local
+date of a Wednesday) and goes into the message id, so the same reminder computed twice, after a
+replay or a rebalance, is the same mail; a moved date is a new occurrence, hence a new mail.
+``done`` maps each slot to the occurrence that last fired (or was skipped) so that an unchanged
+occurrence is never planned again, while a new one is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streams.errors import ConfigurationError
+from streams.state.projection import public
+from streams.tenants.model import Tenant
+from streams.triggers import schedule
+from streams.triggers.conditions import lookup, matches
+from streams.triggers.rules import WEEKDAYS, Span, TimedRule, Trigger
+
+UTC = dt.timezone.utc
+
+
+@dataclass(frozen=True, order=True)
+class Timer:
+    due: dt.datetime
+    slot: str
+    occurrence: str
+    step: int = 0  # 1-based step of a dunning trigger, 0 otherwise
+
+    @property
+    def trigger_key(self) -> str:
+        return self.slot.split("#", 1)[0]
+
+    def to_json(self) -> list[Any]:
+        return [self.due.timestamp(), self.slot, self.occurrence, self.step]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> Timer:
+        return cls(dt.datetime.fromtimestamp(value[0], UTC), value[1], value[2], value[3])
+
+
+def span(rule_span: Span, params: Mapping[str, Any]) -> dt.timedelta:
+    """The rule's span, with the tenant's figure for its unit when the tenant set one."""
+    amount = params.get(rule_span.unit, abs(rule_span.amount))
+    sign = -1 if rule_span.amount < 0 else 1
+    return dt.timedelta(**{rule_span.unit: sign * int(amount)})
+
+
+def send_time(tenant: Tenant, params: Mapping[str, Any]) -> dt.time:
+    value = params.get("send_time")
+    if value is None:
+        return tenant.default_send_time
+    return dt.time.fromisoformat(str(value))
+
+
+def trigger_params(trigger: Trigger, tenant: Tenant) -> dict[str, Any]:
+    rule = trigger.rule
+    assert isinstance(rule, TimedRule)
+    setting = tenant.triggers.get(trigger.key)
+    return {**rule.params, **(setting.params if setting else {})}
+
+
+def zone_of(trigger: Trigger, state: Mapping[str, Any], tenant: Tenant) -> str:
+    """The recipient's zone when the state knows it, else the tenant's."""
+    recipient = lookup(state, trigger.rule.mails[0].recipient)
+    zone = recipient.get("time_zone") if isinstance(recipient, Mapping) else None
+    return str(zone) if zone else tenant.time_zone
+
+
+def plan(
+    triggers: list[Trigger],
+    state: Mapping[str, Any],
+    tenant: Tenant,
+    done: Mapping[str, str],
+    now: dt.datetime,
+) -> list[Timer]:
+    """The timers the entity should have now: one per slot whose trigger is on and applies.
+
+    ``now`` matters only to recurring triggers (the next Wednesday after now or after the last
+    one sent); date-based timers do not depend on it, a past due time is judged when it fires.
+    """
+    fields = public(state)
+    out = []
+    for trigger in triggers:
+        rule = trigger.rule
+        assert isinstance(rule, TimedRule)
+        if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, rule.enabled_by_default):
+            continue
+        params = trigger_params(trigger, tenant)
+        if rule.when and not matches(rule.when, fields, params):
+            continue
+        if any(not isinstance(lookup(fields, f"{m.recipient}.email"), str) for m in rule.mails):
+            continue  # the state does not know whom to mail (a heartbeat of an unregistered station)
+        for timer in _timers(trigger, rule, fields, tenant, params, done, now):
+            if done.get(timer.slot) != timer.occurrence:
+                out.append(timer)
+    return out
+
+
+def _timers(
+    trigger: Trigger,
+    rule: TimedRule,
+    fields: Mapping[str, Any],
+    tenant: Tenant,
+    params: Mapping[str, Any],
+    done: Mapping[str, str],
+    now: dt.datetime,
+) -> Iterator[Timer]:
+    zone = zone_of(trigger, fields, tenant)
+    at = send_time(tenant, params)
+    if rule.kind == "recurring":
+        assert rule.weekday is not None
+        weekday = WEEKDAYS.index(rule.weekday)
+        after = now
+        last = done.get(trigger.key)
+        if last:  # the Wednesday after the one already sent, even if `now` is still that day
+            after = max(after, schedule.local_instant(dt.date.fromisoformat(last), at, zone))
+        due = schedule.next_weekly(after, weekday, at, zone)
+        yield Timer(due, trigger.key, due.astimezone(schedule._zone(zone)).date().isoformat())
+        return
+    assert rule.at is not None
+    anchor = lookup(fields, rule.at)
+    if anchor is None:
+        return
+    if not isinstance(anchor, dt.date):
+        raise ConfigurationError(f"{trigger.key}: state field {rule.at} is {type(anchor).__name__}, not a date or instant")
+    occurrence = anchor.isoformat()
+    if rule.kind == "absence":
+        assert rule.window is not None
+        if not isinstance(anchor, dt.datetime):
+            raise ConfigurationError(f"{trigger.key}: absence needs an instant in {rule.at}")
+        due = schedule.absence_due(anchor, span(rule.window, params))
+        confirmed = lookup(fields, rule.confirmed_by) if rule.confirmed_by else None
+        if isinstance(confirmed, dt.datetime) and confirmed >= anchor:
+            due = min(due, confirmed.astimezone(UTC))
+        yield Timer(due, trigger.key, occurrence)
+        return
+    if rule.kind == "date":
+        yield Timer(schedule.date_due(_local_date(anchor, zone), at, zone), trigger.key, occurrence)
+        return
+    if rule.steps is not None:
+        steps = [int(s) for s in params.get("steps", rule.steps)]
+        for n, days in enumerate(steps, start=1):
+            due = schedule.relative_due(_local_date(anchor, zone), days, at, zone)
+            yield Timer(due, f"{trigger.key}#{n}", occurrence, n)
+        return
+    assert rule.offset is not None
+    offset = span(rule.offset, params)
+    if rule.offset.unit == "hours":
+        if not isinstance(anchor, dt.datetime):
+            raise ConfigurationError(f"{trigger.key}: an offset in hours needs an instant in {rule.at}")
+        yield Timer(anchor.astimezone(UTC) + offset, trigger.key, occurrence)
+        return
+    yield Timer(schedule.relative_due(_local_date(anchor, zone), offset.days, at, zone), trigger.key, occurrence)
+
+
+def _local_date(anchor: dt.date, zone: str) -> dt.date:
+    if isinstance(anchor, dt.datetime):
+        return anchor.astimezone(schedule._zone(zone)).date()
+    return anchor
+
+
+def param_problems(trigger: Trigger, params: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a tenant's parameters for a timed trigger (checked when it is published)."""
+    rule = trigger.rule
+    assert isinstance(rule, TimedRule)
+    allowed: dict[str, str] = {name: "like the pack's default" for name in rule.params}
+    allowed["send_time"] = "a local time of day, 'HH:MM'"
+    for s in (rule.offset, rule.window):
+        if s is not None:
+            allowed[s.unit] = f"a whole number of {s.unit} from 1"
+    if rule.steps is not None:
+        allowed["steps"] = "ascending whole numbers of days from 1, e.g. [3, 10, 20]"
+    out = []
+    for name, value in params.items():
+        if name not in allowed:
+            out.append(f"unknown parameter {name!r}; {trigger.key} takes {sorted(allowed)}")
+        elif name in ("days", "hours", "minutes") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            out.append(f"{name} must be {allowed[name]}, not {value!r}")
+        elif name == "steps" and not (
+            isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+            and value == sorted(set(value))
+        ):
+            out.append(f"steps must be {allowed['steps']}, not {value!r}")
+        elif name == "send_time":
+            try:
+                t = dt.time.fromisoformat(str(value))
+                if not isinstance(value, str) or t.tzinfo is not None:
+                    raise ValueError
+            except ValueError:
+                out.append(f"send_time must be {allowed['send_time']} (quoted), not {value!r}")
+        elif name in rule.params and type(value) is not type(rule.params[name]):
+            out.append(f"{name} must be a {type(rule.params[name]).__name__} like the default {rule.params[name]!r}")
+    return out
