@@ -155,7 +155,7 @@ class LocalBroker:
         log4j.write_text(LOG4J2_PROPERTIES.format(log_file=self.log_file))
         base = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         fmt = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+            [*base, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(props)],
             capture_output=True, text=True,
         )
         if fmt.returncode != 0:
@@ -197,7 +197,9 @@ class LocalBroker:
 
 
 def _cluster_id() -> str:
-    # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
+    # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding. One in 64 starts
+    # with "-", which the storage tool's argument parser takes for an option unless it is given
+    # as --cluster-id=<id>.
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
