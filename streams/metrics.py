@@ -39,6 +39,7 @@ class Metrics(NamedTuple):
     timers_skipped: Counter
     timer_fire_lag_seconds: Histogram
     ticks: Counter
+    tick_seconds: Histogram
     timer_index_rebuild_seconds: Histogram
 
 
@@ -118,6 +119,11 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         ticks=Counter(
             "tidings_ticks_total", "Tick records processed (one per partition and tick interval).", registry=registry,
+        ),
+        tick_seconds=Histogram(
+            "tidings_tick_seconds",
+            "Time one tick spends deciding its partition's due timers (index, revalidation, table updates).",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0), registry=registry,
         ),
         timer_index_rebuild_seconds=Histogram(
             "tidings_timer_index_rebuild_seconds", "Rebuilding one partition's timer index from its table.",

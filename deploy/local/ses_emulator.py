@@ -109,7 +109,7 @@ def put_sample_attachments(endpoint: str) -> list[str]:
 
     catalog = Catalog.load()
     uris = []
-    for trigger in catalog.triggers():
+    for trigger in catalog.event_triggers():
         sample = catalog.samples.get(trigger.rule.event, {})
         for mail in trigger.rule.mails:
             for rule in mail.attachments:

@@ -57,6 +57,10 @@ class WorkerProcess:
             )
         return self
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def wait_serving(self, timeout: float = 60.0) -> None:
         """Until the worker's web server answers (it starts before the agents consume)."""
         wait_until(lambda: self.assert_alive() or http_ok(self.metrics_url), timeout=timeout, what="worker web server")

@@ -90,8 +90,9 @@ class TriggerSetting(_Frozen):
     enabled: bool = True
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="The trigger's parameters, e.g. the \"x days\" of a reminder ({days_before: 3}). "
-        "Kept and published as written; the timed triggers that read them will validate their own keys.",
+        description="A timed trigger's parameters: the \"x days\" of a reminder ({days: 3}), the steps of a dunning "
+        "trigger ({steps: [3, 10, 20]}), its send_time ('HH:MM'), or a figure its conditions name ({min_slots: 5}). "
+        "Checked against the trigger when the tenant is published (streams/triggers/timers.py, param_problems).",
     )
 
 
@@ -106,7 +107,7 @@ class Tenant(_Frozen):
     default_send_time: dt.time = Field(
         dt.time(9, 0),
         description="Local time of day (in time_zone) at which date-based mails go out unless a trigger says "
-        "otherwise; written HH:MM. Read by the timed triggers, which come later.",
+        "otherwise (its send_time parameter); written HH:MM.",
     )
     brand: Brand
     sender: SenderIdentity

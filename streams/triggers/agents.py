@@ -94,7 +94,9 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                 count = engine.rebuild(p, tables.partition_items(tables.timers, p))
                 m.timer_index_rebuild_seconds.observe(time.perf_counter() - started)
                 log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
+            started = time.perf_counter()
             fired = engine.on_tick(tables.states, tables.timers, p, now)
+            m.tick_seconds.observe(time.perf_counter() - started)
             for start in range(0, len(fired.firings), FIRINGS_PER_RECORD):
                 batch = fired.firings[start : start + FIRINGS_PER_RECORD]
                 await firings.send(key=None, value=values.dumps({"firings": batch}), partition=p)

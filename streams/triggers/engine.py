@@ -183,7 +183,9 @@ class TimedEngine:
                 done[current.slot] = current.occurrence
                 assert isinstance(trigger.rule, TimedRule)
                 grace = _span(trigger.rule.grace)
-                if schedule.lateness(current.due, now, grace) == "late":
+                # Judged by the due time the timer was planned for: a tenant who lengthens
+                # "3 days before" to "10" after it was planned still gets the 3-day mail out.
+                if schedule.lateness(timer.due, now, grace) == "late":
                     self._skipped(tenant_id, current, "late")
                     out.skipped += 1
                     continue
@@ -198,7 +200,7 @@ class TimedEngine:
                     }
                 )
                 self.metrics.timers_fired.labels(tenant_id, trigger.key).inc()
-                self.metrics.timer_fire_lag_seconds.observe(max(0.0, (now - current.due).total_seconds()))
+                self.metrics.timer_fire_lag_seconds.observe(max(0.0, (now - timer.due).total_seconds()))
             planned = self._plan_quietly(table, state, tenant, done, now)
             new_entry = {"timers": [t.to_json() for t in planned], "done": done}
             if not planned and not done:

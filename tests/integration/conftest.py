@@ -38,6 +38,8 @@ def deployment(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> Itera
             "TIDINGS_AWS_ACCESS_KEY_ID": "test",
             "TIDINGS_AWS_SECRET_ACCESS_KEY": "test",
             "TIDINGS_PARTITIONS": "4",
+            # Tests move time themselves (Deployment.tick), months in seconds.
+            "TIDINGS_TICK_SOURCE": "external",
         },
     )
     dep.create_topics()

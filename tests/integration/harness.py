@@ -6,14 +6,17 @@ worker fails the test at once with its log instead of after the timeout.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.ses_emulator import SentMail, sent_mails
 from deploy.local.worker import WorkerProcess
@@ -21,6 +24,7 @@ from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
 from streams.topics import TopicNames, ensure_topics
+from streams.triggers.tickcli import TickPublisher
 
 EXAMPLE_TENANTS = REPO_ROOT / "deploy" / "tenants"
 
@@ -37,6 +41,7 @@ class Deployment:
     env: dict[str, str]
     workers: list[WorkerProcess] = field(default_factory=list)
     _publisher: EventPublisher | None = None
+    _ticks: TickPublisher | None = None
 
     @functools.cached_property
     def settings(self) -> Settings:
@@ -56,6 +61,37 @@ class Deployment:
         if self._publisher is None:
             self._publisher = EventPublisher(self.bootstrap, REPO_ROOT / "schemas")
         return self._publisher
+
+    def tick(self, *instants: dt.datetime) -> None:
+        """Move the workers' time: one tick per instant to every partition (``tidings-tick``)."""
+        if self._ticks is None:
+            self._ticks = TickPublisher(self.settings)
+        for now in instants:
+            self._ticks.tick(now)
+        self._ticks.flush()
+
+    def metric(self, worker: WorkerProcess, name: str, **labels: str) -> float:
+        """The sum of a metric's samples on one worker's /metrics, over those matching ``labels``."""
+        try:
+            text = urllib.request.urlopen(worker.metrics_url, timeout=5).read().decode()
+        except OSError:
+            return 0.0
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = DEFAULT_DEADLINE_SECONDS, **labels: str) -> float:
+        """Wait until ``name`` summed over every running worker reaches ``at_least``."""
+        seen = [0.0]
+
+        def probe() -> float | None:
+            seen[0] = sum(self.metric(w, name, **labels) for w in self.workers if w.running)
+            return seen[0] if seen[0] >= at_least else None
+
+        return self.wait_for(lambda: f"{name}{labels or ''} >= {at_least} (at {seen[0]})", probe, timeout)
 
     def create_topics(self) -> None:
         ensure_topics(self.settings)
@@ -126,6 +162,9 @@ class Deployment:
         if self._publisher is not None:
             self._publisher.flush()
             self._publisher = None
+        if self._ticks is not None:
+            self._ticks.flush()
+            self._ticks = None
         for worker in self.workers:
             try:
                 worker.stop()

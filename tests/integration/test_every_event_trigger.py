@@ -27,7 +27,7 @@ TENANTS = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants")
 
 
 def _tenant_for(pack: str) -> Tenant:
-    keys = {t.key for t in CATALOG.triggers() if t.pack == pack}
+    keys = {t.key for t in CATALOG.event_triggers() if t.pack == pack}
     for tenant in TENANTS:
         if pack in tenant.packs and all(tenant.is_enabled(k) for k in keys):
             return tenant
@@ -78,4 +78,4 @@ def test_every_event_trigger_of_every_pack_is_delivered(deployment: Deployment) 
         # Invoice PDFs: fetched from the object store by the sender and attached, byte for byte.
         assert mail.attachments() == [(a["filename"], tiny_pdf(a["uri"])) for a in want["mail"]["attachments"]]
     assert sum(len(m.attachments()) for m in mails) == 3  # the three charging invoices with a PDF
-    assert len({m.header("X-Tidings-Trigger") for m in mails}) == len([t for t in CATALOG.triggers() if t.rule.kind == "event"])
+    assert len({m.header("X-Tidings-Trigger") for m in mails}) == len(CATALOG.event_triggers())

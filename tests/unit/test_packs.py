@@ -22,7 +22,7 @@ from tests.unit.conftest import NOW
 CATALOG = Catalog.load()
 CASES = [
     pytest.param(trigger, language, id=f"{trigger.key}-{language}")
-    for trigger in CATALOG.triggers()
+    for trigger in CATALOG.event_triggers()
     for language in CATALOG.packs[trigger.pack].languages
 ]
 

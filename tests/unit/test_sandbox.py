@@ -59,7 +59,7 @@ def test_each_tenants_events_render_with_that_tenants_brand_only(
     catalog = Catalog.load()
     brands = {t.tenant_id: t.brand.name for t in tenants}
     for tenant in tenants:
-        for trigger in catalog.triggers():
+        for trigger in catalog.event_triggers():
             if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, trigger.rule.enabled_by_default):
                 continue
             event = sample_event(catalog.samples, trigger.rule.event, tenant.tenant_id, now=NOW)

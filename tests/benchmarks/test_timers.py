@@ -1,0 +1,222 @@
+"""A million pending timers in one worker: memory, load time, tick cost, fire lag, restart.
+
+On the real broker, one worker (``python -m streams worker``, exactly-once, external ticks):
+
+1. 10,000 invoices are published (``InvoiceIssued``: four dunning timers each, the earliest in
+   the index), all due in 2030. 300 ticks with nothing due measure the cost of a tick at 10k
+   pending (``tidings_tick_seconds``, the synchronous decision part of the tick agent).
+2. The rest up to ``TIDINGS_BENCH_TIMERS`` (default 1,000,000) are published; 10,000 of them
+   are due on one day in 2029, the others later. Load time: first publish to the last entity
+   update counted by the worker. RSS of the worker process after loading.
+3. 300 more idle ticks: the cost of a tick at 1M pending, against step 1 in the same run.
+4. One tick at the due instant: 10,000 timers come due at once. Fire lag: from publishing that
+   tick to each firing record's timestamp on the firings topic (the decision is made and
+   written); also when the last of the 10,000 rendered mails was visible on the outbound topic.
+5. Graceful stop and start on the same data directory: time until the first tick after the
+   start was processed, which includes RocksDB recovery and the index rebuild of every partition.
+
+Figures are printed and written to ``.tidings/bench/timers.json``. Only sanity is asserted
+(exactly the due timers fired), never speed: the targets (RSS <= 1 GiB, p99 fire lag <= 1 s,
+tick cost at 1M within 1.5x of 10k) are compared in the printout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from deploy.local.worker import WorkerProcess
+from streams.producer import EventPublisher
+from streams.settings import REPO_ROOT, Settings
+from streams.tenants import cli as tenants_cli
+from streams.topics import TopicNames, ensure_topics
+from streams.triggers.samples import new_envelope
+from streams.triggers.tickcli import TickPublisher
+from tests.benchmarks.reader import percentile
+from tests.integration.harness import Deployment
+
+TIMERS = int(os.environ.get("TIDINGS_BENCH_TIMERS", "1000000") or 1_000_000)
+DUE_AT_ONCE = min(10_000, TIMERS // 2)
+BASE_PENDING = min(10_000, TIMERS // 4)
+IDLE_TICKS = 300
+TENANT = "lagerhaus-nord"
+INVOICE = "tidings.storage.InvoiceIssued"
+DUE_DAY = dt.date(2029, 6, 1)
+DUE_INSTANT = dt.datetime(2029, 6, 1, 7, tzinfo=dt.timezone.utc)  # 09:00 in Berlin (CEST)
+JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "timers.json"
+
+
+def _invoice(n: int, due: dt.date, run: str) -> dict[str, Any]:
+    return {
+        "envelope": new_envelope(TENANT, now=dt.datetime(2029, 1, 2, tzinfo=dt.timezone.utc), producer="bench"),
+        "invoice_id": f"INV-{n:07d}",
+        "booking_id": None,
+        "customer": {"id": f"CU-{n:07d}", "email": f"c{n}.{run}@example.org", "name": "Jana Müller", "locale": "de",
+                     "time_zone": None},
+        "invoice_number": f"2029-{n:07d}",
+        "amount": {"amount_minor": 8900, "currency": "EUR"},
+        "due_date": due,
+        "pay_url": f"https://pay.example/{n}",
+    }
+
+
+def _publish(publisher: EventPublisher, topic: str, numbers: range, due_of: Any, run: str) -> None:
+    for n in numbers:
+        publisher.publish(topic, INVOICE, _invoice(n, due_of(n), run), key=f"INV-{n:07d}")
+        if n % 50_000 == 0:
+            publisher.flush()
+    publisher.flush()
+
+
+def _rss_mib(worker: WorkerProcess) -> float:
+    assert worker.process is not None
+    for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _histogram(dep: Deployment, worker: WorkerProcess, name: str) -> tuple[float, float]:
+    return dep.metric(worker, f"{name}_sum"), dep.metric(worker, f"{name}_count")
+
+
+def _idle_tick_cost(dep: Deployment, worker: WorkerProcess, ticks: TickPublisher, start: dt.datetime, seen: list[int]) -> float:
+    """Mean seconds per tick over ``IDLE_TICKS`` ticks (per partition) that find nothing due."""
+    before_sum, before_count = _histogram(dep, worker, "tidings_tick_seconds")
+    for i in range(IDLE_TICKS):
+        ticks.tick(start + dt.timedelta(minutes=i))
+    ticks.flush()
+    seen[0] += IDLE_TICKS * dep.settings.partitions
+    dep.wait_metric("tidings_ticks_total", seen[0], timeout=600)
+    after_sum, after_count = _histogram(dep, worker, "tidings_tick_seconds")
+    return (after_sum - before_sum) / (after_count - before_count)
+
+
+def _firing_lags(dep: Deployment, topic: str, published_at: float, expected: int, timeout: float) -> list[float]:
+    consumer = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    lags: list[float] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(lags) < expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(lags)} of {expected} firings within {timeout}s")
+            for msg in consumer.consume(num_messages=500, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                count = len(json.loads(msg.value())["firings"])
+                lags += [msg.timestamp()[1] / 1000 - published_at] * count
+    finally:
+        consumer.close()
+    return lags
+
+
+def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    env = {
+        "TIDINGS_APP_ID": f"bench-timers-{run}",
+        "TIDINGS_TOPIC_PREFIX": f"bench-timers-{run}.",
+        "TIDINGS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TIDINGS_SES_ENDPOINT_URL": ses_endpoint,
+        "TIDINGS_S3_ENDPOINT_URL": ses_endpoint,
+        "TIDINGS_AWS_ACCESS_KEY_ID": "test",
+        "TIDINGS_AWS_SECRET_ACCESS_KEY": "test",
+        "TIDINGS_PARTITIONS": "4",
+        "TIDINGS_TICK_SOURCE": "external",
+    }
+    dep = Deployment(run=run, bootstrap=kafka_bootstrap, ses_endpoint=ses_endpoint, workdir=tmp_path, env=env)
+    settings: Settings = dep.settings
+    ensure_topics(settings)
+    tenants_cli.publish([REPO_ROOT / "deploy" / "tenants"], settings)
+    topics = TopicNames.from_settings(settings)
+    topic = topics.for_event(INVOICE)
+    ticks = TickPublisher(settings)
+    publisher = EventPublisher(kafka_bootstrap, REPO_ROOT / "schemas")
+    figures: dict[str, Any] = {"timers": TIMERS, "due_at_once": DUE_AT_ONCE, "partitions": settings.partitions}
+    seen_ticks = [0]
+    try:
+        worker = dep.start_worker()
+        worker.wait_serving()
+        far = dt.date(2030, 1, 1)
+        _publish(publisher, topic, range(BASE_PENDING), lambda n: far + dt.timedelta(days=n % 300), run)
+        dep.wait_metric("tidings_entity_updates_total", BASE_PENDING, timeout=600)
+        idle_from = dt.datetime(2029, 1, 2, tzinfo=dt.timezone.utc)
+        figures["tick_seconds_at_base"] = _idle_tick_cost(dep, worker, ticks, idle_from, seen_ticks)
+        figures["pending_at_base"] = dep.metric(worker, "tidings_timers_pending")
+
+        started = time.monotonic()
+        due_numbers = set(range(BASE_PENDING, BASE_PENDING + DUE_AT_ONCE))
+        _publish(publisher, topic, range(BASE_PENDING, TIMERS),
+                 lambda n: DUE_DAY if n in due_numbers else far + dt.timedelta(days=n % 300), run)
+        published = time.monotonic()
+        dep.wait_metric("tidings_entity_updates_total", TIMERS, timeout=7200)
+        figures["publish_seconds"] = published - started
+        figures["load_seconds"] = time.monotonic() - started
+        figures["load_events_per_second"] = (TIMERS - BASE_PENDING) / figures["load_seconds"]
+        figures["rss_mib_loaded"] = _rss_mib(worker)
+
+        figures["tick_seconds_at_full"] = _idle_tick_cost(dep, worker, ticks, idle_from + dt.timedelta(days=1), seen_ticks)
+        figures["pending_at_full"] = dep.metric(worker, "tidings_timers_pending")
+        figures["tick_cost_ratio"] = figures["tick_seconds_at_full"] / figures["tick_seconds_at_base"]
+
+        fired_before = dep.metric(worker, "tidings_timers_fired_total")
+        tick_published = time.time()
+        ticks.tick(DUE_INSTANT)
+        ticks.flush()
+        lags = _firing_lags(dep, topics.firings, tick_published, DUE_AT_ONCE, timeout=600)
+        figures["fire_lag_p50_seconds"] = percentile(lags, 50)
+        figures["fire_lag_p99_seconds"] = percentile(lags, 99)
+        figures["fire_lag_max_seconds"] = max(lags)
+        rendered = dep.wait_metric("tidings_emails_rendered_total", DUE_AT_ONCE, timeout=1200)
+        figures["all_rendered_seconds"] = time.time() - tick_published
+        assert dep.metric(worker, "tidings_timers_fired_total") - fired_before == DUE_AT_ONCE
+        assert rendered == DUE_AT_ONCE
+        figures["rss_mib_after_firing"] = _rss_mib(worker)
+
+        stop_started = time.monotonic()
+        assert worker.stop(timeout=600) == 0
+        figures["stop_seconds"] = time.monotonic() - stop_started
+        restart = time.monotonic()
+        worker.start()
+        worker.wait_serving(timeout=600)
+        ticks.tick(DUE_INSTANT + dt.timedelta(minutes=1))
+        ticks.flush()
+        dep.wait_metric("tidings_ticks_total", settings.partitions, timeout=1800)
+        figures["restart_to_ready_seconds"] = time.monotonic() - restart
+        figures["index_rebuild_seconds_total"] = dep.metric(worker, "tidings_timer_index_rebuild_seconds_sum")
+        figures["pending_after_restart"] = dep.metric(worker, "tidings_timers_pending")
+        figures["rss_mib_after_restart"] = _rss_mib(worker)
+    finally:
+        dep.close()
+    JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
+    JSON_PATH.write_text(json.dumps(figures, indent=2))
+    print("\n" + _table(figures))
+
+
+def _table(f: dict[str, Any]) -> str:
+    def ok(good: bool) -> str:
+        return "meets target" if good else "MISSES target"
+
+    return "\n".join([
+        f"timers benchmark: {f['timers']:,} invoices with dunning timers, {f['partitions']} partitions, one worker",
+        f"  load: {f['load_seconds']:.0f} s ({f['load_events_per_second']:.0f} events/s through ingest + state)",
+        f"  RSS loaded {f['rss_mib_loaded']:.0f} MiB, after firing {f['rss_mib_after_firing']:.0f} MiB, "
+        f"after restart {f['rss_mib_after_restart']:.0f} MiB ({ok(max(f['rss_mib_loaded'], f['rss_mib_after_firing']) <= 1024)}: <= 1024)",
+        f"  tick cost: {f['tick_seconds_at_base'] * 1e6:.0f} us at {f['pending_at_base']:,.0f} pending entities, "
+        f"{f['tick_seconds_at_full'] * 1e6:.0f} us at {f['pending_at_full']:,.0f}: x{f['tick_cost_ratio']:.2f} "
+        f"({ok(f['tick_cost_ratio'] <= 1.5)}: <= 1.5)",
+        f"  {f['due_at_once']:,} due at once: fire lag p50 {f['fire_lag_p50_seconds']:.3f} s, p99 "
+        f"{f['fire_lag_p99_seconds']:.3f} s, max {f['fire_lag_max_seconds']:.3f} s ({ok(f['fire_lag_p99_seconds'] <= 1.0)}: "
+        f"p99 <= 1 s); all rendered after {f['all_rendered_seconds']:.1f} s",
+        f"  graceful stop {f['stop_seconds']:.1f} s; restart to first tick {f['restart_to_ready_seconds']:.1f} s "
+        f"(index rebuild {f['index_rebuild_seconds_total']:.1f} s, {f['pending_after_restart']:,.0f} pending)",
+    ])

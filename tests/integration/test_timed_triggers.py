@@ -1,0 +1,235 @@
+"""Timed triggers on the real broker, with time moved by ticks: months in seconds.
+
+The workers run with ``TIDINGS_TICK_SOURCE=external``; the test publishes ticks (what
+``tidings-tick`` does). Events and ticks travel on different topics, which Kafka does not order
+against each other, so after each event that changes a plan the test waits for the worker's
+``tidings_entity_updates_total`` before it moves time on, and after a run of ticks for
+``tidings_ticks_total``. "None extra" is checked on the worker's own counters: once every tick
+is processed, the timers fired and the mails sent must equal the expected counts exactly.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+from streams.triggers.samples import new_envelope
+from tests.integration.harness import Deployment
+
+UTC = dt.timezone.utc
+STORAGE = "lagerhaus-nord"  # Europe/Berlin, 09:00; every storage timed trigger on
+ADVISORS = "beraterfinder"
+CHARGING = "voltpark-nl"
+
+
+class Timeline:
+    """One worker, the events of a story, and the clock moved in steps."""
+
+    def __init__(self, deployment: Deployment, tenant: str) -> None:
+        self.dep = deployment
+        self.tenant = tenant
+        self.worker = deployment.start_worker()
+        self.worker.wait_serving()
+        self.updates = 0
+        self.ticks = 0
+
+    def event(self, type_name: str, at: dt.datetime, key: str, **fields: Any) -> None:
+        record = {"envelope": new_envelope(self.tenant, now=at, producer="test"), **fields}
+        self.dep.publisher.publish(self.dep.topics.for_event(type_name), type_name, record, key=key)
+        self.dep.publisher.flush()
+        self.updates += 1
+        self.dep.wait_metric("tidings_entity_updates_total", self.updates)
+
+    def run(self, start: dt.datetime, until: dt.datetime, every: dt.timedelta) -> None:
+        instants = list(_range(start, until, every))
+        self.dep.tick(*instants)
+        self.ticks += len(instants) * self.dep.settings.partitions
+        self.dep.wait_metric("tidings_ticks_total", self.ticks)
+
+    def settle(self, fired: int, sent: int) -> list[Any]:
+        """Wait for ``sent`` mails; then the counters must say exactly ``fired`` timers and ``sent`` mails."""
+        mails = self.dep.wait_for_mails(sent)
+        assert self.dep.metric(self.worker, "tidings_timers_fired_total") == fired
+        assert self.dep.wait_metric("tidings_emails_sent_total", sent) == sent
+        assert len(self.dep.my_mails()) == sent
+        return mails
+
+
+def _range(start: dt.datetime, until: dt.datetime, every: dt.timedelta) -> Iterator[dt.datetime]:
+    now = start
+    while now <= until:
+        yield now
+        now += every
+
+
+def _triggers(mails: list[Any]) -> list[str]:
+    return [m.header("X-Tidings-Trigger") for m in mails]
+
+
+def _customer(dep: Deployment, n: str, locale: str = "de", **extra: Any) -> dict[str, Any]:
+    return {"id": f"CU-{n}", "email": dep.email(n), "name": "Jana Müller", "locale": locale, "time_zone": None, **extra}
+
+
+def test_a_booking_life_follows_its_dates_and_ends_with_the_cancellation(deployment: Deployment) -> None:
+    line = Timeline(deployment, STORAGE)
+    customer = _customer(deployment, "life")
+    six_hours = dt.timedelta(hours=6)
+    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
+    line.event("tidings.storage.BookingCreated", t0, "BK-LIFE", booking_id="BK-LIFE", customer=customer,
+               unit_name="B-104, 6 m²", site_name="Hamburg Hafencity", site_address="Speicherstraße 12, 20457 Hamburg",
+               move_in_date=dt.date(2027, 1, 20), move_out_date=dt.date(2027, 6, 30), monthly_price=None)
+    line.run(t0, dt.datetime(2027, 1, 10, 8, tzinfo=UTC), six_hours)
+    line.event("tidings.storage.BookingDatesChanged", dt.datetime(2027, 1, 10, 9, tzinfo=UTC), "BK-LIFE",
+               booking_id="BK-LIFE", customer=customer, move_in_date=dt.date(2027, 1, 25), move_out_date=dt.date(2027, 6, 30))
+    line.run(dt.datetime(2027, 1, 10, 14, tzinfo=UTC), dt.datetime(2027, 6, 20, 8, tzinfo=UTC), six_hours)
+    line.event("tidings.storage.BookingCancelled", dt.datetime(2027, 6, 20, 9, tzinfo=UTC), "BK-LIFE",
+               booking_id="BK-LIFE", customer=customer, unit_name="B-104, 6 m²", site_name="Hamburg Hafencity",
+               site_address="Speicherstraße 12, 20457 Hamburg", cancelled_by="CUSTOMER",
+               move_out_date=dt.date(2027, 6, 30), cancellation_fee=None, cancellation_policy_url=None)
+    line.run(dt.datetime(2027, 6, 20, 14, tzinfo=UTC), dt.datetime(2027, 7, 31, 8, tzinfo=UTC), six_hours)
+
+    mails = line.settle(fired=5, sent=7)  # + the two event mails: created, cancelled
+    assert collections.Counter(_triggers(mails)) == {
+        "storage/booking.created": 1,
+        "storage/booking.after_created": 1,
+        "storage/booking.before_move_in": 1,
+        "storage/booking.move_in_reached": 1,
+        "storage/booking.after_move_in": 1,
+        "storage/booking.before_move_out": 1,  # the tenant's 14 days before 06-30: 06-16
+        "storage/booking.cancelled": 1,
+        # no move_out_reached: the booking was cancelled first
+    }
+    before_move_in = next(m for m in mails if m.header("X-Tidings-Trigger") == "storage/booking.before_move_in")
+    assert "25.01.2027" in before_move_in.part("text")  # the moved date, not the first one
+
+
+def test_dunning_stops_when_the_invoice_is_paid(deployment: Deployment) -> None:
+    line = Timeline(deployment, STORAGE)
+    customer = _customer(deployment, "dunning")
+    line.event("tidings.storage.InvoiceIssued", dt.datetime(2027, 1, 15, tzinfo=UTC), "INV-1", invoice_id="INV-1",
+               booking_id="BK-LIFE", customer=customer, invoice_number="2027-0042",
+               amount={"amount_minor": 8900, "currency": "EUR"}, due_date=dt.date(2027, 2, 1),
+               pay_url="https://pay.example/inv-1")
+    day = dt.timedelta(days=1)
+    line.run(dt.datetime(2027, 1, 31, 9, tzinfo=UTC), dt.datetime(2027, 2, 12, 9, tzinfo=UTC), day)
+    line.event("tidings.storage.InvoicePaid", dt.datetime(2027, 2, 12, 10, tzinfo=UTC), "INV-1", invoice_id="INV-1",
+               paid_at=dt.datetime(2027, 2, 12, 10, tzinfo=UTC))
+    line.run(dt.datetime(2027, 2, 13, 9, tzinfo=UTC), dt.datetime(2027, 3, 31, 9, tzinfo=UTC), day)
+    mails = line.settle(fired=3, sent=3)
+    assert sorted(_triggers(mails)) == ["storage/invoice.after_due"] * 2 + ["storage/invoice.due_reached"]
+    assert len({m.subject for m in mails}) == 3  # each step worded differently
+
+
+def test_a_station_outage_mails_once_and_a_flap_not_at_all(deployment: Deployment) -> None:
+    line = Timeline(deployment, CHARGING)
+    minute = dt.timedelta(minutes=1)
+    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
+    station = {"station_id": "ST-1"}
+    owner = _customer(deployment, "station", locale="nl")
+    line.event("tidings.charging.StationRegistered", t0, "ST-1", **station, customer=owner, station_name="Thuislader",
+               station_address=None, station_url="https://voltpark.example/st-1")
+    for m in (0, 5, 10):
+        line.event("tidings.charging.StationHeartbeat", t0 + m * minute, "ST-1", **station, seen_at=t0 + m * minute)
+    line.run(t0, t0 + 24 * minute, minute)  # a flap: 14 silent minutes, shorter than the 15 of the window
+    line.event("tidings.charging.StationHeartbeat", t0 + 24 * minute, "ST-1", **station, seen_at=t0 + 24 * minute)
+    line.run(t0 + 25 * minute, t0 + 90 * minute, minute)  # an outage from minute 24 on
+    line.event("tidings.charging.StationConnectivityLost", t0 + 91 * minute, "ST-1", **station, customer=owner,
+               station_name="Thuislader", station_address=None, last_seen_at=t0 + 24 * minute,
+               station_url="https://voltpark.example/st-1")  # the gateway reports the same outage
+    line.run(t0 + 92 * minute, t0 + 120 * minute, minute)
+    mails = line.settle(fired=1, sent=1)
+    assert _triggers(mails) == ["charging/evse.connectivity_lost"]
+
+
+def test_an_unanswered_message_reminds_the_advisor_and_a_read_one_does_not(deployment: Deployment) -> None:
+    line = Timeline(deployment, ADVISORS)
+    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
+    for conversation in ("read", "unread"):
+        line.event("tidings.advisors.MessageReceived", t0, conversation, conversation_id=conversation,
+                   message_id=f"M-{conversation}", sender_role="customer", sender_name="Kim Weber",
+                   recipient=_customer(deployment, f"advisor-{conversation}"), sent_at=t0,
+                   conversation_url=f"https://beraterfinder.example/c/{conversation}")
+    line.event("tidings.advisors.MessageRead", t0 + dt.timedelta(hours=2), "read", conversation_id="read",
+               reader_role="advisor", read_at=t0 + dt.timedelta(hours=2))
+    line.run(t0, t0 + dt.timedelta(hours=48), dt.timedelta(hours=1))
+    mails = line.settle(fired=1, sent=1)
+    assert mails[0].destinations == [deployment.email("advisor-unread")]
+
+
+def test_the_wednesday_cohort(deployment: Deployment) -> None:
+    line = Timeline(deployment, ADVISORS)
+    monday = dt.datetime(2027, 3, 1, 12, tzinfo=UTC)
+    for advisor, active, slots in (("few", True, 2), ("many", True, 8), ("inactive", False, 0)):
+        line.event("tidings.advisors.AdvisorAvailabilityChanged", monday, advisor, advisor_id=advisor,
+                   advisor=_customer(deployment, advisor, time_zone="Europe/Berlin"), profile_active=active,
+                   open_slots=slots, calendar_url="https://beraterfinder.example/kalender")
+    hour = dt.timedelta(hours=1)
+    line.run(monday, dt.datetime(2027, 3, 11, 8, tzinfo=UTC), hour)
+    line.event("tidings.advisors.AdvisorAvailabilityChanged", dt.datetime(2027, 3, 11, 9, tzinfo=UTC), "few",
+               advisor_id="few", advisor=_customer(deployment, "few", time_zone="Europe/Berlin"), profile_active=True,
+               open_slots=6, calendar_url="https://beraterfinder.example/kalender")
+    line.run(dt.datetime(2027, 3, 11, 10, tzinfo=UTC), dt.datetime(2027, 3, 25, tzinfo=UTC), hour)
+    mails = line.settle(fired=2, sent=2)
+    assert {m.destinations[0] for m in mails} == {deployment.email("few")}
+
+
+def test_timers_fire_exactly_once_across_a_rebalance_and_a_restart(deployment: Deployment) -> None:
+    """Two dozen bookings' reminders while a second worker joins and the first one restarts.
+
+    Ticks are published in bulk right before each disturbance, so partitions move while timers
+    fire. At the end one sentinel booking per partition has the last timer of its partition:
+    partitions are processed in order, so its mail proves that everything before it is out.
+    """
+    dep = deployment
+    line = Timeline(dep, STORAGE)
+    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
+    six_hours = dt.timedelta(hours=6)
+    expected: collections.Counter[tuple[str, str]] = collections.Counter()
+    for n in range(24):
+        move_in = dt.date(2027, 1, 12) + dt.timedelta(days=n)
+        line.event("tidings.storage.BookingCreated", t0, f"BK-{n}", booking_id=f"BK-{n}",
+                   customer=_customer(dep, f"r{n}"), unit_name="A-1", site_name="Hamburg Hafencity",
+                   site_address="Speicherstraße 12", move_in_date=move_in, move_out_date=None, monthly_price=None)
+        for trigger in ("created", "after_created", "before_move_in", "move_in_reached", "after_move_in"):
+            expected[(dep.email(f"r{n}"), f"storage/booking.{trigger}")] = 1
+    line.run(t0, dt.datetime(2027, 1, 14, 8, tzinfo=UTC), six_hours)
+
+    second = dep.start_worker("w2")  # joins: the group rebalances while these ticks are processed
+    dep.tick(*_range(dt.datetime(2027, 1, 14, 14, tzinfo=UTC), dt.datetime(2027, 1, 28, 8, tzinfo=UTC), six_hours))
+    second.wait_serving()
+    dep.wait_for_mails(24 + 24 + 14)  # created, after_created, and the first before_move_in mails at least
+
+    dep.tick(*_range(dt.datetime(2027, 1, 28, 14, tzinfo=UTC), dt.datetime(2027, 2, 10, 8, tzinfo=UTC), six_hours))
+    assert line.worker.stop() == 0  # a graceful stop while those ticks are being processed
+    line.worker.start()
+    line.worker.wait_serving()
+    dep.tick(*_range(dt.datetime(2027, 2, 10, 14, tzinfo=UTC), dt.datetime(2027, 2, 18, 8, tzinfo=UTC), six_hours))
+
+    created = dt.datetime(2027, 2, 18, 8, tzinfo=UTC)
+    for p in range(dep.settings.partitions):
+        event = {"envelope": new_envelope(STORAGE, now=created, producer="test"), "booking_id": f"SENTINEL-{p}",
+                 "customer": _customer(dep, f"sentinel{p}"), "unit_name": "Z-9", "site_name": "Hamburg Hafencity",
+                 "site_address": "Speicherstraße 12", "move_in_date": dt.date(2027, 6, 1), "move_out_date": None,
+                 "monthly_price": None}
+        type_name = "tidings.storage.BookingCreated"
+        dep.publisher.publish(dep.topics.for_event(type_name), type_name, event, key=f"SENTINEL-{p}", partition=p)
+        expected[(dep.email(f"sentinel{p}"), "storage/booking.created")] = 1
+        expected[(dep.email(f"sentinel{p}"), "storage/booking.after_created")] = 1
+    dep.publisher.flush()
+    dep.wait_for_mails(sum(expected.values()) - dep.settings.partitions)  # the sentinels' created mails are in
+    dep.tick(*_range(dt.datetime(2027, 2, 18, 14, tzinfo=UTC), dt.datetime(2027, 2, 20, 8, tzinfo=UTC), six_hours))
+
+    sentinels = {(dep.email(f"sentinel{p}"), "storage/booking.after_created") for p in range(dep.settings.partitions)}
+    seen: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def sentinels_arrived() -> bool:
+        seen.clear()
+        seen.update((m.destinations[0], m.header("X-Tidings-Trigger")) for m in dep.my_mails())
+        return sentinels <= seen.keys()
+
+    dep.wait_for(lambda: f"the sentinels' reminders (missing {sorted(sentinels - seen.keys())})", sentinels_arrived)
+    missing = expected - seen
+    extra = seen - expected
+    assert not missing and not extra, f"missing {sorted(missing)}, extra {sorted(extra)}"
