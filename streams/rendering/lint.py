@@ -7,12 +7,15 @@ Checks, each reported as ``file:line: problem``:
   of its pack, and in every language an example tenant offers for each trigger it has on;
 - every template file (and every language folder present, used or not) parses and compiles;
 - every variable a template reads exists for its trigger (``streams/rendering/merge_tags.py``:
-  the event schema's fields, ``recipient``, ``brand``, ``locale`` ...), nested paths included
+  the event schema's fields for an event trigger, the entity state's fields and ``timer`` for a
+  timed one, plus ``recipient``, ``brand``, ``locale`` ...), nested paths included
   (``customer.nmae`` fails); names a template sets itself (``set``, ``for``) are its own business;
 - every filter and test exists in the rendering environment; every block a template defines
   exists in the layout it extends; the layouts use only what every mail receives;
-- a pack's attachment file names are templates too, and its entity, recipient and attachment
-  fields are paths of the event.
+- a pack's attachment file names are templates too; an event trigger's entity, recipient and
+  attachment fields are paths of its event; a timed trigger's date, condition, recipient and
+  attachment fields are fields of its entity's state; an entity's id, copied and ``if`` fields
+  are paths of each event that feeds it, and each of those events has a schema.
 
 Pure: reads files, renders nothing, needs no broker. ``python -m streams.rendering.lint`` prints
 the problems and exits 1, or prints one line of counts and exits 0.
@@ -34,12 +37,12 @@ from jinja2.sandbox import SandboxedEnvironment
 from streams.codecs.schemas import SchemaRepository
 from streams.errors import ConfigurationError
 from streams.rendering.environment import build_environment
-from streams.rendering.merge_tags import Var, common_context, resolves, trigger_context
+from streams.rendering.merge_tags import Var, common_context, event_context, resolves, trigger_context
 from streams.rendering.render import PARTS
 from streams.settings import REPO_ROOT
 from streams.tenants.model import load_tenant
 from streams.tenants.validate import pack_problems
-from streams.triggers.rules import PACKS_DIR, Catalog, TriggerRule
+from streams.triggers.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, PackFile, TimedRule, Trigger
 
 LAYOUTS = "_layouts"
 Step = str | int
@@ -324,17 +327,18 @@ def _override_checker(templates_dir: Path, schemas_dir: Path) -> tuple[_Template
 
 
 def check_override(
-    source: str, event: str, name: str, templates_dir: Path, trigger: str, schemas_dir: Path | None = None
+    source: str, trigger: Trigger, catalog: Catalog, name: str, templates_dir: Path, schemas_dir: Path | None = None
 ) -> list[str]:
-    """Problems of a tenant's own template text for a mail of ``event``, as ``line N: message``.
+    """Problems of a tenant's own template text for a mail of ``trigger``, as ``line N: message``.
 
     The same checks as for the packs' files: it parses and compiles, extends and includes exist,
-    and every merge tag is a field the trigger's event has.
+    and every merge tag exists for the trigger (its event's fields, or its entity state and
+    ``timer`` for a timed trigger).
     """
     schemas_dir = schemas_dir if schemas_dir is not None else templates_dir.parent / "schemas"
     checker, schemas = _override_checker(templates_dir, schemas_dir)
     checker._reported.clear()  # every tenant is checked on its own; repeats are its problems too
-    problems, _ = checker.check_string(source, name, 1, trigger_context(schemas, event), trigger)
+    problems, _ = checker.check_string(source, name, 1, trigger_context(schemas, catalog, trigger), trigger.key)
     return [f"line {p.line}: {p.message}" for p in problems]
 
 
@@ -368,14 +372,17 @@ def lint(
 
     for pack in catalog.packs.values():
         pack_file = packs_dir / pack.pack / "pack.yaml"
+        report.problems.extend(_entity_problems(pack, schemas, show(pack_file), pack_file))
         for trigger_id, rule in pack.triggers.items():
-            key = f"{pack.pack}/{trigger_id}"
+            trigger = Trigger(pack.pack, trigger_id, rule)
+            key = trigger.key
             report.triggers += 1
-            if not schemas.has(rule.event):
-                report.problems.append(Problem(show(pack_file), _line_of(pack_file, rule.event), f"{key}: no schema {rule.event}"))
+            missing = [e for e in _events_of(trigger, catalog) if not schemas.has(e)]
+            if missing:
+                report.problems.extend(Problem(show(pack_file), _line_of(pack_file, e), f"{key}: no schema {e}") for e in missing)
                 continue
-            context = trigger_context(schemas, rule.event)
-            report.problems.extend(_rule_paths(key, rule, context, show(pack_file), pack_file))
+            context = trigger_context(schemas, catalog, trigger)
+            report.problems.extend(_rule_paths(trigger, context, show(pack_file), pack_file))
             for mail in rule.mails:
                 for attachment in mail.attachments:
                     problems, tags = checker.check_string(
@@ -408,9 +415,31 @@ def lint(
     return report
 
 
-def _rule_paths(key: str, rule: TriggerRule, context: Mapping[str, Var], file: str, pack_file: Path) -> Iterator[Problem]:
-    """The fields a rule names (entity, recipients, attachment URIs) must be paths of the event."""
-    named = [("entity", rule.entity)]
+def _events_of(trigger: Trigger, catalog: Catalog) -> list[str]:
+    """The event types whose schemas a trigger's merge tags come from."""
+    rule = trigger.rule
+    if isinstance(rule, EventRule):
+        return [rule.event]
+    assert isinstance(rule, TimedRule)
+    return list(catalog.entity(f"{trigger.pack}.{rule.entity}").events)
+
+
+def _rule_paths(trigger: Trigger, context: Mapping[str, Var], file: str, pack_file: Path) -> Iterator[Problem]:
+    """The fields a rule names must exist where the rule reads them.
+
+    An event trigger's entity, recipients and attachment URIs are paths of its event; a timed
+    trigger's date or instant (``at``, ``confirmed_by``), condition fields (``when``),
+    recipients and attachment URIs are fields of its entity's state.
+    """
+    rule = trigger.rule
+    named: list[tuple[str, str]] = []
+    if isinstance(rule, EventRule):
+        named.append(("entity", rule.entity))
+        where = rule.event
+    else:
+        named += [(what, path) for what, path in (("at", rule.at), ("confirmed_by", rule.confirmed_by)) if path]
+        named += [("condition field", path) for path in rule.when]
+        where = f"the state of entity {trigger.pack}.{rule.entity}"
     for mail in rule.mails:
         named.append(("recipient", mail.recipient))
         named.extend(("attachment uri", a.uri) for a in mail.attachments)
@@ -418,7 +447,32 @@ def _rule_paths(key: str, rule: TriggerRule, context: Mapping[str, Var], file: s
         head, *rest = path.split(".")
         var = context.get(head)
         if var is None or not resolves(var, tuple(rest)):
-            yield Problem(file, _line_of(pack_file, path), f"{key}: {what} '{path}' is not a field of {rule.event}")
+            yield Problem(file, _line_of(pack_file, path), f"{trigger.key}: {what} '{path}' is not a field of {where}")
+
+
+def _entity_problems(pack: PackFile, schemas: SchemaRepository, file: str, pack_file: Path) -> Iterator[Problem]:
+    """Each event feeding an entity has a schema, and the id, copied and ``if`` fields are its paths."""
+    for name, spec in pack.entities.items():
+        for event in spec.events:
+            if not schemas.has(event):
+                yield Problem(file, _line_of(pack_file, event), f"entity {pack.pack}.{name}: no schema {event}")
+                continue
+            context = event_context(schemas, event)
+            for what, path in _entity_paths(spec, event):
+                head, *rest = path.split(".")
+                var = context.get(head)
+                if var is None or not resolves(var, tuple(rest)):
+                    yield Problem(
+                        file, _line_of(pack_file, path), f"entity {pack.pack}.{name}: {what} '{path}' is not a field of {event}"
+                    )
+
+
+def _entity_paths(spec: EntitySpec, event: str) -> Iterator[tuple[str, str]]:
+    yield "id", spec.id
+    for update in spec.updates(event):
+        for once in (False, True):
+            yield from (("copied field", path) for path in update.copies(once).values())
+        yield from (("if field", path) for path in update.when)
 
 
 def _tenant_problems(tenant_file: Path, catalog: Catalog, templates_dir: Path, show: _Show) -> Iterator[Problem]:

@@ -1,10 +1,13 @@
 """The merge tags of each trigger: what its templates receive, and the reference page built from it.
 
-A template renders with the event record's fields at the top level plus what ``Renderer.render``
-adds to every mail (``recipient``, ``brand``, ``locale``, ``format_locale``, ``time_zone``). This
-module describes that context as a tree of ``Var`` values, built from the newest version of the
-event's Avro schema and from the ``Brand`` model, so the lint (``streams/rendering/lint.py``) and
-the reference page agree by construction.
+A template of an *event* trigger renders with the event record's fields at the top level; one of
+a *timed* trigger with the entity's state (the fields its pack copies or sets, see
+``EntityUpdate``) plus ``timer`` (``streams/triggers/firing.py``'s ``timed_context``). Both get
+what ``Renderer.render`` adds to every mail (``recipient``, ``brand``, ``locale``,
+``format_locale``, ``time_zone``). This module describes that context as a tree of ``Var``
+values, built from the newest version of the events' Avro schemas, the packs' entity updates and
+the ``Brand`` model, so the lint (``streams/rendering/lint.py``) and the reference page agree by
+construction.
 
     python -m streams.rendering.merge_tags            writes docs/merge-tags.md
     python -m streams.rendering.merge_tags --check    exits 1 when docs/merge-tags.md is stale
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 import types
 import typing
@@ -30,7 +34,7 @@ from streams.codecs.schemas import SchemaRepository
 from streams.rendering.environment import build_environment
 from streams.settings import REPO_ROOT
 from streams.tenants.model import Brand
-from streams.triggers.rules import PACKS_DIR, Catalog
+from streams.triggers.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, TimedRule, Trigger
 
 REFERENCE_PATH = REPO_ROOT / "docs" / "merge-tags.md"
 RECIPIENT_TYPE = "tidings.common.Recipient"
@@ -190,9 +194,134 @@ def _shared_type(schemas: SchemaRepository, name: str) -> tuple[dict[str, Any], 
     raise KeyError(f"no schema uses {name}")
 
 
-def trigger_context(schemas: SchemaRepository, event: str) -> dict[str, Var]:
-    """Everything a template of a trigger on ``event`` may use (the render context's shape)."""
-    return {**event_context(schemas, event), **common_context(schemas)}
+def trigger_context(schemas: SchemaRepository, catalog: Catalog, trigger: Trigger) -> dict[str, Var]:
+    """Everything a template of the trigger may use (the render context's shape)."""
+    rule = trigger.rule
+    if isinstance(rule, EventRule):
+        return {**event_context(schemas, rule.event), **common_context(schemas)}
+    return {**timed_context_vars(schemas, catalog, trigger), **common_context(schemas)}
+
+
+# ---- timed triggers: entity state and timer -------------------------------------------------
+
+_TIMER_DOCS = {
+    "due_at": "When the mail was due (UTC; the `date` filter shows it in `time_zone`): the send time on the day a date "
+    "trigger names, the end of an absence window, the appointment time minus the offset.",
+    "step": "Which step of a trigger with `steps` this mail is (1, 2, 3 ...: word each one more firmly); 0 otherwise.",
+    "steps": "How many steps the trigger has (the tenant's `steps` when set); 0 for a trigger without steps.",
+    "params": "The trigger's parameters as in effect for the tenant (its own figures where it set them).",
+}
+_UNIT_DOCS = {
+    "days": "The \"x days\" of the trigger, a positive whole number (before or after is the trigger's direction).",
+    "hours": "The \"x hours\" of the trigger, a positive whole number (before or after is the trigger's direction).",
+    "minutes": "The \"x minutes\" of the trigger's window, a positive whole number.",
+}
+_LITERAL_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "int", float: "float"}
+
+
+def entity_of(catalog: Catalog, trigger: Trigger) -> EntitySpec:
+    """The entity a timed trigger follows."""
+    rule = trigger.rule
+    assert isinstance(rule, TimedRule)
+    return catalog.entity(f"{trigger.pack}.{rule.entity}")
+
+
+def var_at(var: Var, steps: tuple[str, ...]) -> Var | None:
+    """The ``Var`` at a dotted path below ``var`` (through the branches of unions), or None."""
+    if not steps:
+        return var
+    step, rest = steps[0], steps[1:]
+    for branch in var.branches or (var,):
+        if branch.kind == "record" and step in branch.fields:
+            found = var_at(branch.fields[step], rest)
+            if found is not None:
+                # A field inside an optional record is absent whenever the record is.
+                return replace(found, type=_or_null(found), optional=True) if var.optional and not found.optional else found
+    return None
+
+
+def _or_null(var: Var) -> str:
+    return var.type if var.optional else f"{var.type} or null"
+
+
+def _literal_var(value: Any) -> Var:
+    if value is None:
+        return Var("scalar", "null", python=type(None), optional=True)
+    return Var("scalar", _LITERAL_TYPES.get(type(value), type(value).__name__), python=type(value))
+
+
+def _merge(sources: list[tuple[Var, str]]) -> Var:
+    """One state field written by several events or literals: their common type, optional if any source is."""
+    optional = any(v.optional for v, _ in sources)
+    kinds = {v.type.removesuffix(" or null") for v, _ in sources if v.type != "null"}
+    present = [v for v, _ in sources if v.type != "null"]
+    docs = [v.doc for v in present if v.doc]
+    origin = ", ".join(dict.fromkeys(where for _, where in sources))
+    doc = f"{docs[0]} From {origin}." if docs else f"Set by the pack: {origin}."
+    secret = any(v.secret for v, _ in sources)
+    if len(kinds) <= 1 and present:
+        base = next((v for v in present if not v.optional), present[0])
+        shown = base.type.removesuffix(" or null")
+        return replace(base, type=f"{shown} or null" if optional else shown, doc=doc, optional=optional, secret=secret)
+    if not present:
+        return Var("scalar", "null", doc, python=type(None), optional=True)
+    branches = tuple(replace(v, optional=False, type=v.type.removesuffix(" or null")) for v in present)
+    shown = " | ".join(dict.fromkeys(b.type for b in branches)) + (" | null" if optional else "")
+    return Var("union", shown, doc, branches=branches, optional=optional, secret=secret)
+
+
+def state_context(schemas: SchemaRepository, spec: EntitySpec) -> dict[str, Var]:
+    """The fields of an entity's state as templates see them, typed from what writes them.
+
+    A ``copy``/``copy_once`` target takes the type of the event field it copies (newest schema
+    version; union of types when several events write it), a ``set`` target the type of its
+    literal. A field is absent until an event that writes it has arrived, and null where a
+    source may be null or a ``set`` clears it.
+    """
+    sources: dict[str, list[tuple[Var, str]]] = {}
+    for type_name in spec.events:
+        short = type_name.rsplit(".", 1)[-1]
+        event = Var("record", short, fields=event_context(schemas, type_name)) if schemas.has(type_name) else None
+        for update in spec.updates(type_name):
+            for once in (False, True):
+                for target, path in update.copies(once).items():
+                    var = var_at(event, tuple(path.split("."))) if event is not None else None
+                    if var is not None:
+                        sources.setdefault(target, []).append((var, f"`{short}.{path}`"))
+            for target, value in update.set.items():
+                sources.setdefault(target, []).append((_literal_var(value), f"`{_literal(value)}` on `{short}`"))
+    return {name: _merge(found) for name, found in sources.items()}
+
+
+def timer_var(rule: TimedRule) -> Var:
+    """``timer`` as ``timed_context`` builds it: due time, step, step count and effective parameters."""
+    params: dict[str, Var] = {}
+    for span in (rule.offset, rule.window):
+        if span is not None:
+            params[span.unit] = Var("scalar", "int", _UNIT_DOCS[span.unit], python=int)
+    if rule.steps is not None:
+        shown = ", ".join(map(str, rule.steps))
+        params["steps"] = Var(
+            "array", "list of int", f"Days after `{rule.at}` of each step (the pack's are {shown}).",
+            inner=Var("scalar", "int", python=int),
+        )
+    for name, default in rule.params.items():
+        doc = f"Parameter `${name}` of the trigger's condition (the pack's default: {_literal(default)})."
+        params[name] = replace(_literal_var(default), doc=doc)
+    fields = {
+        "due_at": Var("scalar", "timestamp (UTC)", _TIMER_DOCS["due_at"], python=dt.datetime),
+        "step": Var("scalar", "int", _TIMER_DOCS["step"], python=int),
+        "steps": Var("scalar", "int", _TIMER_DOCS["steps"], python=int),
+        "params": Var("record", "Params", _TIMER_DOCS["params"], fields=params),
+    }
+    return Var("record", "Timer", "The timer that fired this mail.", fields=fields)
+
+
+def timed_context_vars(schemas: SchemaRepository, catalog: Catalog, trigger: Trigger) -> dict[str, Var]:
+    """A timed trigger's own variables: the entity state's fields and ``timer``."""
+    rule = trigger.rule
+    assert isinstance(rule, TimedRule)
+    return {**state_context(schemas, entity_of(catalog, trigger)), "timer": timer_var(rule)}
 
 
 def is_attribute(python: type | None, step: str | int) -> bool:
@@ -271,10 +400,12 @@ def reference(schemas: SchemaRepository, catalog: Catalog) -> str:
         "",
         "<!-- Generated by `python -m streams.rendering.merge_tags` from schemas/ and streams/packs/; do not edit. -->",
         "",
-        "What each trigger's templates may use. A template receives the fields of its event (the newest",
-        "schema version) at the top level, plus the variables every mail receives. Nested fields are",
-        "written as dotted paths (`customer.name`); a `null` type means the field may be absent, so test",
-        "it first (`{% if move_out_date %}`). `make lint` checks every template against these tables.",
+        "What each trigger's templates may use. A template of an event trigger receives the fields of its",
+        "event (the newest schema version) at the top level; one of a timed trigger (date, relative,",
+        "absence, recurring) receives the fields of the entity's state that its pack copies or sets, and",
+        "`timer`. Both receive the variables every mail receives. Nested fields are written as dotted",
+        "paths (`customer.name`); a `null` type means the field may be absent, so test it first",
+        "(`{% if move_out_date %}`). `make lint` checks every template against these tables.",
         "",
         "## Every mail",
         "",
@@ -289,6 +420,9 @@ def reference(schemas: SchemaRepository, catalog: Catalog) -> str:
         pack = catalog.packs[pack_name]
         lines += [f"## Pack `{pack_name}`", "", f"Languages: {', '.join(pack.languages)}.", ""]
         for trigger_id, rule in pack.triggers.items():
+            if isinstance(rule, TimedRule):
+                lines += _timed_section(schemas, catalog, Trigger(pack_name, trigger_id, rule))
+                continue
             version = schemas.latest(rule.event)
             record_doc = expand_schema(version.parsed).get("doc", "")
             on = "on" if rule.enabled_by_default else "off"
@@ -300,17 +434,87 @@ def reference(schemas: SchemaRepository, catalog: Catalog) -> str:
                 "",
                 f"Entity: `{rule.entity}`. Default for tenants: {on}.",
                 "",
-                "| role | recipient | template |",
-                "|---|---|---|",
-                *(
-                    f"| {mail.role} | `{mail.recipient}` | `templates/{pack_name}/{mail.template}/<language>/` |"
-                    for mail in rule.mails
-                ),
+                *_mails_table(pack_name, rule),
                 "",
                 *_table(list(flatten(event_context(schemas, rule.event)))),
                 "",
             ]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _mails_table(pack: str, rule: EventRule | TimedRule) -> list[str]:
+    return [
+        "| role | recipient | template |",
+        "|---|---|---|",
+        *(f"| {mail.role} | `{mail.recipient}` | `templates/{pack}/{mail.template}/<language>/` |" for mail in rule.mails),
+    ]
+
+
+def _span_text(span: Any) -> str:
+    amount = abs(span.amount)
+    return f"{amount} {span.unit[:-1] if amount == 1 else span.unit}"
+
+
+def when_text(rule: TimedRule) -> str:
+    """When a timed trigger fires, in one sentence (its parameters are the pack's defaults)."""
+    at = f"`{rule.at}`"
+    if rule.kind == "date":
+        text = f"on the date in {at}, at the send time"
+    elif rule.kind == "relative" and rule.steps is not None:
+        text = f"{', '.join(map(str, rule.steps))} days after {at} (one mail per step), at the send time"
+    elif rule.kind == "relative":
+        assert rule.offset is not None
+        side = "before" if rule.offset.amount < 0 else "after"
+        text = f"{_span_text(rule.offset)} {side} {at}" + (", at the send time" if rule.offset.unit == "days" else "")
+    elif rule.kind == "absence":
+        assert rule.window is not None
+        text = f"when {_span_text(rule.window)} pass after {at} without a newer one"
+        if rule.confirmed_by:
+            text += f", or as soon as `{rule.confirmed_by}` confirms it"
+    else:
+        text = f"every {str(rule.weekday).capitalize()} at the send time"
+    if rule.when:
+        conditions = ", ".join(f"`{path}` {_test_text(test)}" for path, test in rule.when.items())
+        text += f", while {conditions}"
+    return text
+
+
+_OPERATORS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "ne": "!=", "in": "in"}
+
+
+def _test_text(test: Any) -> str:
+    if not isinstance(test, Mapping):
+        return f"= `{_literal(test)}`"
+    return " and ".join(
+        ("is set" if value else "is not set") if op == "present" else f"{_OPERATORS.get(op, op)} `{_literal(value)}`"
+        for op, value in test.items()
+    )
+
+
+def _literal(value: Any) -> str:
+    """A pack value as written in YAML (``true``, ``null``, ``active``, ``$min_slots``)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _timed_section(schemas: SchemaRepository, catalog: Catalog, trigger: Trigger) -> list[str]:
+    rule = trigger.rule
+    assert isinstance(rule, TimedRule)
+    spec = entity_of(catalog, trigger)
+    fed_by = ", ".join(f"`{name}`" for name in spec.events)
+    on = "on" if rule.enabled_by_default else "off"
+    return [
+        f"### `{trigger.key}`",
+        "",
+        f"Timed ({rule.kind}): fires {when_text(rule)}; no later than {_span_text(rule.grace)} after that.",
+        "",
+        f"Entity: `{trigger.pack}.{rule.entity}` (keyed by `{spec.id}`), its state written by {fed_by}. "
+        f"Default for tenants: {on}.",
+        "",
+        *_mails_table(trigger.pack, rule),
+        "",
+        *_table(list(flatten(timed_context_vars(schemas, catalog, trigger)))),
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

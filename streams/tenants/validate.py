@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from streams.rendering.render import PARTS
 from streams.tenants.model import Tenant, read_tenant_file
-from streams.triggers.rules import Catalog
+from streams.triggers.rules import Catalog, TimedRule
+from streams.triggers.timers import param_problems
 
 TENANT_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -87,6 +88,11 @@ def pack_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> Iter
             yield f"triggers.{key}", (
                 f"trigger '{key}' belongs to pack '{trigger.pack}', which is not in packs {list(tenant.packs)}"
             )
+        elif isinstance(trigger.rule, TimedRule):
+            for message in param_problems(trigger, tenant.triggers[key].params):
+                yield f"triggers.{key}.params", message
+        elif tenant.triggers[key].params:
+            yield f"triggers.{key}.params", f"{key} is an event trigger and takes no parameters"
     yield from override_problems(tenant, catalog, templates_dir)
     for trigger in catalog.triggers():
         if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, trigger.rule.enabled_by_default):
@@ -110,7 +116,8 @@ def override_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> 
 
     A template set missing a language the tenant offers cannot be saved (seed 001), so an override
     of a mail must give all three parts in every offered language. Each part must compile and use
-    only merge tags the trigger's event has (the lint's checks, on text instead of files).
+    only merge tags the trigger has: its event's fields, or its entity state's and ``timer`` for a
+    timed trigger (the lint's checks, on text instead of files).
     """
     from streams.rendering.lint import check_override  # the lint imports this module
 
@@ -130,10 +137,7 @@ def override_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> 
             yield f"templates.{key}", f"'{language}' is not a language the tenant offers {list(tenant.languages)}"
             continue
         overridden.setdefault((pack, template), set()).add((language, part))
-        event = getattr(trigger.rule, "event", None)
-        if event is None:
-            continue  # timed triggers: merge tags come from the entity state (see lint)
-        for message in check_override(source, event, key, templates_dir, trigger.key):
+        for message in check_override(source, trigger, catalog, key, templates_dir):
             yield f"templates.{key}", message
     for (pack, template), have in sorted(overridden.items()):
         for language in tenant.languages:

@@ -253,7 +253,8 @@ class TimedEngine:
             out.rejections.append(("", UnknownTenant(f"{what} of firing {timer.slot} is gone")))
             return out
         state = firing["state"]
-        context = timed_context(trigger, timer, state, tenant)
+        table = firing["table"]
+        context = timed_context(trigger, timer, state, tenant, self.catalog.entity(table).fields())
         source = Source(
             topic=source_topic,
             event_id=f"timer:{timer.slot}:{timer.occurrence}",

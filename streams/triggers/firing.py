@@ -9,7 +9,7 @@ trigger's effective parameters (``timer.params.days`` is the "x" of "x days befo
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streams.state.projection import public
@@ -48,7 +48,9 @@ def timed_firings(trigger: Trigger, timer: Timer, state: Mapping[str, Any], tena
     return firings
 
 
-def timed_context(trigger: Trigger, timer: Timer, state: Mapping[str, Any], tenant: Tenant) -> dict[str, Any]:
+def timed_context(
+    trigger: Trigger, timer: Timer, state: Mapping[str, Any], tenant: Tenant, entity_fields: Iterable[str] = ()
+) -> dict[str, Any]:
     rule = trigger.rule
     assert isinstance(rule, TimedRule)
     params = trigger_params(trigger, tenant)
@@ -59,7 +61,11 @@ def timed_context(trigger: Trigger, timer: Timer, state: Mapping[str, Any], tena
     steps = params.get("steps", rule.steps)
     if steps is not None:
         effective["steps"] = list(steps)
+    # A field no event has written yet (a booking first seen through its renewal notice has no
+    # site address) is null, not undefined: templates test it like any optional event field.
+    known = dict.fromkeys(entity_fields, None)
     return {
+        **known,
         **public(state),
         "timer": {
             "due_at": timer.due,

@@ -192,6 +192,14 @@ class EntitySpec(BaseModel):
         found = self.events.get(type_name, ())
         return found if isinstance(found, tuple) else (found,)
 
+    def fields(self) -> frozenset[str]:
+        """Every state field some event of the entity writes."""
+        out: set[str] = set()
+        for type_name in self.events:
+            for update in self.updates(type_name):
+                out |= update.copies().keys() | update.copies(once=True).keys() | update.set.keys()
+        return frozenset(out)
+
 
 class PackFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -279,6 +287,11 @@ class Catalog:
     def entity(self, table: str) -> EntitySpec:
         pack, name = table.split(".", 1)
         return self.packs[pack].entities[name]
+
+    def entity_of(self, trigger: Trigger) -> EntitySpec:
+        """The entity a timed trigger follows."""
+        assert isinstance(trigger.rule, TimedRule)
+        return self.packs[trigger.pack].entities[trigger.rule.entity]
 
     def handles(self, type_name: str) -> bool:
         return type_name in self._by_event or type_name in self._feeds

@@ -102,7 +102,7 @@ def test_a_booking_life_follows_its_dates_and_ends_with_the_cancellation(deploym
         # no move_out_reached: the booking was cancelled first
     }
     before_move_in = next(m for m in mails if m.header("X-Tidings-Trigger") == "storage/booking.before_move_in")
-    assert "25.01.2027" in before_move_in.part("text")  # the moved date, not the first one
+    assert "25. Januar 2027" in before_move_in.part("plain"), before_move_in.part("plain")  # the moved date, not the first one
 
 
 def test_dunning_stops_when_the_invoice_is_paid(deployment: Deployment) -> None:

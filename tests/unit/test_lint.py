@@ -17,7 +17,7 @@ from streams.codecs.schemas import SchemaRepository
 from streams.rendering.lint import lint, main
 from streams.rendering.merge_tags import resolves, trigger_context
 from streams.settings import REPO_ROOT
-from streams.triggers.rules import PACKS_DIR
+from streams.triggers.rules import PACKS_DIR, Catalog
 
 TRIGGER = "storage/booking.created"
 TEMPLATE = "templates/storage/booking.created"
@@ -161,7 +161,9 @@ def test_an_attachment_file_name_is_checked_like_a_template(tmp_path: Path) -> N
 
 
 def test_paths_through_unions_maps_and_arrays(schemas: SchemaRepository) -> None:
-    context = trigger_context(schemas, "tidings.advisors.AppointmentRequested")
+    catalog = Catalog.load()
+    (trigger,) = catalog.for_event("tidings.advisors.AppointmentRequested")
+    context = trigger_context(schemas, catalog, trigger)
     assert resolves(context["preferred_dates"], (0, "year"))
     assert not resolves(context["preferred_dates"], ("first",))
     assert resolves(context["meeting_type"], ("upper",))  # an optional enum is a str when present
