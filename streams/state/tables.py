@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import faust
+import faust
 
+if TYPE_CHECKING:
     from streams.settings import Settings
     from streams.triggers.rules import Catalog
 
@@ -52,6 +52,24 @@ class StateTables:
             yield store._decode_key(raw_key), raw_value
 
 
+class RestoredTable(faust.Table):  # type: ignore[misc]
+    """A table whose partitions are restored from the changelog whenever they are assigned.
+
+    Faust writes table values to RocksDB at once, before the transaction that carries their
+    changelog records commits. When that transaction aborts (this worker was fenced in a
+    rebalance, or crashed), the input is processed again, but the local database already holds
+    its effects: a timer already marked fired is not fired again, and the firing, aborted with
+    the transaction, is lost. Faust would resume from the local database's persisted offset;
+    reporting none makes it read the partition's changelog from the start (committed records
+    only), which overwrites every key the changelog knows with its committed value. A key that
+    only an aborted transaction created stays, and is written again when its input is.
+    The price is start-up and rebalance time proportional to the table (README "Performance").
+    """
+
+    def persisted_offset(self, tp: Any) -> int | None:
+        return None
+
+
 def create_tables(app: faust.App, settings: Settings, catalog: Catalog) -> StateTables:
     options = {
         "block_cache_size": settings.state_block_cache_mb * 1024 * 1024,
@@ -60,12 +78,14 @@ def create_tables(app: faust.App, settings: Settings, catalog: Catalog) -> State
     }
 
     def table(name: str) -> Any:
-        return app.Table(
-            name,
+        return app.tables.add(RestoredTable(
+            app,
+            name=name,
+            beacon=app.tables.beacon,
             key_type=str,
             value_type=bytes,
             partitions=settings.partitions,
             options=dict(options),  # Faust pops keys from it; one dict per table
-        )
+        ))
 
     return StateTables(states={name: table(name) for name in catalog.tables()}, timers=table(TIMERS_TABLE))

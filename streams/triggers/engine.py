@@ -33,13 +33,13 @@ from streams.errors import ConfigurationError, InvalidEvent, RejectedInput, Unkn
 from streams.metrics import Metrics
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.state import values
-from streams.state.projection import apply
+from streams.state.projection import apply, public
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers import schedule
 from streams.triggers.evaluate import field_at
 from streams.triggers.firing import timed_context, timed_firings
 from streams.triggers.rules import Catalog, TimedRule, Trigger
-from streams.triggers.timers import Timer, plan
+from streams.triggers.timers import Timer, plan, plan_trigger
 from streams.triggers.index import TimerIndex
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Fired:
 
     firings: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
+    entities: int = 0  # how many entities with due timers were looked at
 
 
 @dataclass
@@ -152,10 +153,19 @@ class TimedEngine:
         """Rebuild one partition's index from its ``timers`` table rows."""
         return self.index.rebuild(partition, _earliest(items))
 
-    def on_tick(self, states: Mapping[str, Store], timers: Store, partition: int, now: dt.datetime) -> Fired:
-        """Fire what is due on this partition at ``now``: firing records out, timers table updated."""
+    def on_tick(
+        self, states: Mapping[str, Store], timers: Store, partition: int, now: dt.datetime, limit: int | None = None
+    ) -> Fired:
+        """Fire what is due on this partition at ``now``: firing records out, timers table updated.
+
+        At most ``limit`` entities (default ``max_fires_per_tick``), earliest due first; the agent
+        calls again while ``Fired.entities`` reaches the limit, writing each chunk's firings as
+        it goes.
+        """
         out = Fired()
-        for tkey in self.index.pop_due(partition, now.timestamp(), self.max_fires_per_tick):
+        keys = self.index.pop_due(partition, now.timestamp(), limit or self.max_fires_per_tick)
+        out.entities = len(keys)
+        for tkey in keys:
             entry = _entry(timers.get(tkey))
             table, tenant_id, entity_id = split_timers_key(tkey)
             state = values.loads(states[table].get(f"{tenant_id}/{entity_id}")) if table in states else None
@@ -171,21 +181,27 @@ class TimedEngine:
                     del timers[tkey]
                 continue
             done = dict(entry["done"])
-            for timer in sorted(t for t in pending if t.due <= now):
+            fields = public(state)
+            due = sorted(t for t in pending if t.due <= now)
+            keep = [t for t in pending if t.due > now]  # planned from the current state already
+            for timer in due:
                 trigger = self._triggers.get(timer.trigger_key)
-                current = self._revalidate(table, trigger, timer, state, tenant, done)
+                current = self._revalidate(trigger, timer, fields, tenant, done)
                 if trigger is None or current is None:
                     self._skipped(tenant_id, timer, "invalid")
                     out.skipped += 1
                     continue
                 if current.due > now:
-                    continue  # the tenant moved it later (new "x days"): the new plan keeps it
+                    keep.append(current)  # the tenant moved it later (a new "x days")
+                    continue
                 done[current.slot] = current.occurrence
-                assert isinstance(trigger.rule, TimedRule)
-                grace = _span(trigger.rule.grace)
+                rule = trigger.rule
+                assert isinstance(rule, TimedRule)
+                if rule.kind == "recurring":
+                    keep += self._plan_trigger(trigger, fields, tenant, done, now)  # next week's
                 # Judged by the due time the timer was planned for: a tenant who lengthens
                 # "3 days before" to "10" after it was planned still gets the 3-day mail out.
-                if schedule.lateness(timer.due, now, grace) == "late":
+                if schedule.lateness(timer.due, now, _span(rule.grace)) == "late":
                     self._skipped(tenant_id, current, "late")
                     out.skipped += 1
                     continue
@@ -201,40 +217,38 @@ class TimedEngine:
                 )
                 self.metrics.timers_fired.labels(tenant_id, trigger.key).inc()
                 self.metrics.timer_fire_lag_seconds.observe(max(0.0, (now - timer.due).total_seconds()))
-            planned = self._plan_quietly(table, state, tenant, done, now)
-            new_entry = {"timers": [t.to_json() for t in planned], "done": done}
-            if not planned and not done:
+            if not keep and not done:
                 del timers[tkey]
-            elif new_entry != entry:
-                timers[tkey] = values.dumps(new_entry)
-            self.index.set(partition, tkey, min((t.due.timestamp() for t in planned), default=None))
+            else:
+                timers[tkey] = values.dumps({"timers": [t.to_json() for t in keep], "done": done})
+            self.index.set(partition, tkey, min((t.due.timestamp() for t in keep), default=None))
         return out
 
     def _revalidate(
-        self, table: str, trigger: Trigger | None, timer: Timer, state: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str]
+        self, trigger: Trigger | None, timer: Timer, fields: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str]
     ) -> Timer | None:
         """The timer for this slot that the current state and tenant plan, if it is still this one.
 
-        Planned "as of" just before the timer's due time, so that a recurring trigger's next
-        occurrence is this one and not next week's.
+        Only the timer's own trigger is planned again (the entity's other timers were planned
+        from this same state when it last changed); "as of" just before the timer's due time,
+        so that a recurring trigger's next occurrence is this one and not next week's.
         """
         if trigger is None:
             return None
-        current = self._plan_quietly(table, state, tenant, done, timer.due - _EPSILON)
-        for candidate in current:
+        for candidate in self._plan_trigger(trigger, fields, tenant, done, timer.due - _EPSILON):
             if candidate.slot == timer.slot and candidate.occurrence == timer.occurrence:
                 return candidate
         return None
 
-    def _plan_quietly(
-        self, table: str, state: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str], now: dt.datetime
+    def _plan_trigger(
+        self, trigger: Trigger, fields: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str], now: dt.datetime
     ) -> list[Timer]:
         try:
-            return plan(self.catalog.timed_for(table), state, tenant, done, now)
+            return plan_trigger(trigger, fields, tenant, done, now)
         except (ConfigurationError, TypeError, ValueError) as e:
             # Cannot happen for a state that was planned on ingest, unless the packs changed
             # under it; keeping the timer would retry forever, so it is dropped and logged.
-            log.error("timers of %s dropped: %s", table, e)
+            log.error("timers of %s dropped: %s", trigger.key, e)
             return []
 
     def _skipped(self, tenant_id: str, timer: Timer, reason: str) -> None:

@@ -29,6 +29,7 @@ is a ``TypeError``, because ``datetime.combine`` would silently drop its time an
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -53,7 +54,14 @@ def local_instant(day: dt.date, at: dt.time, zone: str | ZoneInfo) -> dt.datetim
     _require_calendar_date(day, "day")
     if at.tzinfo is not None:
         raise ValueError(f"`at` must be a naive wall-clock time (the zone is {tz.key!r}), got {at!r}")
-    wall = dt.datetime.combine(day, at.replace(fold=0))
+    return _local_instant(day, at.replace(fold=0), tz)
+
+
+# Timers are planned again at every change of an entity and checked again when they fire, and
+# whole cohorts share a day (every invoice due on the 1st): the pure result is worth keeping.
+@functools.lru_cache(maxsize=16384)
+def _local_instant(day: dt.date, at: dt.time, tz: ZoneInfo) -> dt.datetime:
+    wall = dt.datetime.combine(day, at)
     # fold=0 reads the wall time with the offset in force before a transition: the first
     # occurrence in a fold, and a point just past the jump in a gap.
     first = wall.replace(tzinfo=tz).astimezone(UTC)

@@ -91,21 +91,24 @@ def plan(
     one sent); date-based timers do not depend on it, a past due time is judged when it fires.
     """
     fields = public(state)
-    out = []
-    for trigger in triggers:
-        rule = trigger.rule
-        assert isinstance(rule, TimedRule)
-        if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, rule.enabled_by_default):
-            continue
-        params = trigger_params(trigger, tenant)
-        if rule.when and not matches(rule.when, fields, params):
-            continue
-        if any(not isinstance(lookup(fields, f"{m.recipient}.email"), str) for m in rule.mails):
-            continue  # the state does not know whom to mail (a heartbeat of an unregistered station)
-        for timer in _timers(trigger, rule, fields, tenant, params, done, now):
-            if done.get(timer.slot) != timer.occurrence:
-                out.append(timer)
-    return out
+    return [t for trigger in triggers for t in plan_trigger(trigger, fields, tenant, done, now)]
+
+
+def plan_trigger(
+    trigger: Trigger, fields: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str], now: dt.datetime
+) -> list[Timer]:
+    """``plan`` for one trigger, on the public state fields (``projection.public``)."""
+    rule = trigger.rule
+    assert isinstance(rule, TimedRule)
+    if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, rule.enabled_by_default):
+        return []
+    params = trigger_params(trigger, tenant)
+    if rule.when and not matches(rule.when, fields, params):
+        return []
+    for m in rule.mails:
+        if not isinstance(lookup(fields, f"{m.recipient}.email"), str):
+            return []  # the state does not know whom to mail (a heartbeat of an unregistered station)
+    return [t for t in _timers(trigger, rule, fields, tenant, params, done, now) if done.get(t.slot) != t.occurrence]
 
 
 def _timers(

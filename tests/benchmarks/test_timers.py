@@ -10,8 +10,9 @@ On the real broker, one worker (``python -m streams worker``, exactly-once, exte
    update counted by the worker. RSS of the worker process after loading.
 3. 300 more idle ticks: the cost of a tick at 1M pending, against step 1 in the same run.
 4. One tick at the due instant: 10,000 timers come due at once. Fire lag: from publishing that
-   tick to each firing record's timestamp on the firings topic (the decision is made and
-   written); also when the last of the 10,000 rendered mails was visible on the outbound topic.
+   tick to the moment each timer fired (the wall-clock ``decided_at`` of its firing record);
+   the CPU the tick agent spent deciding them (``tidings_tick_seconds``); and when the last of
+   the 10,000 mails was rendered.
 5. Graceful stop and start on the same data directory: time until the first tick after the
    start was processed, which includes RocksDB recovery and the index rebuild of every partition.
 
@@ -30,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from deploy.local.worker import WorkerProcess
@@ -113,13 +115,14 @@ def _firing_lags(dep: Deployment, topic: str, published_at: float, expected: int
             for msg in consumer.consume(num_messages=500, timeout=0.5):
                 if msg.error() is not None:
                     continue
-                count = len(json.loads(msg.value())["firings"])
-                lags += [msg.timestamp()[1] / 1000 - published_at] * count
+                batch = json.loads(msg.value())
+                lags += [batch["decided_at"] - published_at] * len(batch["firings"])
     finally:
         consumer.close()
     return lags
 
 
+@pytest.mark.timeout(6 * 3600)  # loading a million timers through a real worker takes a while
 def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
     env = {
@@ -169,6 +172,7 @@ def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_p
         figures["tick_cost_ratio"] = figures["tick_seconds_at_full"] / figures["tick_seconds_at_base"]
 
         fired_before = dep.metric(worker, "tidings_timers_fired_total")
+        decided_before = dep.metric(worker, "tidings_tick_seconds_sum")
         tick_published = time.time()
         ticks.tick(DUE_INSTANT)
         ticks.flush()
@@ -176,6 +180,7 @@ def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_p
         figures["fire_lag_p50_seconds"] = percentile(lags, 50)
         figures["fire_lag_p99_seconds"] = percentile(lags, 99)
         figures["fire_lag_max_seconds"] = max(lags)
+        figures["firing_tick_cpu_seconds"] = dep.metric(worker, "tidings_tick_seconds_sum") - decided_before
         rendered = dep.wait_metric("tidings_emails_rendered_total", DUE_AT_ONCE, timeout=1200)
         figures["all_rendered_seconds"] = time.time() - tick_published
         assert dep.metric(worker, "tidings_timers_fired_total") - fired_before == DUE_AT_ONCE
@@ -216,7 +221,8 @@ def _table(f: dict[str, Any]) -> str:
         f"({ok(f['tick_cost_ratio'] <= 1.5)}: <= 1.5)",
         f"  {f['due_at_once']:,} due at once: fire lag p50 {f['fire_lag_p50_seconds']:.3f} s, p99 "
         f"{f['fire_lag_p99_seconds']:.3f} s, max {f['fire_lag_max_seconds']:.3f} s ({ok(f['fire_lag_p99_seconds'] <= 1.0)}: "
-        f"p99 <= 1 s); all rendered after {f['all_rendered_seconds']:.1f} s",
+        f"p99 <= 1 s); deciding them took {f['firing_tick_cpu_seconds']:.2f} s of the tick agent; "
+        f"all rendered after {f['all_rendered_seconds']:.1f} s",
         f"  graceful stop {f['stop_seconds']:.1f} s; restart to first tick {f['restart_to_ready_seconds']:.1f} s "
         f"(index rebuild {f['index_rebuild_seconds_total']:.1f} s, {f['pending_after_restart']:,.0f} pending)",
     ])

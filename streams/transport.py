@@ -1,0 +1,120 @@
+"""Faust's aiokafka transport, with the exactly-once shutdown made safe (faust-streaming 0.15.x).
+
+A graceful stop (SIGTERM) commits twice with ``start_new_transaction=False``: once from
+``App._stop_consumer`` (``consumer.wait_empty()`` -> ``commit_and_end_transactions()``), and again
+from ``Consumer.on_stop()``, which runs the same ``wait_empty()`` after the agents have stopped.
+The first call commits every transactional producer's transaction *without beginning a new one*.
+Anything still committable at the second call was sent to a producer with no open transaction,
+and aiokafka refuses it: ``IllegalOperation: Not in the middle of a transaction``. The exception
+then escapes ``Consumer.on_stop()``, so the consumer never stops its children, among them the
+non-daemon ``AIOKafkaConsumerThread``: the worker process hangs at exit until it is killed.
+
+Something is left for the second call whenever the worker reads a topic written in transactions
+(outbound, dead-letter, delivery-status: every commit leaves a control record, a "marker", taking
+one offset). ``Consumer._drain_messages`` records the offsets it skipped as a gap, but
+``Consumer._add_gap(tp, r_offset + 1, offset)`` puts ``offset``, the record just received, into
+the gap as well (the interval's end is made inclusive). ``_new_offset`` later adds the gap to the
+acked offsets, so that record's offset is there twice, and ``consecutive_numbers`` ends the first
+run at the duplicate: a commit only reaches ``offset + 1``, and the offsets acked after it wait
+for the *next* commit, a transaction later than the records they produced. The delivery-status
+topic, read back by its audit agent, crosses a marker in almost every batch, which made this the
+common case at shutdown.
+
+Three small overrides, one for each link of that chain (and a fourth, below, for recovery):
+
+* ``TidingsConsumer._add_gap`` keeps the record just received out of the gap, so a commit covers
+  every acked offset and the final commit leaves nothing behind (and offsets are committed in the
+  same transaction as the records their processing produced).
+* ``TidingsProducer.commit_transactions`` opens a transaction first when a transactional producer
+  has none (after a final commit), so a late commit of offsets is an offsets-only transaction
+  rather than an ``IllegalOperation``. Whatever else commits late (the periodic commit task, a
+  future agent or table, a second ``commit_and_end_transactions``) stays safe.
+* ``TidingsConsumer.on_stop`` never lets a failed final commit abort the consumer's stop: the
+  error is logged and the consumer thread is still stopped, so the process exits instead of hanging.
+
+Table state: ``TidingsConsumer._commit_offsets`` sends the queued changelog records of a transaction
+before committing it, as Faust already does without transactions.
+
+Recovery: in exactly-once mode Faust takes a changelog's end from the last stable offset the
+consumer cached from fetch responses, unknown for a partition just assigned, and then restores
+nothing. ``TidingsConsumerThread._highwaters`` asks the broker (ListOffsets, read_committed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka.producer.transaction_manager import TransactionState
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+
+class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        # Faust asks the consumer for the last stable offset it *cached* from fetch responses when
+        # it runs in transactions; for a partition not fetched since it was assigned that is None,
+        # which table recovery reads as "the changelog is empty": a worker taking over a
+        # partition restored nothing and went on with empty tables. A ListOffsets request under
+        # the consumer's read_committed isolation returns the last stable offset itself.
+        return await self._ensure_consumer().end_offsets(partitions)  # type: ignore[no-any-return]
+
+
+class TidingsConsumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> TidingsConsumerThread:
+        return TidingsConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        # Called as _add_gap(tp, r_offset + 1, offset) by _drain_messages, where ``offset`` is a
+        # record being delivered (acked once processed), not part of the gap.
+        await super()._add_gap(tp, offset_from, offset_to - 1)
+
+    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        if self.in_transaction:
+            # Table changelog records are queued (send_soon) and sent by a background task; Faust
+            # flushes that queue before a commit only without transactions. Unflushed, they land
+            # in the *next* transaction (so a crash in between loses state whose input offset
+            # is committed), and after the final commit of a graceful stop they are sent outside
+            # any transaction: IllegalOperation("Can't send messages while not in transaction").
+            await self.app.producer.flush()
+        return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+
+    async def on_stop(self) -> None:
+        try:
+            await super().on_stop()
+        except Exception:
+            # Keep stopping: the consumer's children (its thread) must stop or the process hangs.
+            # Offsets not committed are processed again on the next start (the ledger dedupes mail).
+            log.exception("the final commit at shutdown failed; stopping anyway")
+
+
+class TidingsProducer(aiokafka_driver.Producer):
+    async def commit_transactions(
+        self,
+        tid_to_offset_map: Mapping[str, Mapping[TP, int]],
+        group_id: str,
+        start_new_transaction: bool = True,
+    ) -> None:
+        for transactional_id in tid_to_offset_map:
+            producer = self._transaction_producers.get(transactional_id)
+            if producer is None or not _transaction_ended(producer):
+                continue
+            async with self._trn_locks[transactional_id]:
+                if _transaction_ended(producer):
+                    log.info("committing offsets for %s after its transaction ended: in a new one", transactional_id)
+                    await producer.begin_transaction()
+        await super().commit_transactions(tid_to_offset_map, group_id, start_new_transaction=start_new_transaction)
+
+
+def _transaction_ended(producer: Any) -> bool:
+    """READY: the last transaction was committed or aborted and none is open (aiokafka has no public
+    accessor). Error states are left alone: Faust's own handling of them (fencing) is unchanged."""
+    return bool(producer._txn_manager.state is TransactionState.READY)
+
+
+class TidingsTransport(aiokafka_driver.Transport):
+    Consumer = TidingsConsumer
+    Producer = TidingsProducer
