@@ -57,8 +57,7 @@ class Fuzzer:
         """A valid event with hostile text; returns (topic, bytes, key, number of mails)."""
         self.n += 1
         type_name = self.rng.choice(self.types)
-        trigger = CATALOG.for_event(type_name)[0]
-        tenant = _tenant_for(trigger.pack)
+        tenant = _tenant_for(_pack_of(type_name))
         hostile = self.rng.choice(HOSTILE)
         n = self.n
         event = sample_event(CATALOG.samples, type_name, tenant.tenant_id)
@@ -67,7 +66,7 @@ class Fuzzer:
             if isinstance(event.get(field), str):
                 event[field] = f"{event[field]}\r\nX-Injected: {hostile}"
         mails = len(event_firings(type_name, event, CATALOG, tenant))
-        key = str(field_at(event, trigger.rule.entity))
+        key = str(field_at(event, CATALOG.key_path(type_name)))
         return self.dep.topics.for_event(type_name), self.dep.publisher.encode(type_name, event), key, mails
 
     def bad(self) -> tuple[str, bytes, str, set[str], int]:
@@ -82,8 +81,7 @@ class Fuzzer:
     def _bad(self) -> tuple[str, bytes, str, set[str]]:
         type_name = self.rng.choice(self.types)
         topic = self.dep.topics.for_event(type_name)
-        trigger = CATALOG.for_event(type_name)[0]
-        tenant = _tenant_for(trigger.pack)
+        tenant = _tenant_for(_pack_of(type_name))
         good = sample_event(CATALOG.samples, type_name, tenant.tenant_id)
         self._last, self._last_event = (type_name, tenant), good
         encoded = self.dep.publisher.encode(type_name, good)
@@ -111,7 +109,7 @@ class Fuzzer:
             good["envelope"]["tenant_id"] = f"ghost-{r.randint(0, 9999)}"
             return topic, self.dep.publisher.encode(type_name, good), kind, {"unknown_tenant"}
         if kind == "empty_entity":
-            path = trigger.rule.entity.split(".")
+            path = CATALOG.key_path(type_name).split(".")
             holder = good
             for step in path[:-1]:
                 holder = holder[step]
@@ -120,6 +118,10 @@ class Fuzzer:
         address = r.choice(BAD_ADDRESSES)
         bad = _recipients(good, lambda p: {**p, "email": address})
         return topic, self.dep.publisher.encode(type_name, bad), kind, {"invalid_recipient"}
+
+
+def _pack_of(type_name: str) -> str:
+    return CATALOG.topic_suffix_for(type_name).split(".")[0]
 
 
 def _rendered() -> dict[str, Any]:
