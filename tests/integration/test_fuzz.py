@@ -156,7 +156,10 @@ def test_fuzzed_ingest_dead_letters_every_bad_record_and_delivers_every_valid_on
 
     dead = deployment.read_topic(deployment.topics.dead_letter, sum(c for _, _, c in expected_bad.values()), timeout=300)
     per_key = collections.Counter(m.key().decode() for m in dead)
-    assert per_key == {key: copies for key, (_, _, copies) in expected_bad.items()}
+    # A bad address in an event that only feeds entity state (a station registration) is no mail
+    # yet: it is kept in the state and dead-lettered invalid_recipient if and when a timed mail to
+    # it renders (unit tests of the engine), so it expects no dead letter here.
+    assert per_key == {key: copies for key, (_, _, copies) in expected_bad.items() if copies}
     by_reason: collections.Counter[str] = collections.Counter()
     by_kind: collections.Counter[str] = collections.Counter()
     for msg in dead:

@@ -351,3 +351,17 @@ def test_the_index_is_rebuilt_from_the_timers_table_alone() -> None:
     world.engine = fresh
     world.run(dt.datetime(2027, 1, 26, tzinfo=UTC), start=t0)
     assert sorted(e for _, e, s, _ in world.fired if s.endswith("move_in_reached")) == [f"BK-{n}" for n in range(5)]
+
+
+def test_a_bad_address_kept_in_state_is_rejected_when_its_mail_renders() -> None:
+    world = World(_tenant("lagerhaus-nord"))
+    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
+    world.event(
+        "tidings.storage.InvoiceIssued", t0, invoice_id="INV-X", booking_id=None,
+        customer=_customer(email="two@@example.org"), invoice_number="2027-1",
+        amount={"amount_minor": 100, "currency": "EUR"}, due_date=dt.date(2027, 2, 1), pay_url="https://pay.example/x",
+    )
+    firings = world.engine.on_tick(world.states, world.timers, 0, dt.datetime(2027, 2, 1, 9, tzinfo=UTC)).firings
+    assert len(firings) == 1
+    outcome = world.engine.render_firing(firings[0], "ticks")
+    assert outcome.mails == [] and [e.reason for _, e in outcome.rejections] == ["invalid_recipient"]
