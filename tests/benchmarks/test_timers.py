@@ -42,7 +42,7 @@ from streams.topics import TopicNames, ensure_topics
 from streams.triggers.samples import new_envelope
 from streams.triggers.tickcli import TickPublisher
 from tests.benchmarks.reader import percentile
-from tests.integration.harness import Deployment
+from tests.integration.harness import Deployment, worker_env
 
 TIMERS = int(os.environ.get("TIDINGS_BENCH_TIMERS", "1000000") or 1_000_000)
 DUE_AT_ONCE = min(10_000, TIMERS // 2)
@@ -125,17 +125,7 @@ def _firing_lags(dep: Deployment, topic: str, published_at: float, expected: int
 @pytest.mark.timeout(6 * 3600)  # loading a million timers through a real worker takes a while
 def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
-    env = {
-        "TIDINGS_APP_ID": f"bench-timers-{run}",
-        "TIDINGS_TOPIC_PREFIX": f"bench-timers-{run}.",
-        "TIDINGS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TIDINGS_SES_ENDPOINT_URL": ses_endpoint,
-        "TIDINGS_S3_ENDPOINT_URL": ses_endpoint,
-        "TIDINGS_AWS_ACCESS_KEY_ID": "test",
-        "TIDINGS_AWS_SECRET_ACCESS_KEY": "test",
-        "TIDINGS_PARTITIONS": "4",
-        "TIDINGS_TICK_SOURCE": "external",
-    }
+    env = worker_env(run, kafka_bootstrap, ses_endpoint, prefix="bench-timers")
     dep = Deployment(run=run, bootstrap=kafka_bootstrap, ses_endpoint=ses_endpoint, workdir=tmp_path, env=env)
     settings: Settings = dep.settings
     ensure_topics(settings)

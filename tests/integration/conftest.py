@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Deployment
+from tests.integration.harness import Deployment, worker_env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,18 +29,7 @@ def deployment(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> Itera
         bootstrap=kafka_bootstrap,
         ses_endpoint=ses_endpoint,
         workdir=tmp_path,
-        env={
-            "TIDINGS_APP_ID": f"it-{run}",
-            "TIDINGS_TOPIC_PREFIX": f"it-{run}.",
-            "TIDINGS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "TIDINGS_SES_ENDPOINT_URL": ses_endpoint,
-            "TIDINGS_S3_ENDPOINT_URL": ses_endpoint,
-            "TIDINGS_AWS_ACCESS_KEY_ID": "test",
-            "TIDINGS_AWS_SECRET_ACCESS_KEY": "test",
-            "TIDINGS_PARTITIONS": "4",
-            # Tests move time themselves (Deployment.tick), months in seconds.
-            "TIDINGS_TICK_SOURCE": "external",
-        },
+        env=worker_env(run, kafka_bootstrap, ses_endpoint),
     )
     dep.create_topics()
     dep.publish_tenants()

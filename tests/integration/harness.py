@@ -32,6 +32,22 @@ T = TypeVar("T")
 DEFAULT_DEADLINE_SECONDS = 90.0
 
 
+def worker_env(run: str, bootstrap: str, ses_endpoint: str, prefix: str = "it") -> dict[str, str]:
+    """``TIDINGS_*`` of a worker on its own topics and consumer group, with time moved by ticks."""
+    return {
+        "TIDINGS_APP_ID": f"{prefix}-{run}",
+        "TIDINGS_TOPIC_PREFIX": f"{prefix}-{run}.",
+        "TIDINGS_KAFKA_BOOTSTRAP": bootstrap,
+        "TIDINGS_SES_ENDPOINT_URL": ses_endpoint,
+        "TIDINGS_S3_ENDPOINT_URL": ses_endpoint,
+        "TIDINGS_AWS_ACCESS_KEY_ID": "test",
+        "TIDINGS_AWS_SECRET_ACCESS_KEY": "test",
+        "TIDINGS_PARTITIONS": "4",
+        # Tests move time themselves (Deployment.tick), months in seconds.
+        "TIDINGS_TICK_SOURCE": "external",
+    }
+
+
 @dataclass
 class Deployment:
     run: str

@@ -30,6 +30,7 @@ from streams.triggers.rules import PACKS_DIR, Catalog, Trigger
 from streams.triggers.samples import sample_event
 from streams.triggers.timers import Timer
 from tests.unit.conftest import NOW
+from tests.unit.test_lint import _edit, _lint
 
 CATALOG = Catalog.load()
 TIMED = {t.key: t for t in CATALOG.timed_triggers()}
@@ -184,18 +185,6 @@ def dunning_workspace(tmp_path: Path) -> Path:
     (tmp_path / "tenants").mkdir()
     (tmp_path / "tenants" / "lagerhaus-nord.yaml").write_text(yaml.safe_dump(tenant, allow_unicode=True), encoding="utf-8")
     return tmp_path
-
-
-def _lint(ws: Path) -> list[str]:
-    report = lint(templates_dir=ws / "templates", packs_dir=ws / "packs", tenants_dir=ws / "tenants", root=ws)
-    return [str(p) for p in report.problems]
-
-
-def _edit(path: Path, old: str, new: str) -> int:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return text[: text.index(old)].count("\n") + 1
 
 
 def test_a_timed_template_using_a_field_the_state_does_not_have_fails(dunning_workspace: Path) -> None:
