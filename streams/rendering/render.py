@@ -31,6 +31,12 @@ PARTS = ("subject.txt", "body.html", "body.txt")
 CONFIGURATION_SET_HEADER = "X-SES-CONFIGURATION-SET"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _SPACES = re.compile(r"\s{2,}")
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def ses_tags(tenant_id: str, pack: str, trigger: str) -> dict[str, str]:
+    """SES message tags: names and values allow only ASCII letters, digits, ``_`` and ``-``."""
+    return {"tenant": _TAG_UNSAFE.sub("_", tenant_id), "trigger": _TAG_UNSAFE.sub("_", f"{pack}-{trigger}")}
 
 
 def single_line(value: str) -> str:
@@ -154,6 +160,9 @@ class Renderer:
             "text": text,
             "headers": self._headers(tenant, f"{pack}/{firing.trigger.id}"),
             "attachments": attachments,
+            "priority": firing.trigger.rule.priority,
+            "transactional": firing.trigger.rule.transactional,
+            "tags": ses_tags(tenant.tenant_id, pack, firing.trigger.id),
             "source_event_id": source.event_id,
             "source_topic": source.topic,
             "source_timestamp": source.timestamp,

@@ -31,6 +31,9 @@ from streams.triggers.samples import load_samples
 PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
 
 Role = Literal["customer", "user", "account_admin", "advisor", "org_admin", "prospect"]
+# The sender's lanes, highest first: "high" for mails a person is waiting for (password reset,
+# MFA), never queued behind "normal" mail or "bulk" reminders and digests.
+Priority = Literal["high", "normal", "bulk"]
 
 
 class AttachmentRule(BaseModel):
@@ -63,6 +66,8 @@ class EventRule(BaseModel):
     event: str = Field(description="Full Avro name of the event type that fires it.")
     entity: str = Field(description="Dotted path to the entity id in the event.")
     enabled_by_default: bool = False
+    priority: Priority = "normal"
+    transactional: bool = Field(True, description="False: a mail the recipient may opt out of (List-Unsubscribe).")
     mails: tuple[MailRule, ...] = Field(min_length=1)
 
 
@@ -126,6 +131,8 @@ class TimedRule(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Defaults of the $parameters used in `when`.")
     grace: Span = Field(description="How late a mail may still go out after its due time.")
     enabled_by_default: bool = False
+    priority: Priority = "normal"
+    transactional: bool = Field(True, description="False: a mail the recipient may opt out of (List-Unsubscribe).")
     mails: tuple[MailRule, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -77,3 +77,30 @@ def test_example_tenants_only_name_real_packs_and_triggers(tenants: TenantDirect
     for tenant in tenants:
         assert set(tenant.packs) <= set(CATALOG.packs), tenant.tenant_id
         assert set(tenant.triggers) <= keys, f"{tenant.tenant_id}: {set(tenant.triggers) - keys}"
+
+
+def test_mails_a_person_waits_for_are_high_priority_and_reminders_bulk() -> None:
+    by_key = {t.key: t.rule for t in CATALOG.triggers()}
+    for key in ("storage/customer.password_reset", "charging/auth.password_reset", "charging/auth.mfa_enabled",
+                "advisors/auth.password_reset"):
+        assert by_key[key].priority == "high", key
+    assert by_key["advisors/advisor.slot_reminder"].priority == "bulk"
+    assert by_key["storage/booking.created"].priority == "normal"
+    opt_out = {k for k, r in by_key.items() if not r.transactional}
+    assert opt_out == {"storage/booking.after_move_in", "storage/booking.after_created", "advisors/advisor.slot_reminder"}
+
+
+def test_a_v2_outbound_record_reads_as_normal_transactional_and_untagged(codec: SingleObjectCodec, schemas: SchemaRepository,
+                                                                          renderer: Renderer) -> None:
+    trigger = next(t for t in CATALOG.event_triggers() if t.key == "charging/auth.mfa_enabled")
+    tenant = _tenant("charging", "en")
+    event = sample_event(CATALOG.samples, trigger.rule.event, tenant.tenant_id, now=NOW)
+    firing = next(iter(event_firings(trigger.rule.event, event, CATALOG, tenant)))
+    mail = renderer.render(firing, tenant, event, Source("t", "e", NOW), NOW).record
+    assert (mail["priority"], mail["transactional"]) == ("high", True)
+    assert mail["tags"] == {"tenant": "pack-check", "trigger": "charging-auth_mfa_enabled"}
+    assert codec.decode(codec.encode("tidings.outbound.RenderedEmail", mail)).record["priority"] == "high"
+    old = {k: v for k, v in mail.items() if k not in ("priority", "transactional", "tags")}
+    v2 = codec.encode("tidings.outbound.RenderedEmail", old, version=2)
+    read = codec.decode(v2).record
+    assert (read["priority"], read["transactional"], read["tags"]) == ("normal", True, {})
