@@ -87,3 +87,13 @@ class RetryableDelivery(DeliveryError):
 
 class PermanentDelivery(DeliveryError):
     """The provider will never accept this mail as it is."""
+
+
+class SendingBlocked(RetryableDelivery):
+    """The provider refuses all sending until an operator acts: the account is paused or
+    suspended, or the sender identity is not verified. The backlog waits; nothing is dead-lettered."""
+
+
+class OutcomeUnknown(DeliveryError):
+    """The request may have reached the provider but no answer came back (read timeout, connection
+    dropped mid-request): the mail may or may not have been sent. See ``streams/delivery/policy.py``."""

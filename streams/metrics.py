@@ -29,6 +29,12 @@ class Metrics(NamedTuple):
     dead_letters: Counter
     dead_letter_topic_records: Counter
     send_retries: Counter
+    unknown_outcomes: Counter
+    sender_blocked: Gauge
+    sends_in_flight: Gauge
+    send_rate_limit: Gauge
+    send_queue_seconds: Histogram
+    delivery_status_records: Counter
     event_to_sent_seconds: Histogram
     render_seconds: Histogram
     tenants_loaded: Gauge
@@ -79,6 +85,32 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         send_retries=Counter(
             "tidings_send_retries_total", "Provider calls retried after a transient failure.",
             ["reason"], registry=registry,
+        ),
+        unknown_outcomes=Counter(
+            "tidings_delivery_unknown_outcomes_total",
+            "Mails whose earlier attempt may have reached the provider without its answer being recorded: "
+            "crash (found 'sending' in the ledger) or no_answer (timeout, dropped connection). See policy.py.",
+            ["cause", "policy"], registry=registry,
+        ),
+        sender_blocked=Gauge(
+            "tidings_sender_blocked",
+            "1 while the provider refuses all sending (account paused or suspended, identity not verified): alert on it.",
+            ["reason"], registry=registry,
+        ),
+        sends_in_flight=Gauge("tidings_sends_in_flight", "Provider requests under way in this worker.", registry=registry),
+        send_rate_limit=Gauge(
+            "tidings_send_rate_limit",
+            "Recipients per second this worker may send: its share of the account quota by owned outbound partitions.",
+            registry=registry,
+        ),
+        send_queue_seconds=Histogram(
+            "tidings_send_queue_seconds", "From rendering a mail to the start of its first provider request, by lane.",
+            ["lane"], buckets=LATENCY_BUCKETS, registry=registry,
+        ),
+        delivery_status_records=Counter(
+            "tidings_delivery_status_records_total",
+            "Delivery-status records read back from the status topic by this worker's partitions.",
+            ["status"], registry=registry,
         ),
         event_to_sent_seconds=Histogram(
             "tidings_event_to_sent_seconds", "From the domain event's Kafka timestamp to the provider's acceptance.",

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         description="How often offsets and the open transaction commit. Under exactly_once a mail becomes "
         "visible to the sender only at a commit, so this is a floor on event-to-sent latency (Faust's default is 2.8).",
     )
+    session_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long the group waits for a silent worker before its partitions move (Faust's default is 60): "
+        "also how long a restarted worker waits to rejoin after a crash.",
+    )
     wire_formats: dict[str, Literal["single_object", "confluent"]] = Field(
         default_factory=dict,
         description='Per inbound topic suffix, e.g. {"storage.bookings": "confluent"}; default single_object.',
@@ -73,6 +79,20 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     ses_timeout_seconds: float = Field(10.0, gt=0)
+    ses_max_send_rate: float = Field(
+        14.0,
+        gt=0,
+        description="The SES account's maximum send rate (recipients per second). Each worker takes the share of it "
+        "that its outbound partitions are of all partitions, so the workers together stay at the quota.",
+    )
+    sender_concurrency: int = Field(
+        16, ge=1, description="SES requests one worker has in flight at most; also what one crash can send twice."
+    )
+    unknown_outcome: Literal["resend", "dead_letter"] = Field(
+        "resend",
+        description="A mail whose outcome is unknown (the worker crashed, or SES did not answer, after the request "
+        "left): resend it (at most one duplicate, counted) or dead-letter it for an operator to check and re-drive.",
+    )
     s3_endpoint_url: str | None = Field(None, description="Object store for attachments; unset means AWS S3.")
     max_attachment_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Larger attachments fail the mail (SES takes 40 MB per message, base64 grows 4/3)."

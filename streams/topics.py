@@ -6,7 +6,7 @@ configured partition count.
 
 Partition discipline. Every topic Tidings reads or writes has the same number of partitions, and a
 record derived from an input on partition *p* is written to partition *p* of its output topic
-(outbound, dead-letter) and of the tables' changelogs. Two reasons:
+(outbound, outbound-priority, dead-letter, delivery-status) and of the tables' changelogs. Two reasons:
 
 - Faust's exactly-once mode runs one Kafka transaction per partition number of a co-partitioned
   topic group and commits it together with that partition's input offsets. A write to another
@@ -43,7 +43,9 @@ class TopicNames:
     prefix: str
     inbound: tuple[str, ...]
     outbound: str
+    outbound_priority: str
     dead_letter: str
+    delivery_status: str
     tenants: str
     ticks: str
     firings: str
@@ -57,7 +59,9 @@ class TopicNames:
             prefix=p,
             inbound=tuple(f"{p}{suffix}" for suffix in catalog.topic_suffixes()),
             outbound=f"{p}outbound",
+            outbound_priority=f"{p}outbound-priority",
             dead_letter=f"{p}dead-letter",
+            delivery_status=f"{p}delivery-status",
             tenants=f"{p}tenants",
             ticks=f"{p}ticks",
             firings=f"{p}firings",
@@ -66,7 +70,14 @@ class TopicNames:
 
     def all(self) -> tuple[str, ...]:
         """The co-partitioned topics (every one with ``TIDINGS_PARTITIONS`` partitions); not the tenants topic."""
-        return (*self.inbound, self.outbound, self.dead_letter, self.ticks, self.firings)
+        return (
+            *self.inbound, self.outbound, self.outbound_priority, self.dead_letter, self.delivery_status,
+            self.ticks, self.firings,
+        )
+
+    def outbound_for(self, priority: str) -> str:
+        """Mails a person is waiting for travel on their own topic, so no backlog of others can queue them."""
+        return self.outbound_priority if priority == "high" else self.outbound
 
     def for_event(self, type_name: str) -> str:
         """The inbound topic producers publish ``type_name`` to."""

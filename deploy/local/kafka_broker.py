@@ -130,6 +130,7 @@ class LocalBroker:
     controller_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     _owns_workdir: bool = field(default=False, repr=False)
+    _base: list[str] = field(default_factory=list, repr=False)  # java and its options, set by start()
 
     @property
     def bootstrap(self) -> str:
@@ -160,10 +161,20 @@ class LocalBroker:
         )
         if fmt.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+        self._base = base
+        return self._launch(timeout)
+
+    def restart(self, timeout: float = START_TIMEOUT_SECONDS) -> LocalBroker:
+        """Stop the broker (SIGTERM, a controlled shutdown) and start it again on the same port and data."""
+        self.stop()
+        return self._launch(timeout)
+
+    def _launch(self, timeout: float) -> LocalBroker:
+        props = self.workdir / "server.properties"
         # The child keeps its own copy of the descriptor; the parent's closes with the block.
-        with open(self.workdir / "stdout.log", "wb") as stdout:
+        with open(self.workdir / "stdout.log", "ab") as stdout:
             self.process = subprocess.Popen(
-                [*base, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true", "kafka.Kafka", str(props)],
+                [*self._base, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true", "kafka.Kafka", str(props)],
                 stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
             )
         try:

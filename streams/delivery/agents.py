@@ -1,27 +1,49 @@
-"""Faust wiring of the sender: drain the outbound topic into the email provider, once per id.
+"""Faust wiring of the sender: drain both outbound topics into SES, once per message id, at the quota.
 
-The ledger table (keyed by message id, co-partitioned with the outbound topic) is read before
-every send; an id with a final outcome is skipped and counted. Transient provider failures are
-retried with capped exponential backoff, holding the partition (and so the backlog) until the
-provider recovers; permanent ones are recorded in the ledger and dead-lettered.
+Two agents, one per lane topic (``outbound-priority`` for ``high`` mails, ``outbound`` for the
+rest), each with ``TIDINGS_SENDER_CONCURRENCY`` actors, share one ``Pacer``
+(``streams/delivery/pacing.py``): at most that many SES requests in flight, admitted at the
+worker's share of the account's send rate, ``high`` first, then ``normal``, then ``bulk``.
 
-Known limit, tracked for the delivery hardening work: a crash after the provider accepted a mail
-but before the ledger write committed sends that mail again on restart (at-least-once at that
-one point). A graceful stop commits first, so it sends nothing twice.
+For every record, the ledger (a table keyed by message id, co-partitioned with both topics) decides
+(``streams/delivery/policy.py``): skip a duplicate, send, or handle an unknown outcome. Around each
+request the ledger holds ``sending``, then the outcome: ``sent`` (with the SES id), ``failed``
+(dead-lettered with its reason), or ``retrying`` when SES surely did not take it:
+
+- throttled (429), unavailable (5xx), unreachable: back off (capped exponential) and retry;
+- account paused or suspended, identity not verified: every actor holds (``tidings_sender_blocked``
+  is 1, alert on it) and probes again with backoff; the backlog waits, nothing is dead-lettered;
+- no answer (timeout, connection dropped): unknown outcome, by the configured policy;
+- rejected (MessageRejected, bad address), attachment missing or too large: dead-lettered.
+
+Each state change is also a record on the delivery-status topic (``streams/delivery/status.py``),
+written in the same transaction as the ledger entry it reports. After a crash, a record read again
+whose outcome the local ledger holds from the earlier run is reported again (its first report
+may have been aborted with the transaction): consumers of the status topic may see a state twice
+and should keep the latest per message id.
+
+Records of one id handled at once by two actors (a duplicate record in the same batch) would both
+find no ledger entry; the second waits for the first's outcome instead (``in_flight``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from streams.delivery.ledger import already_done, failed_entry, sent_entry
+from streams.delivery.ledger import failed_entry, from_earlier_run, retrying_entry, sending_entry, sent_entry
 from streams.delivery.mime import build_mime
-from streams.rendering.render import CONFIGURATION_SET_HEADER
-from streams.errors import PermanentDelivery, RejectedInput, RetryableDelivery
+from streams.delivery.outbox import RAW, Outbox
+from streams.delivery.pacing import Pacer, TokenBucket
+from streams.delivery.policy import Action, attempts, decide, unknown_after_timeout
+from streams.delivery.status import FAILED, SENT
+from streams.errors import OutcomeUnknown, PermanentDelivery, RejectedInput, RetryableDelivery, SendingBlocked
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import Rejection
+from streams.rendering.render import CONFIGURATION_SET_HEADER, ses_tags
+from streams.state.tables import ledger_table
 
 if TYPE_CHECKING:
     import faust
@@ -32,19 +54,32 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_DELAY_SECONDS = 0.2
 RETRY_MAX_DELAY_SECONDS = 30.0  # long enough to ride out throttling, short enough to resume promptly
+REDRIVE_HEADER = "tidings-redrive"
 
 
 def register(app: faust.App, rt: Runtime) -> None:
-    outbound = app.topic(rt.topics.outbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    dead_letter = app.topic(
-        rt.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    # No value_type: values stay plain JSON. value_type=dict does not decode back from RocksDB
-    # (Faust takes it for a model class).
-    ledger = app.Table("delivery-ledger", key_type=str, partitions=rt.settings.partitions)
-    codec, sender, store, m, clock = rt.codec, rt.sender, rt.attachments, rt.metrics, rt.clock
+    settings, codec, sender, store, m, clock = rt.settings, rt.codec, rt.sender, rt.attachments, rt.metrics, rt.clock
+    priority_topic = app.topic(rt.topics.outbound_priority, **RAW)
+    outbound_topic = app.topic(rt.topics.outbound, **RAW)
+    dead_letter = app.topic(rt.topics.dead_letter, **RAW)
+    outbox = Outbox(app, rt)
+    ledger = ledger_table(app, settings)
+    bucket = TokenBucket(settings.ses_max_send_rate)
+    pacer = Pacer(bucket, concurrency=settings.sender_concurrency)
+    in_flight: dict[str, asyncio.Event] = {}
+    hold = _Hold(m)
+    m.send_rate_limit.set(bucket.rate)
 
-    async def deliver_once(mail: dict) -> str:  # type: ignore[type-arg]
+    async def on_assignment(sender: Any, tps: Any, **kwargs: Any) -> None:
+        # The account's quota is shared by all workers; each takes its partitions' share of it.
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == rt.topics.outbound}
+        share = max(len(owned), 1) / settings.partitions
+        bucket.set_rate(settings.ses_max_send_rate * share)
+        m.send_rate_limit.set(bucket.rate)
+
+    app.on_partitions_assigned.connect(on_assignment)
+
+    async def request(mail: dict[str, Any]) -> str:
         files = [(a, await store.fetch(a["uri"])) for a in mail.get("attachments", ())]
         # MIME assembly costs milliseconds of CPU (the email package folds every header):
         # keep it off the event loop that also runs ingest.
@@ -53,59 +88,182 @@ def register(app: faust.App, rt: Runtime) -> None:
             from_address=mail["from_address"],
             to_address=mail["to_address"],
             raw=raw,
-            tags={"tenant": mail["tenant_id"], "trigger": f"{mail['pack']}-{mail['trigger']}".replace(".", "_")},
+            tags=mail.get("tags") or ses_tags(mail["tenant_id"], mail["pack"], mail["trigger"]),
             configuration_set=mail.get("headers", {}).get(CONFIGURATION_SET_HEADER),
         )
 
-    async def send_with_retry(mail: dict) -> str:  # type: ignore[type-arg]
+    async def handle(event: Any, lane_of: Any) -> None:
+        msg = event.message
+        try:
+            mail = codec.decode(event.value).record
+        except RejectedInput as e:
+            await _dead_letter(Rejection("deliver", e.reason, e.detail), msg)
+            return
+        message_id = mail["message_id"]
+        while (other := in_flight.get(message_id)) is not None:
+            await other.wait()
+        done = in_flight[message_id] = asyncio.Event()
+        try:
+            await _handle(mail, msg, lane_of(mail), redrive=_redriven(msg))
+        finally:
+            del in_flight[message_id]
+            done.set()
+
+    async def _handle(mail: dict[str, Any], msg: Any, lane: str, *, redrive: bool) -> None:
+        message_id, tenant, trigger = mail["message_id"], mail["tenant_id"], f"{mail['pack']}/{mail['trigger']}"
+        entry = ledger.get(message_id)
+        action = decide(entry, redrive=redrive, policy=settings.unknown_outcome)
+        if action is Action.SKIP_DUPLICATE:
+            m.duplicates_skipped.labels(tenant, trigger).inc()
+            if entry is not None and from_earlier_run(entry):
+                # Its record is read again, so its offset was not committed: the status written
+                # with this outcome may have been aborted with it. Report it once more.
+                await _report(mail, entry, msg)
+            return
+        if action is not Action.SEND:
+            m.unknown_outcomes.labels("crash", settings.unknown_outcome).inc()
+            log.warning("%s: an earlier attempt (%s) has no recorded outcome; policy %s", message_id, entry, action.value)
+            if action is Action.DEAD_LETTER_UNKNOWN:
+                await _fail(mail, msg, "outcome_unknown", "the worker stopped between the request and its answer")
+                return
+        tried = attempts(entry)
         delay = RETRY_FIRST_DELAY_SECONDS
+        queued, probing = True, False
         while True:
-            try:
-                return await deliver_once(mail)
-            except RetryableDelivery as e:
-                m.send_retries.labels(str(e).split(":")[0]).inc()
-                log.warning("provider busy or unreachable (%s); retrying in %.1fs", e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
+            if not probing:  # while sending is blocked, only the actors that met the block probe SES
+                await hold.wait()
+            async with pacer.slot(lane):
+                if queued:
+                    m.send_queue_seconds.labels(lane).observe(max(0.0, (clock.now() - mail["created_at"]).total_seconds()))
+                    queued = False
+                tried += 1
+                ledger[message_id] = sending_entry(tried, clock.now())
+                m.sends_in_flight.inc()
+                try:
+                    provider_id = await request(mail)
+                except (RetryableDelivery, OutcomeUnknown, PermanentDelivery) as e:
+                    error: Exception = e
+                except Exception as e:
+                    log.exception("sending %s failed unexpectedly", message_id)
+                    error = e
+                else:
+                    error = None  # type: ignore[assignment]
+                finally:
+                    m.sends_in_flight.dec()
+            if error is None:
+                hold.clear()
+                now = clock.now()
+                ledger[message_id] = sent_entry(provider_id, now)
+                await outbox.status(mail, SENT, now, msg.partition, provider_id=provider_id)
+                m.emails_sent.labels(tenant, trigger).inc()
+                m.event_to_sent_seconds.labels(trigger).observe(max(0.0, (now - mail["source_timestamp"]).total_seconds()))
+                return
+            if isinstance(error, PermanentDelivery):
+                reason = str(error).split(":")[0] if str(error).startswith("attachment_") else "rejected_by_provider"
+                await _fail(mail, msg, reason, str(error))
+                return
+            if isinstance(error, OutcomeUnknown):
+                m.unknown_outcomes.labels("no_answer", settings.unknown_outcome).inc()
+                log.warning("%s: no answer from the provider (%s); policy %s", message_id, error, settings.unknown_outcome)
+                if unknown_after_timeout(settings.unknown_outcome) is Action.DEAD_LETTER_UNKNOWN:
+                    await _fail(mail, msg, "outcome_unknown", str(error))
+                    return
+            elif not isinstance(error, RetryableDelivery):
+                await _fail(mail, msg, "internal_error", "see worker log")
+                return
+            reason = str(error).split(":")[-1] or type(error).__name__
+            probing = isinstance(error, SendingBlocked)
+            if probing:
+                hold.block(reason)
+            else:
+                ledger[message_id] = retrying_entry(tried, reason, clock.now())
+            m.send_retries.labels(reason).inc()
+            log.warning("%s not sent (%s); retrying in %.1fs", message_id, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
 
-    async def deliver(stream):  # type: ignore[no-untyped-def]
-        async for event in stream.events():
-            msg = event.message
-            try:
-                mail = codec.decode(event.value).record
-            except RejectedInput as e:
-                await _dead_letter(Rejection("deliver", e.reason, e.detail), msg)
-                continue
-            message_id, trigger = mail["message_id"], f"{mail['pack']}/{mail['trigger']}"
-            if already_done(ledger.get(message_id)):
-                m.duplicates_skipped.labels(mail["tenant_id"], trigger).inc()
-                continue
-            try:
-                provider_id = await send_with_retry(mail)
-            except PermanentDelivery as e:
-                ledger[message_id] = failed_entry(str(e), clock.now())
-                reason = str(e).split(":")[0] if str(e).startswith("attachment_") else "rejected_by_provider"
-                await _dead_letter(Rejection("deliver", reason, str(e), message_id), msg)
-                continue
-            except Exception:
-                log.exception("sending %s failed unexpectedly", message_id)
-                ledger[message_id] = failed_entry("internal_error", clock.now())
-                await _dead_letter(Rejection("deliver", "internal_error", "see worker log", message_id), msg)
-                continue
-            now = clock.now()
-            ledger[message_id] = sent_entry(provider_id, now)
-            m.emails_sent.labels(mail["tenant_id"], trigger).inc()
-            m.event_to_sent_seconds.labels(trigger).observe(max(0.0, (now - mail["source_timestamp"]).total_seconds()))
+    async def _report(mail: dict[str, Any], entry: dict[str, Any], msg: Any) -> None:
+        at = dt.datetime.fromisoformat(entry["at"])
+        state = entry["state"]
+        if state == "sent":
+            await outbox.status(mail, SENT, at, msg.partition, provider_id=entry["provider_id"])
+        elif state == "failed":
+            await outbox.status(mail, FAILED, at, msg.partition, reason=entry["reason"])
+        else:
+            await outbox.status(mail, state.upper(), at, msg.partition, reason=entry.get("reason"))
 
-    async def _dead_letter(rejection: Rejection, msg) -> None:  # type: ignore[no-untyped-def]
+    async def _fail(mail: dict[str, Any], msg: Any, reason: str, detail: str) -> None:
+        now = clock.now()
+        ledger[mail["message_id"]] = failed_entry(reason, now)
+        await _dead_letter(Rejection("deliver", reason, detail, mail["message_id"]), msg)
+        await outbox.status(mail, FAILED, now, msg.partition, reason=reason)
+
+    async def _dead_letter(rejection: Rejection, msg: Any) -> None:
         log.warning("dead-lettered outbound %s@%s: %s (%s)", msg.partition, msg.offset, rejection.reason, rejection.detail)
         await dead_letter.send(
             key=msg.key,
             value=msg.value,
-            partition=msg.partition,  # same transaction as the input offset, see ingest/agents.py
+            partition=msg.partition,  # same transaction as the input offset, see streams/topics.py
             headers=dead_letter_headers(rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset),
         )
         m.failures.labels(rejection.stage, rejection.reason).inc()
         m.dead_letters.labels(rejection.stage, rejection.reason).inc()
 
-    app.agent(outbound, name="tidings.deliver")(deliver)
+    async def send_priority(stream: Any) -> None:
+        async for event in stream.events():
+            await handle(event, lambda mail: "high")
+
+    async def send_outbound(stream: Any) -> None:
+        async for event in stream.events():
+            await handle(event, lambda mail: "bulk" if mail.get("priority") == "bulk" else "normal")
+
+    concurrency = settings.sender_concurrency
+    app.agent(priority_topic, name="tidings.deliver_priority", concurrency=concurrency)(send_priority)
+    app.agent(outbound_topic, name="tidings.deliver", concurrency=concurrency)(send_outbound)
+
+    # Faust writes a topic inside the exactly-once transaction only when some agent subscribes to
+    # it (see streams/ingest/agents.py); reading the statuses back also gives per-state totals.
+    async def audit_delivery_status(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                status = codec.decode(event.value).record["status"]
+            except Exception:  # written by Tidings itself; a foreign record is counted, not fatal
+                status = "undecodable"
+            m.delivery_status_records.labels(str(status)).inc()
+
+    app.agent(app.topic(rt.topics.delivery_status, **RAW), name="tidings.delivery_status_audit")(audit_delivery_status)
+
+
+def _redriven(msg: Any) -> bool:
+    return any(name == REDRIVE_HEADER for name, _ in (msg.headers or ()))
+
+
+class _Hold:
+    """Sending stopped by the provider for everyone (account paused, identity not verified).
+
+    While blocked, actors wait here instead of each probing SES; the actors that met the block
+    probe again after their backoff, and the first success lifts it.
+    """
+
+    def __init__(self, metrics: Any) -> None:
+        self._m = metrics
+        self._open = asyncio.Event()
+        self._open.set()
+        self._reason: str | None = None
+
+    def block(self, reason: str) -> None:
+        if self._reason is None:
+            log.error("the provider refuses to send (%s): holding the backlog until it accepts again", reason)
+        self._reason = reason
+        self._m.sender_blocked.labels(reason).set(1)
+        self._open.clear()
+
+    def clear(self) -> None:
+        if self._reason is not None:
+            log.warning("the provider accepts mail again after %s", self._reason)
+            self._m.sender_blocked.labels(self._reason).set(0)
+            self._reason = None
+        self._open.set()
+
+    async def wait(self) -> None:
+        await self._open.wait()

@@ -89,6 +89,13 @@ class TokenBucket:
                     return
                 await self._sleep((n - self._tokens) / self.rate)
 
+    def set_rate(self, rate_per_second: float) -> None:
+        """Change the rate from now on (a worker's share of the quota after a rebalance)."""
+        if rate_per_second <= 0:
+            raise ValueError(f"rate_per_second must be positive, got {rate_per_second}")
+        self._refill()  # tokens earned so far were earned at the old rate
+        self.rate = float(rate_per_second)
+
     def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)

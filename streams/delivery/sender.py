@@ -1,8 +1,9 @@
 """The narrow interface to an email provider, its SES implementation, and a recording twin.
 
 ``EmailSender.send`` takes a raw MIME message and returns the provider's message id, or raises
-``RetryableDelivery`` (try the same mail again later) or ``PermanentDelivery`` (never will be
-accepted). The classification of SES errors lives here, at the boundary, and nowhere else.
+``RetryableDelivery`` (not sent; try the same mail again later), ``SendingBlocked`` (not sent;
+nothing will be until an operator acts), ``OutcomeUnknown`` (no answer: it may have been sent) or
+``PermanentDelivery`` (never will be accepted). The classification of SES errors lives here, at the boundary, and nowhere else.
 
 boto3's own retries are off: botocore retries read timeouts, which resends a mail SES may already
 have accepted. The delivery agent decides about retries itself.
@@ -14,24 +15,29 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streams.errors import PermanentDelivery, RetryableDelivery
+from streams.errors import DeliveryError, OutcomeUnknown, PermanentDelivery, RetryableDelivery, SendingBlocked
 from streams.settings import Settings
 
 # SES error codes, grouped by what the sender should do about them.
 RETRYABLE_CODES = frozenset({
     "TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException",
     "InternalFailure", "InternalServerError", "ServiceUnavailable", "ServiceUnavailableException",
-    # Account-level stops: retrying with backoff holds the backlog until an operator fixes it.
-    "AccountSuspendedException", "SendingPausedException",
+})
+# Nothing will be sent until an operator acts; every mail would fail the same way, so the sender
+# holds its backlog (and raises the blocked gauge) instead of dead-lettering it.
+BLOCKING_CODES = frozenset({
+    "AccountSuspendedException", "SendingPausedException", "MailFromDomainNotVerifiedException",
 })
 PERMANENT_CODES = frozenset({
-    "MessageRejected", "BadRequestException", "MailFromDomainNotVerifiedException", "NotFoundException",
-    "InvalidParameterValue", "ValidationError",
+    "MessageRejected", "BadRequestException", "NotFoundException", "InvalidParameterValue", "ValidationError",
 })
 
 
-def classify_ses_error(code: str, status: int) -> RetryableDelivery | PermanentDelivery:
-    """What an SES error answer means for this mail: retry it later, or never."""
+def classify_ses_error(code: str, status: int, message: str = "") -> DeliveryError:
+    """What an SES error answer means for this mail: retry it later, hold everything, or never."""
+    if code in BLOCKING_CODES or (code == "MessageRejected" and "not verified" in message.lower()):
+        # SES answers an unverified sender identity with MessageRejected "Email address is not verified".
+        return SendingBlocked(f"ses:{code}")
     if code in PERMANENT_CODES:
         return PermanentDelivery(f"ses:{code}")
     if code in RETRYABLE_CODES or status >= 500 or status == 429:
@@ -76,7 +82,7 @@ class SesSender:
     def _send(
         self, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None
     ) -> str:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
         extra = {"ConfigurationSetName": configuration_set} if configuration_set else {}
         try:
@@ -88,11 +94,13 @@ class SesSender:
                 **extra,
             )
         except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "Unknown")
+            error = e.response.get("Error", {})
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            raise classify_ses_error(code, status) from e
-        except BotoCoreError as e:  # connection refused, timeouts: nothing definite came back
+            raise classify_ses_error(error.get("Code", "Unknown"), status, error.get("Message", "")) from e
+        except (ConnectTimeoutError, EndpointConnectionError) as e:  # never reached SES: nothing was sent
             raise RetryableDelivery(f"transport:{type(e).__name__}") from e
+        except BotoCoreError as e:  # read timeout, connection dropped: SES may have accepted it
+            raise OutcomeUnknown(f"transport:{type(e).__name__}") from e
         return str(response["MessageId"])
 
 

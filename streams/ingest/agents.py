@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from streams.errors import RejectedInput
+from streams.delivery.outbox import Outbox
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import IngestPipeline, IngestResult, Rejection
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
     inbound = app.topic(*rt.topics.inbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    outbound = app.topic(rt.topics.outbound, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    outbox = Outbox(app, rt)
     dead_letter = app.topic(
         rt.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
@@ -67,7 +68,7 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
             m.events_consumed.labels(msg.topic, result.event_type).inc()
             for mail, payload in payloads:
                 record = mail.record
-                await outbound.send(key=record["message_id"].encode(), value=payload, partition=msg.partition)
+                await outbox.put(record, payload, msg.partition)
                 m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
             for rejection in result.rejections:
                 log.warning(

@@ -7,7 +7,7 @@ One table per entity of a pack (``<pack>.<entity>``: ``storage.bookings``, ``cha
 Faust's RocksDB defaults reserve a 2 GiB block cache and three 64 MiB write buffers per
 partition of every table; here they are ``state_block_cache_mb`` and ``state_write_buffer_mb``
 (two buffers), so the worst case is (cache + 2 x buffer) x tables x partitions: with the
-defaults, 16 MiB x 7 tables x 4 partitions = 448 MiB.
+defaults, 16 MiB x 8 tables (seven of state and timers, the delivery ledger) x 4 partitions = 512 MiB.
 """
 
 from __future__ import annotations
@@ -52,7 +52,24 @@ class StateTables:
             yield store._decode_key(raw_key), raw_value
 
 
-class RestoredTable(faust.Table):  # type: ignore[misc]
+class CoPartitionedTable(faust.Table):  # type: ignore[misc]
+    """A Faust table whose partition check waits for the changelog's metadata instead of crashing.
+
+    Before its first write from a source topic, Faust compares the partition counts of that topic
+    and of the changelog, from the consumer group's metadata snapshot, where a topic without
+    metadata yet (just created, or an error in the last refresh) counts as 0 partitions: the
+    write raises ``PartitionsMismatch``, every actor of the agent crashes, and the worker exits
+    once the supervisor's restart budget is spent. Counts are checked for real at start-up
+    (``streams/topics.py`` refuses a mismatch); here an unknown count is checked on a later write.
+    """
+
+    def _verify_source_topic_partitions(self, source_topic: str) -> None:
+        if not self.app.consumer.topic_partitions(self.changelog_topic_name):
+            return
+        super()._verify_source_topic_partitions(source_topic)
+
+
+class RestoredTable(CoPartitionedTable):
     """A table whose partitions are restored from the changelog whenever they are assigned.
 
     Faust writes table values to RocksDB at once, before the transaction that carries their
@@ -70,13 +87,34 @@ class RestoredTable(faust.Table):  # type: ignore[misc]
         return None
 
 
-def create_tables(app: faust.App, settings: Settings, catalog: Catalog) -> StateTables:
-    options = {
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """A fresh dict each call: Faust pops keys from the one it is given."""
+    return {
         "block_cache_size": settings.state_block_cache_mb * 1024 * 1024,
         "write_buffer_size": settings.state_write_buffer_mb * 1024 * 1024,
         "max_write_buffer_number": 2,
     }
 
+
+def ledger_table(app: faust.App, settings: Settings) -> Any:
+    """The delivery ledger (``streams/delivery/ledger.py``): message id -> JSON entry.
+
+    It keeps Faust's restore from the local store on purpose: a "sending" or "sent" written
+    locally before a crash reflects a request that may have reached SES (``streams/delivery/policy.py``).
+    No value_type: values stay plain JSON; value_type=dict does not decode back from RocksDB
+    (Faust takes it for a model class).
+    """
+    return app.tables.add(CoPartitionedTable(
+        app,
+        name="delivery-ledger",
+        beacon=app.tables.beacon,
+        key_type=str,
+        partitions=settings.partitions,
+        options=rocksdb_options(settings),
+    ))
+
+
+def create_tables(app: faust.App, settings: Settings, catalog: Catalog) -> StateTables:
     def table(name: str) -> Any:
         return app.tables.add(RestoredTable(
             app,
@@ -85,7 +123,7 @@ def create_tables(app: faust.App, settings: Settings, catalog: Catalog) -> State
             key_type=str,
             value_type=bytes,
             partitions=settings.partitions,
-            options=dict(options),  # Faust pops keys from it; one dict per table
+            options=rocksdb_options(settings),
         ))
 
     return StateTables(states={name: table(name) for name in catalog.tables()}, timers=table(TIMERS_TABLE))

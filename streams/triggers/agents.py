@@ -26,6 +26,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from streams.delivery.outbox import Outbox
 from streams.errors import RejectedInput
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import Rejection
@@ -62,7 +63,7 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     ticks = app.topic(rt.topics.ticks, **raw)
     firings = app.topic(rt.topics.firings, **raw)
-    outbound = app.topic(rt.topics.outbound, **raw)
+    outbox = Outbox(app, rt)
     dead_letter = app.topic(rt.topics.dead_letter, **raw)
     engine, m, pipeline = rt.timed, rt.metrics, rt.pipeline
 
@@ -149,7 +150,7 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                     m.render_seconds.observe((time.perf_counter() - started) / len(outcome.mails))
                 for mail in outcome.mails:
                     record = mail.record
-                    await outbound.send(key=record["message_id"].encode(), value=pipeline.encode(record), partition=msg.partition)
+                    await outbox.put(record, pipeline.encode(record), msg.partition)
                     m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
                 for message_id, error in outcome.rejections:
                     rejection = Rejection("render", error.reason, error.detail, message_id or None)

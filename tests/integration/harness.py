@@ -6,11 +6,12 @@ worker fails the test at once with its log instead of after the timeout.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.ses_emulator import SentMail, sent_mails
 from deploy.local.worker import WorkerProcess
+from streams.codecs.avro import SingleObjectCodec
+from streams.codecs.schemas import SchemaRepository
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
@@ -30,6 +33,7 @@ EXAMPLE_TENANTS = REPO_ROOT / "deploy" / "tenants"
 
 T = TypeVar("T")
 DEFAULT_DEADLINE_SECONDS = 90.0
+FINAL_STATUSES = frozenset({"SENT", "FAILED", "SUPPRESSED"})
 
 
 def worker_env(run: str, bootstrap: str, ses_endpoint: str, prefix: str = "it") -> dict[str, str]:
@@ -43,6 +47,8 @@ def worker_env(run: str, bootstrap: str, ses_endpoint: str, prefix: str = "it") 
         "TIDINGS_AWS_ACCESS_KEY_ID": "test",
         "TIDINGS_AWS_SECRET_ACCESS_KEY": "test",
         "TIDINGS_PARTITIONS": "4",
+        # Well above what a test sends: pacing is tested on its own (test_delivery_faults.py).
+        "TIDINGS_SES_MAX_SEND_RATE": "1000",
         # Tests move time themselves (Deployment.tick), months in seconds.
         "TIDINGS_TICK_SOURCE": "external",
     }
@@ -156,21 +162,53 @@ class Deployment:
 
     def read_topic(self, topic: str, count: int, timeout: float = DEFAULT_DEADLINE_SECONDS) -> list[Any]:
         """Read ``count`` committed records from the start of every partition of ``topic``."""
+        records: list[Any] = []
+        with self._reader(topic) as consumer:
+            def probe() -> list[Any] | None:
+                records.extend(m for m in consumer.consume(num_messages=1000, timeout=0.5) if m.error() is None)
+                return records if len(records) >= count else None
+
+            return self.wait_for(lambda: f"{count} records on {topic} (got {len(records)})", probe, timeout)
+
+    def wait_settled(self, at_least: int, timeout: float = DEFAULT_DEADLINE_SECONDS) -> dict[str, list[dict[str, Any]]]:
+        """Until ``at_least`` mails were queued and every queued mail has a final delivery status.
+
+        Returns each message id's status records in order. A SENT status commits with the ledger's
+        "sent", so once every id has one, no further processing of their records can send them again.
+        """
+        history: dict[str, list[dict[str, Any]]] = {}
+        codec = SingleObjectCodec(SchemaRepository.load(REPO_ROOT / "schemas"))
+        with self._reader(self.topics.delivery_status) as consumer:
+            def settled(records: list[dict[str, Any]]) -> bool:
+                return any(r["status"] in FINAL_STATUSES for r in records)
+
+            def probe() -> dict[str, list[dict[str, Any]]] | None:
+                for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                    if msg.error() is None:
+                        record = codec.decode(msg.value()).record
+                        history.setdefault(record["message_id"], []).append(record)
+                unsettled = [i for i, records in history.items() if not settled(records)]
+                return history if len(history) >= at_least and not unsettled else None
+
+            def what() -> str:
+                unsettled = sum(1 for records in history.values() if not settled(records))
+                return f"{at_least} mails settled (queued {len(history)}, not settled {unsettled})"
+
+            return self.wait_for(what, probe, timeout)
+
+    @contextlib.contextmanager
+    def _reader(self, topic: str) -> Iterator[Any]:
+        """A read_committed consumer on every partition of ``topic`` from the start, outside any group."""
         consumer = Consumer({
             "bootstrap.servers": self.bootstrap,
             "group.id": f"reader-{self.run}-{time.monotonic_ns()}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
         })
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records: list[Any] = []
         try:
-            def probe() -> list[Any] | None:
-                records.extend(m for m in consumer.consume(num_messages=1000, timeout=0.5) if m.error() is None)
-                return records if len(records) >= count else None
-
-            return self.wait_for(lambda: f"{count} records on {topic} (got {len(records)})", probe, timeout)
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+            yield consumer
         finally:
             consumer.close()
 

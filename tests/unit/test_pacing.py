@@ -68,6 +68,26 @@ def test_bucket_admits_exactly_rate_times_t_plus_burst_over_ten_simulated_second
         assert most_in_window(stamps, 1.0, closed=False) == 50  # never above the rate in any second
 
 
+def test_a_new_rate_applies_from_the_moment_it_is_set() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(10, clock=t, sleep=t.sleep)
+
+    async def stamps(count: int) -> list[float]:
+        out = []
+        for _ in range(count):
+            await bucket.acquire()
+            out.append(t.now)
+        return out
+
+    first = run(stamps(11))  # the full bucket's token, then ten at 10/s
+    assert first[-1] == pytest.approx(1.0)
+    bucket.set_rate(40)  # the worker's share grew after a rebalance
+    second = run(stamps(40))
+    assert second[-1] - first[-1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        bucket.set_rate(0)
+
+
 def test_burst_is_available_after_idling_and_no_more() -> None:
     t = FakeTime()
     bucket = TokenBucket(10, 5, clock=t, sleep=t.sleep)
