@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from streams.delivery.ledger import already_done, failed_entry, sent_entry
+from streams.delivery.ledger import carries_redrive, failed_entry, may_send, sent_entry
 from streams.delivery.mime import build_mime
 from streams.rendering.render import CONFIGURATION_SET_HEADER
 from streams.errors import PermanentDelivery, RejectedInput, RetryableDelivery
@@ -77,7 +77,8 @@ def register(app: faust.App, rt: Runtime) -> None:
                 await _dead_letter(Rejection("deliver", e.reason, e.detail), msg)
                 continue
             message_id, trigger = mail["message_id"], f"{mail['pack']}/{mail['trigger']}"
-            if already_done(ledger.get(message_id)):
+            # Re-drive (streams/redrive/): a FAILED id goes out again only from a record tidings-redrive marked.
+            if not may_send(ledger.get(message_id), redrive=carries_redrive(event.headers)):
                 m.duplicates_skipped.labels(mail["tenant_id"], trigger).inc()
                 continue
             try:
