@@ -127,7 +127,9 @@ def _plan(settings: Settings, topics: TopicNames, selection: Selection, run_id: 
 
 
 def _line(dl: DeadLetter, about: About, why: str | None) -> str:
-    action = "skip     " if why else ("re-send  " if dl.stage == "deliver" else "re-ingest")
+    # "mail": back to the sender, which sends it only if its ledger entry is FAILED (the CLI does
+    # not read the ledger); "event": back to ingest, whose mails the ledger dedupes.
+    action = "skip " if why else ("mail " if dl.stage == "deliver" else "event")
     fields = [
         action,
         f"dl {dl.partition}@{dl.offset}",
