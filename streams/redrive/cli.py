@@ -41,6 +41,9 @@ from streams.topics import TopicNames
 
 EXIT_OK, EXIT_ERROR = 0, 1
 POLL_SECONDS = 0.5
+# Critical only: librdkafka logs every failed connection attempt (dozens a second); what matters
+# reaches the operator as this command's own error line.
+LIBRDKAFKA_LOG_LEVEL = 2
 
 
 class RedriveError(Exception):
@@ -91,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reapply-state", action="store_true",
                    help="also re-ingest render-stage events that feed entity state (applies them again, out of order)")
     p.add_argument("--yes", action="store_true", help="republish; without it the run is a dry run")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic and to deliver (default 60)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to read the topic and to deliver (default 60)")
     return p
 
 
@@ -102,13 +105,15 @@ def _plan(settings: Settings, topics: TopicNames, selection: Selection, run_id: 
     plan: list[tuple[str, Republish]] = []
     seen: set[tuple[str, ...]] = set()
     skipped: collections.Counter[str] = collections.Counter()
-    selected = 0
-    for dl in sorted(read_dead_letters(settings, topics.dead_letter, args.since, args.timeout), key=lambda d: (d.partition, d.offset)):
+    chosen = []
+    for dl in read_dead_letters(settings, topics.dead_letter, args.since, args.timeout):
         about = describe(dl, decode, topics.outbound, lambda t: [tr.key for tr in catalog.for_event(t)],
                          lambda t: bool(catalog.feeds(t)))
-        if not selection.matches(dl, about):
-            continue
-        selected += 1
+        if selection.matches(dl, about):  # only the selected ones are kept in memory
+            chosen.append((dl, about))
+    # Partitions arrive interleaved; dead-letter order within each is the order of the originals.
+    chosen.sort(key=lambda pair: (pair[0].partition, pair[0].offset))
+    for dl, about in chosen:
         why = verdict(dl, about, inbound=topics.inbound, outbound=topics.outbound, partitions=settings.partitions,
                       reapply_state=args.reapply_state)
         if why is None:
@@ -123,7 +128,7 @@ def _plan(settings: Settings, topics: TopicNames, selection: Selection, run_id: 
         print(_line(dl, about, why), file=out)
         if why is not None:
             skipped[why] += 1
-    return plan, skipped, selected
+    return plan, skipped, len(chosen)
 
 
 def _line(dl: DeadLetter, about: About, why: str | None) -> str:
@@ -161,7 +166,7 @@ def read_dead_letters(settings: Settings, topic: str, since: dt.datetime | None,
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
-        "log_level": 3,
+        "log_level": LIBRDKAFKA_LOG_LEVEL,
     })
     try:
         try:
@@ -209,7 +214,7 @@ def _produce(settings: Settings, plan: list[tuple[str, Republish]], timeout: flo
     producer = Producer({
         "bootstrap.servers": settings.kafka_bootstrap,
         "enable.idempotence": True,  # acks=all, ordered, no duplicates from the producer's own retries
-        "log_level": 3,
+        "log_level": LIBRDKAFKA_LOG_LEVEL,
     })
     errors: list[str] = []
     delivered = [0]
@@ -271,6 +276,16 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _printable(text: str) -> str:

@@ -10,6 +10,7 @@ unknown tenant is re-ingested once the tenant is configured, while garbage besid
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -135,10 +136,18 @@ def test_events_of_a_tenant_configured_late_are_re_ingested_and_garbage_stays(de
     reasons = sorted(dict(d.headers())["tidings.reason"].decode() for d in dead)
     assert reasons == ["not_avro", "unknown_tenant"]
 
+    later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
+    window = redrive(deployment, "--since", later)
+    assert window.returncode == 0, window.stderr
+    assert "selected 0, dry run, would republish 0" in window.stdout
+    bad = redrive(deployment, "--since", "yesterday")
+    assert bad.returncode == 2 and "not an ISO 8601 instant" in bad.stderr
+
     cli.publish([tenants], deployment.settings)  # the fix: the tenant is configured
     deployment.wait_metric("tidings_tenants_loaded", 7)
 
-    run = redrive(deployment, "--stage", "ingest", "--yes")
+    earlier = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).isoformat()
+    run = redrive(deployment, "--stage", "ingest", "--since", earlier, "--yes")
     assert run.returncode == 0, run.stderr
     assert "selected 2, republishing 1, skipped 1" in run.stdout
     assert "skipped 1: the bytes are not Avro; they would fail again" in run.stdout
