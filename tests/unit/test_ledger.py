@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.delivery.ledger import REDRIVE_HEADER, carries_redrive, failed_entry, may_send, sent_entry
+from streams.delivery.ledger import REDRIVE_HEADER, already_done, carries_redrive, failed_entry, may_send, sent_entry
 from tests.unit.conftest import NOW
 
 SENT = sent_entry("ses-1", NOW)
@@ -34,3 +34,8 @@ def test_the_re_drive_header_is_read_from_faust_dicts_and_kafka_pairs() -> None:
     assert not carries_redrive([("tidings-redrive-from", b"dl/0/1")])
     assert not carries_redrive({REDRIVE_HEADER: b""})  # an empty marker names no run: not a re-drive
     assert not carries_redrive({REDRIVE_HEADER: None})
+
+
+@pytest.mark.parametrize("entry", [None, SENT, FAILED, {"state": "queued"}], ids=["new", "sent", "failed", "other"])
+def test_without_the_header_the_rule_is_the_old_one(entry: dict | None) -> None:  # type: ignore[type-arg]
+    assert may_send(entry, redrive=False) is (not already_done(entry))
