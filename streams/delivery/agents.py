@@ -33,7 +33,9 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from streams.delivery.ledger import failed_entry, from_earlier_run, retrying_entry, sending_entry, sent_entry
+from streams.delivery.ledger import (
+    carries_redrive, failed_entry, from_earlier_run, retrying_entry, sending_entry, sent_entry,
+)
 from streams.delivery.mime import build_mime
 from streams.delivery.outbox import RAW, Outbox
 from streams.delivery.pacing import Pacer, TokenBucket
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_DELAY_SECONDS = 0.2
 RETRY_MAX_DELAY_SECONDS = 30.0  # long enough to ride out throttling, short enough to resume promptly
-REDRIVE_HEADER = "tidings-redrive"
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -104,7 +105,7 @@ def register(app: faust.App, rt: Runtime) -> None:
             await other.wait()
         done = in_flight[message_id] = asyncio.Event()
         try:
-            await _handle(mail, msg, lane_of(mail), redrive=_redriven(msg))
+            await _handle(mail, msg, lane_of(mail), redrive=carries_redrive(msg.headers))
         finally:
             del in_flight[message_id]
             done.set()
@@ -232,10 +233,6 @@ def register(app: faust.App, rt: Runtime) -> None:
             m.delivery_status_records.labels(str(status)).inc()
 
     app.agent(app.topic(rt.topics.delivery_status, **RAW), name="tidings.delivery_status_audit")(audit_delivery_status)
-
-
-def _redriven(msg: Any) -> bool:
-    return any(name == REDRIVE_HEADER for name, _ in (msg.headers or ()))
 
 
 class _Hold:

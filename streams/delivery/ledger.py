@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 SENDING = "sending"  # a request to the provider may be under way
@@ -22,6 +23,10 @@ SENT = "sent"
 FAILED = "failed"
 
 RUN = uuid.uuid4().hex[:12]  # this worker process
+
+# Set by ``tidings-redrive`` on the outbound records it republishes (the value is its run id): a
+# FAILED id may then be sent again (``streams/delivery/policy.py``); a SENT id never.
+REDRIVE_HEADER = "tidings-redrive"
 
 
 def _entry(state: str, at: dt.datetime, **fields: Any) -> dict[str, Any]:
@@ -49,3 +54,9 @@ def failed_entry(reason: str, at: dt.datetime) -> dict[str, Any]:
 def from_earlier_run(entry: dict[str, Any]) -> bool:
     """Written by another worker process (before a restart, or before a rebalance moved the id here)."""
     return entry.get("run") != RUN
+
+
+def carries_redrive(headers: Mapping[str, bytes | None] | Iterable[tuple[str, bytes | None]] | None) -> bool:
+    """Whether a record's headers (Faust's dict or Kafka's list of pairs) mark it as re-driven."""
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    return any(name == REDRIVE_HEADER and bool(value) for name, value in pairs)
