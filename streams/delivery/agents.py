@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from streams.delivery.ledger import already_done, failed_entry, sent_entry
+from streams.delivery.ledger import suppressed_entry
 from streams.delivery.mime import build_mime
 from streams.rendering.render import CONFIGURATION_SET_HEADER
 from streams.errors import PermanentDelivery, RejectedInput, RetryableDelivery
@@ -79,6 +80,11 @@ def register(app: faust.App, rt: Runtime) -> None:
             message_id, trigger = mail["message_id"], f"{mail['pack']}/{mail['trigger']}"
             if already_done(ledger.get(message_id)):
                 m.duplicates_skipped.labels(mail["tenant_id"], trigger).inc()
+                continue
+            # Suppression (streams/suppression/): a bounced, complaining or unsubscribed recipient.
+            if (s := rt.suppressions.lookup(mail["tenant_id"], mail["to_address"], mail.get("transactional", True))) is not None:
+                ledger[message_id] = suppressed_entry(s.reason, clock.now())
+                m.mails_suppressed.labels(mail["tenant_id"], s.reason).inc()
                 continue
             try:
                 provider_id = await send_with_retry(mail)

@@ -12,6 +12,7 @@ from typing import Any
 
 SENT = "sent"
 FAILED = "failed"
+SUPPRESSED = "suppressed"  # not sent: the recipient is on the tenant's suppression list
 
 
 def sent_entry(provider_id: str, at: dt.datetime) -> dict[str, Any]:
@@ -22,6 +23,11 @@ def failed_entry(reason: str, at: dt.datetime) -> dict[str, Any]:
     return {"state": FAILED, "reason": reason, "at": at.isoformat()}
 
 
+def suppressed_entry(reason: str, at: dt.datetime) -> dict[str, Any]:
+    """Final like the others: lifting the suppression later does not send this mail after all."""
+    return {"state": SUPPRESSED, "reason": reason, "at": at.isoformat()}
+
+
 def already_done(entry: dict[str, Any] | None) -> bool:
     """An id with a final outcome is never handed to the provider again."""
-    return entry is not None and entry.get("state") in (SENT, FAILED)
+    return entry is not None and entry.get("state") in (SENT, FAILED, SUPPRESSED)
