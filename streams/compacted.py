@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -132,31 +133,73 @@ class TopicFollower:
             consumer.close()
 
 
-def produce_records(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes | None]], timeout: float = 30.0) -> int:
-    """Write ``(key, value)`` records (a None value is a tombstone) and wait until the broker has them all.
+class AckedProducer:
+    """An idempotent producer whose ``write`` returns only once the broker has every record.
 
-    Raises ``ConfigurationError`` naming what failed; returns the count written. Every writer of
-    these topics goes through here, so a key always lands on the same partition (librdkafka's
-    default partitioner) and a later record or tombstone of a key replaces the earlier one.
+    Long-lived writers (the suppression agent, the unsubscribe endpoint) keep one; ``write`` may be
+    called from several threads (librdkafka's producer is thread-safe; each call waits for its own
+    records' acknowledgements and reports its own failures).
     """
-    from confluent_kafka import KafkaException, Producer
 
-    failures: list[str] = []
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer = None  # connects on the first write, never at construction
+        self._create = threading.Lock()
 
-    def delivered(err, msg) -> None:  # type: ignore[no-untyped-def]
-        if err is not None:
-            failures.append(f"{msg.key()!r}: {err.str()}")
+    def _connected(self):  # type: ignore[no-untyped-def]
+        from confluent_kafka import Producer
 
-    # log_level 3: librdkafka's retry warnings are noise here; what fails is reported below.
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 3})
+        with self._create:
+            if self._producer is None:
+                # log_level 3: librdkafka's retry warnings are noise here; what fails is reported by write.
+                self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "log_level": 3})
+            return self._producer
+
+    def write(self, topic: str, records: Sequence[tuple[bytes, bytes | None]], timeout: float = 30.0) -> int:
+        """Write ``(key, value)`` records (a None value is a tombstone); ``ConfigurationError`` naming what failed.
+
+        Every writer of a compacted topic goes through here, so a key always lands on the same
+        partition (librdkafka's default partitioner) and a later record or tombstone of a key
+        replaces the earlier one.
+        """
+        from confluent_kafka import KafkaException
+
+        pending = len(records)
+        failures: list[str] = []
+        done = threading.Event()
+
+        def delivered(err, msg) -> None:  # type: ignore[no-untyped-def]
+            nonlocal pending
+            if err is not None:
+                failures.append(f"{msg.key()!r}: {err.str()}")
+            pending -= 1
+            if pending == 0:
+                done.set()
+
+        producer = self._connected()
+        try:
+            for key, value in records:
+                producer.produce(topic, key=key, value=value, on_delivery=delivered)
+        except KafkaException as e:
+            raise ConfigurationError(f"cannot write to {topic}: {e}") from e
+        deadline = time.monotonic() + timeout
+        while records and not done.is_set() and time.monotonic() < deadline:
+            producer.poll(0.1)  # serves the delivery callbacks
+        if not done.is_set() and records:
+            raise ConfigurationError(f"{pending} record(s) not confirmed by the broker within {timeout:.0f}s on {topic}")
+        if failures:
+            raise ConfigurationError(f"the broker refused records on {topic}: {'; '.join(failures)}")
+        return len(records)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout)
+
+
+def produce_records(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes | None]], timeout: float = 30.0) -> int:
+    """Write records once with a producer of their own (the CLIs); see ``AckedProducer.write``."""
+    producer = AckedProducer(bootstrap)
     try:
-        for key, value in records:
-            producer.produce(topic, key=key, value=value, on_delivery=delivered)
-    except KafkaException as e:
-        raise ConfigurationError(f"cannot write to {topic}: {e}") from e
-    left = producer.flush(timeout)
-    if left:
-        raise ConfigurationError(f"{left} record(s) not confirmed by the broker within {timeout:.0f}s on {topic}")
-    if failures:
-        raise ConfigurationError(f"the broker refused records on {topic}: {'; '.join(failures)}")
-    return len(records)
+        return producer.write(topic, records, timeout)
+    finally:
+        producer.close()
