@@ -7,7 +7,9 @@ Nothing connects to Kafka or SES until the worker starts.
 
 Tenants come from the compacted tenants topic, not from files: at start the worker reads the whole
 topic (``TenantFeed``) before its agents consume, then keeps following it, so a tenant published
-with ``tidings-tenants publish`` applies to the next event without a restart.
+with ``tidings-tenants publish`` applies to the next event without a restart. The suppression list
+is read and followed the same way from ``<prefix>suppressions`` (``SuppressionFeed``), so the
+sender checks every mail against the whole list (``rt.suppressions``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from streams.ingest.pipeline import IngestPipeline
 from streams.metrics import Metrics
 from streams.rendering.render import Renderer
 from streams.settings import Settings
+from streams.suppression.feed import SuppressionFeed, SuppressionWriter
+from streams.suppression.model import SuppressionList
+from streams.suppression.token import TokenSigner
 from streams.tenants.feed import TenantFeed
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.tenants.validate import pack_problems
@@ -58,6 +63,10 @@ class Runtime:
     metrics: Metrics
     clock: Clock
     timed: TimedEngine
+    suppressions: SuppressionList  # live: kept up to date from the suppressions topic by suppression_feed
+    suppression_feed: SuppressionFeed
+    suppression_writer: SuppressionWriter
+    unsubscribe_tokens: TokenSigner | None  # None: no TIDINGS_UNSUBSCRIBE_SECRET, no one-click links
 
 
 def build_runtime(
@@ -76,7 +85,10 @@ def build_runtime(
     topics = TopicNames.from_settings(settings, catalog)
     tenants = TenantDirectory()
     metrics = metrics_module.create()
-    renderer = Renderer(settings.templates_dir)
+    secret = settings.unsubscribe_secret
+    tokens = TokenSigner(secret.get_secret_value()) if secret is not None else None
+    renderer = Renderer(settings.templates_dir, unsubscribe_tokens=tokens)
+    suppressions = SuppressionList()
     pipeline = IngestPipeline(
         codec=codec,
         catalog=catalog,
@@ -87,7 +99,10 @@ def build_runtime(
 
     def servable(tenant: Tenant) -> list[tuple[str, str]]:
         """The checks ``tidings-tenants publish`` runs, against this worker's packs and templates."""
-        return list(pack_problems(tenant, catalog, settings.templates_dir))
+        problems = list(pack_problems(tenant, catalog, settings.templates_dir))
+        if tokens is None and tenant.unsubscribe is not None and tenant.unsubscribe.base_url:
+            problems.append(("unsubscribe.base_url", "this worker has no TIDINGS_UNSUBSCRIBE_SECRET to sign one-click links with"))
+        return problems
 
     return Runtime(
         settings=settings,
@@ -101,6 +116,10 @@ def build_runtime(
         metrics=metrics,
         clock=clock if clock is not None else SystemClock(),
         timed=TimedEngine(catalog, tenants, renderer, metrics, max_fires_per_tick=settings.max_fires_per_tick),
+        suppressions=suppressions,
+        suppression_feed=SuppressionFeed(settings.kafka_bootstrap, topics.suppressions, suppressions, metrics=metrics),
+        suppression_writer=SuppressionWriter(settings.kafka_bootstrap, topics.suppressions),
+        unsubscribe_tokens=tokens,
     )
 
 
@@ -129,9 +148,10 @@ class TidingsApp(faust.App):
         if created:
             log.info("created topics: %s", ", ".join(created))
         rt.tenant_feed.start()
-        await asyncio.get_running_loop().run_in_executor(
-            None, rt.tenant_feed.wait_caught_up, rt.settings.tenants_catch_up_seconds
-        )
+        rt.suppression_feed.start()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, rt.tenant_feed.wait_caught_up, rt.settings.tenants_catch_up_seconds)
+        await loop.run_in_executor(None, rt.suppression_feed.wait_caught_up, rt.settings.suppressions_catch_up_seconds)
         if not len(rt.tenants):
             log.warning(
                 "the tenants topic %s holds no tenant: every event is dead-lettered unknown_tenant until one is "
@@ -149,6 +169,8 @@ class TidingsApp(faust.App):
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
         self.tidings.tenant_feed.stop()
+        self.tidings.suppression_feed.stop()
+        self.tidings.suppression_writer.close()
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> TidingsApp:
@@ -180,12 +202,16 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     from streams.delivery import agents as delivery_agents
     from streams.ingest import agents as ingest_agents
     from streams.state.tables import create_tables
+    from streams.suppression import agents as suppression_agents
+    from streams.suppression import web as suppression_web
     from streams.triggers import agents as trigger_agents
 
     tables = create_tables(app, settings, rt.topics.catalog)
     ingest_agents.register(app, rt, tables)
     trigger_agents.register(app, rt, tables)
     delivery_agents.register(app, rt)
+    suppression_agents.register(app, rt)
+    suppression_web.register(app, rt)
 
     async def metrics_page(web, request):  # type: ignore[no-untyped-def]
         return web.bytes(generate_latest(rt.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -47,6 +47,10 @@ class Metrics(NamedTuple):
     ticks: Counter
     tick_seconds: Histogram
     timer_index_rebuild_seconds: Histogram
+    feedback_events: Counter
+    suppression_records: Counter
+    suppression_entries: Gauge
+    mails_suppressed: Counter
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -160,5 +164,24 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         timer_index_rebuild_seconds=Histogram(
             "tidings_timer_index_rebuild_seconds", "Rebuilding one partition's timer index from its table.",
             buckets=(0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0), registry=registry,
+        ),
+        feedback_events=Counter(
+            "tidings_feedback_events_total",
+            "SES events and unsubscribes read: suppressed (led to suppression records), ignored (a transient "
+            "bounce, a delivery ...) or dead_lettered.",
+            ["event_type", "outcome"], registry=registry,
+        ),
+        suppression_records=Counter(
+            "tidings_suppression_records_total",
+            "Records of the suppressions topic this worker read: applied (by reason), removed (lifted) or rejected.",
+            ["outcome", "reason"], registry=registry,
+        ),
+        suppression_entries=Gauge(
+            "tidings_suppression_entries", "Suppressed tenant/address pairs this worker knows, all tenants.",
+            registry=registry,
+        ),
+        mails_suppressed=Counter(
+            "tidings_mails_suppressed_total", "Mails not sent because their recipient is suppressed, by the reason.",
+            ["tenant", "reason"], registry=registry,
         ),
     )

@@ -74,6 +74,19 @@ class Settings(BaseSettings):
         "fails to start if that takes longer.",
     )
 
+    suppressions_catch_up_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="At start-up the worker reads the whole suppressions topic before it sends any mail; it fails to "
+        "start if that takes longer.",
+    )
+    unsubscribe_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Deployment secret the one-click unsubscribe links are signed with (the same on every worker). "
+        "Needed once a tenant sets unsubscribe.base_url; changing it invalidates every link already mailed.",
+    )
+
     ses_endpoint_url: str | None = Field(None, description="SES endpoint; unset means the AWS default.")
     aws_region: str = "eu-west-1"
     aws_access_key_id: SecretStr | None = None

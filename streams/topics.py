@@ -28,6 +28,16 @@ stream of work: no agent consumes it, no transaction writes it, nothing derived 
 by its partitions. Every worker reads it whole, all partitions, from the beginning
 (``streams/tenants/feed.py``), so its partition count is free; Tidings creates it with one
 partition (a few hundred tenants are a few hundred small records) and accepts any count it finds.
+
+Suppression (``streams/suppression/``) adds two inputs and one such compacted topic. SES events
+(``<prefix>ses-events``, JSON as SES publishes it) and unsubscribes (``<prefix>unsubscribes``,
+Avro ``tidings.feedback.Unsubscribed``) are inputs like the domain topics: co-partitioned, and
+their dead letters go to the input's partition number. The suppressions they lead to go to
+``<prefix>suppressions``, compacted, keyed ``<tenant>/<address>``, read whole by every worker like
+the tenants topic (one partition, any count accepted). Its records are written *outside* the
+transactions, acknowledged before the input is done: a key is not tied to the input's partition,
+and a transaction of another partition number may not be this worker's. A crash in between
+writes the same suppression again, which changes nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +59,9 @@ class TopicNames:
     tenants: str
     ticks: str
     firings: str
+    ses_events: str
+    unsubscribes: str
+    suppressions: str
     catalog: Catalog
 
     @classmethod
@@ -65,14 +78,17 @@ class TopicNames:
             tenants=f"{p}tenants",
             ticks=f"{p}ticks",
             firings=f"{p}firings",
+            ses_events=f"{p}ses-events",
+            unsubscribes=f"{p}unsubscribes",
+            suppressions=f"{p}suppressions",
             catalog=catalog,
         )
 
     def all(self) -> tuple[str, ...]:
-        """The co-partitioned topics (every one with ``TIDINGS_PARTITIONS`` partitions); not the tenants topic."""
+        """The co-partitioned topics (every one with ``TIDINGS_PARTITIONS`` partitions); not the compacted ones."""
         return (
             *self.inbound, self.outbound, self.outbound_priority, self.dead_letter, self.delivery_status,
-            self.ticks, self.firings,
+            self.ticks, self.firings, self.ses_events, self.unsubscribes,
         )
 
     def outbound_for(self, priority: str) -> str:
@@ -94,6 +110,9 @@ TOPIC_CONFIG = {
 # Read whole by every worker, never co-partitioned with anything: one partition is plenty.
 TENANTS_TOPIC_PARTITIONS = 1
 TENANTS_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+# The same for the suppressions: keyed <tenant>/<address>, written outside the transactions.
+SUPPRESSIONS_TOPIC_PARTITIONS = 1
+SUPPRESSIONS_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0, catalog: Catalog | None = None) -> list[str]:
@@ -116,6 +135,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0, catalog: Catalog | 
     ]
     if names.tenants not in existing:
         new.append(_tenants_topic(names, settings))
+    if names.suppressions not in existing:
+        new.append(_suppressions_topic(names, settings))
     return _create(admin, new, timeout)
 
 
@@ -128,6 +149,25 @@ def ensure_tenants_topic(settings: Settings, timeout: float = 30.0) -> bool:
     if names.tenants in admin.list_topics(timeout=timeout).topics:
         return False
     return bool(_create(admin, [_tenants_topic(names, settings)], timeout))
+
+
+def ensure_suppressions_topic(settings: Settings, timeout: float = 30.0) -> bool:
+    """Create only the compacted suppressions topic if it is missing (``tidings-suppress``); True if created."""
+    from confluent_kafka.admin import AdminClient
+
+    names = TopicNames.from_settings(settings)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 4})
+    if names.suppressions in admin.list_topics(timeout=timeout).topics:
+        return False
+    return bool(_create(admin, [_suppressions_topic(names, settings)], timeout))
+
+
+def _suppressions_topic(names: TopicNames, settings: Settings):  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import NewTopic
+
+    return NewTopic(
+        names.suppressions, SUPPRESSIONS_TOPIC_PARTITIONS, settings.replication_factor, config=SUPPRESSIONS_TOPIC_CONFIG
+    )
 
 
 def _tenants_topic(names: TopicNames, settings: Settings):  # type: ignore[no-untyped-def]

@@ -93,6 +93,8 @@ def main() -> int:
                 "TIDINGS_S3_ENDPOINT_URL": endpoint,
                 "TIDINGS_AWS_ACCESS_KEY_ID": "demo",
                 "TIDINGS_AWS_SECRET_ACCESS_KEY": "demo",
+                # Signs the example tenants' one-click unsubscribe links; a deployment sets its own.
+                "TIDINGS_UNSUBSCRIBE_SECRET": "demo-only-unsubscribe-secret",
             },
         )
         say("Starting a Tidings worker ...")

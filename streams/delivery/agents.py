@@ -16,6 +16,9 @@ request the ledger holds ``sending``, then the outcome: ``sent`` (with the SES i
 - no answer (timeout, connection dropped): unknown outcome, by the configured policy;
 - rejected (MessageRejected, bad address), attachment missing or too large: dead-lettered.
 
+A recipient on the tenant's suppression list (``streams/suppression/``) is not sent to: the
+ledger records ``suppressed`` (final) and the status topic SUPPRESSED.
+
 Each state change is also a record on the delivery-status topic (``streams/delivery/status.py``),
 written in the same transaction as the ledger entry it reports. After a crash, a record read again
 whose outcome the local ledger holds from the earlier run is reported again (its first report
@@ -34,13 +37,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from streams.delivery.ledger import (
-    carries_redrive, failed_entry, from_earlier_run, retrying_entry, sending_entry, sent_entry,
+    carries_redrive, failed_entry, from_earlier_run, retrying_entry, sending_entry, sent_entry, suppressed_entry,
 )
 from streams.delivery.mime import build_mime
 from streams.delivery.outbox import RAW, Outbox
 from streams.delivery.pacing import Pacer, TokenBucket
 from streams.delivery.policy import Action, attempts, decide, unknown_after_timeout
-from streams.delivery.status import FAILED, SENT
+from streams.delivery.status import FAILED, SENT, SUPPRESSED
 from streams.errors import OutcomeUnknown, PermanentDelivery, RejectedInput, RetryableDelivery, SendingBlocked
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import Rejection
@@ -127,6 +130,13 @@ def register(app: faust.App, rt: Runtime) -> None:
             if action is Action.DEAD_LETTER_UNKNOWN:
                 await _fail(mail, msg, "outcome_unknown", "the worker stopped between the request and its answer")
                 return
+        # Suppression (streams/suppression/): a bounced, complaining or unsubscribed recipient.
+        if (s := rt.suppressions.lookup(tenant, mail["to_address"], mail.get("transactional", True))) is not None:
+            now = clock.now()
+            ledger[message_id] = suppressed_entry(s.reason, now)
+            await outbox.status(mail, SUPPRESSED, now, msg.partition, reason=s.reason)
+            m.mails_suppressed.labels(tenant, s.reason).inc()
+            return
         tried = attempts(entry)
         delay = RETRY_FIRST_DELAY_SECONDS
         queued, probing = True, False

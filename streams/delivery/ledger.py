@@ -21,6 +21,7 @@ SENDING = "sending"  # a request to the provider may be under way
 RETRYING = "retrying"  # the provider answered "not now" (throttled, unavailable, sending blocked)
 SENT = "sent"
 FAILED = "failed"
+SUPPRESSED = "suppressed"  # not sent: the recipient is on the tenant's suppression list
 
 RUN = uuid.uuid4().hex[:12]  # this worker process
 
@@ -60,3 +61,8 @@ def carries_redrive(headers: Mapping[str, bytes | None] | Iterable[tuple[str, by
     """Whether a record's headers (Faust's dict or Kafka's list of pairs) mark it as re-driven."""
     pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
     return any(name == REDRIVE_HEADER and bool(value) for name, value in pairs)
+
+
+def suppressed_entry(reason: str, at: dt.datetime) -> dict[str, Any]:
+    """Final like the others: lifting the suppression later does not send this mail after all."""
+    return _entry(SUPPRESSED, at, reason=reason)

@@ -22,6 +22,7 @@ from jinja2 import Template, TemplateError
 from streams.errors import InvalidRecipient, RenderFailed
 from streams.rendering.environment import OverrideLoader, build_environment
 from streams.rendering.locale import Fallback, choose_locale, normalize
+from streams.suppression.token import TokenSigner
 from streams.tenants.model import Tenant
 from streams.triggers.evaluate import Firing
 
@@ -37,6 +38,28 @@ _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 def ses_tags(tenant_id: str, pack: str, trigger: str) -> dict[str, str]:
     """SES message tags: names and values allow only ASCII letters, digits, ``_`` and ``-``."""
     return {"tenant": _TAG_UNSAFE.sub("_", tenant_id), "trigger": _TAG_UNSAFE.sub("_", f"{pack}-{trigger}")}
+
+
+def unsubscribe_headers(tenant: Tenant, to_address: str, tokens: TokenSigner | None) -> dict[str, str]:
+    """List-Unsubscribe (RFC 2369) and, with an https link, List-Unsubscribe-Post (RFC 8058 one-click).
+
+    The link carries an opaque token of tenant and address (``streams/suppression/token.py``); a
+    tenant with a base URL is only served by workers holding the secret to sign it (``streams/app.py``).
+    """
+    setting = tenant.unsubscribe
+    if setting is None:
+        return {}
+    targets = []
+    if setting.base_url and tokens is not None:
+        targets.append(f"<{setting.base_url}/unsubscribe/{tokens.issue(tenant.tenant_id, to_address)}>")
+    if setting.mailto:
+        targets.append(f"<mailto:{setting.mailto}?subject=unsubscribe>")
+    if not targets:
+        return {}
+    headers = {"List-Unsubscribe": ", ".join(targets)}
+    if targets[0].startswith("<https://"):
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
 
 
 def single_line(value: str) -> str:
@@ -86,8 +109,10 @@ def _override_locales(tenant: Tenant, pack: str, template: str) -> frozenset[str
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(self, templates_dir: Path, *, unsubscribe_tokens: TokenSigner | None = None) -> None:
         self.templates_dir = templates_dir
+        # Signs the one-click unsubscribe links; without it (previews, tools) only a mailto is offered.
+        self.unsubscribe_tokens = unsubscribe_tokens
         self.env = build_environment(templates_dir)
         # Mail clients drop <style> blocks unpredictably (Gmail clips, Outlook ignores parts), so
         # styles become style attributes; at-rules (the dark-mode media query) stay a rule since
@@ -158,7 +183,7 @@ class Renderer:
             "subject": subject,
             "html": html,
             "text": text,
-            "headers": self._headers(tenant, f"{pack}/{firing.trigger.id}"),
+            "headers": self._headers(tenant, f"{pack}/{firing.trigger.id}", firing.trigger.rule.transactional, to_address),
             "attachments": attachments,
             "priority": firing.trigger.rule.priority,
             "transactional": firing.trigger.rule.transactional,
@@ -170,11 +195,12 @@ class Renderer:
         }
         return Rendered(outbound, fallback)
 
-    @staticmethod
-    def _headers(tenant: Tenant, trigger: str) -> dict[str, str]:
+    def _headers(self, tenant: Tenant, trigger: str, transactional: bool, to_address: str) -> dict[str, str]:
         headers = {"X-Tidings-Trigger": trigger, "X-Tidings-Tenant": tenant.tenant_id}
         if tenant.sender.configuration_set:
             headers[CONFIGURATION_SET_HEADER] = tenant.sender.configuration_set
+        if not transactional:
+            headers.update(unsubscribe_headers(tenant, to_address, self.unsubscribe_tokens))
         return headers
 
     def _template(self, tenant: Tenant, key: str) -> Template:

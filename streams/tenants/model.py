@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -29,6 +30,8 @@ from streams.errors import ConfigurationError
 
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Z]{2})?$")
+# Characters that would end a URL inside a List-Unsubscribe header (<url>, <url>) or fold it.
+_URL_UNSAFE = re.compile(r"[\s<>,\"\x00-\x1f\x7f]")
 
 
 class _Frozen(BaseModel):
@@ -84,6 +87,47 @@ class SenderIdentity(_Frozen):
         return None if value is None else _address(value)
 
 
+class UnsubscribeSetting(_Frozen):
+    """Where recipients of the tenant's non-transactional mail unsubscribe (List-Unsubscribe, RFC 2369 / 8058)."""
+
+    base_url: str | None = Field(
+        None,
+        description="Public https:// URL at which the workers' web port is reachable; mails link to "
+        "<base_url>/unsubscribe/<token> and mail clients POST there (one-click, RFC 8058).",
+    )
+    mailto: str | None = Field(
+        None, description="An address of the tenant's that takes unsubscribe requests by mail (RFC 2369)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"{value!r} is not an https:// URL (RFC 8058 one-click links must be https)")
+        if not value.isascii() or parts.query or parts.fragment or parts.username or parts.password or _URL_UNSAFE.search(value):
+            raise ValueError(f"{value!r}: write an ASCII base URL (IDNA host) without query, fragment, credentials, spaces or <>,\"")
+        return value.rstrip("/")
+
+    @field_validator("mailto")
+    @classmethod
+    def _mailbox(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        address = _address(value)
+        if not address.isascii():
+            raise ValueError(f"{value!r}: a List-Unsubscribe mailbox must be an ASCII address")
+        return address
+
+    @model_validator(mode="after")
+    def _something(self) -> UnsubscribeSetting:
+        if self.base_url is None and self.mailto is None:
+            raise ValueError("set base_url (one-click), mailto, or both")
+        return self
+
+
 class TriggerSetting(_Frozen):
     """Per-trigger switches, keyed ``pack/trigger`` in the tenant file."""
 
@@ -111,6 +155,9 @@ class Tenant(_Frozen):
     )
     brand: Brand
     sender: SenderIdentity
+    unsubscribe: UnsubscribeSetting | None = Field(
+        None, description="Required once the tenant has a non-transactional trigger on (reminders, newsletters)."
+    )
     triggers: dict[str, TriggerSetting] = Field(default_factory=dict)
     templates: dict[str, str] = Field(
         default_factory=dict,

@@ -5,8 +5,9 @@ Two layers, each reported as ``(field, message)``:
 - the model (``Tenant``): colours, time zone, addresses, language tags, the default language
   among those offered, ``HH:MM`` send time, no unknown keys;
 - against the packs and templates (``pack_problems``): every pack exists, every trigger key names
-  a trigger of a pack the tenant offers, and every trigger the tenant has on has templates for
-  every language the tenant offers.
+  a trigger of a pack the tenant offers, every trigger the tenant has on has templates for
+  every language the tenant offers, and a tenant with a non-transactional trigger on (one its
+  recipients may opt out of) says where they unsubscribe (``unsubscribe``).
 
 ``tidings-tenants publish`` runs both on every file and publishes nothing unless all pass; the
 worker runs both on every record of the tenants topic and ignores one that fails; the template lint
@@ -94,6 +95,17 @@ def pack_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> Iter
         elif tenant.triggers[key].params:
             yield f"triggers.{key}.params", f"{key} is an event trigger and takes no parameters"
     yield from override_problems(tenant, catalog, templates_dir)
+    if tenant.unsubscribe is None:
+        opt_out = [
+            t.key for t in catalog.triggers()
+            if t.pack in tenant.packs and not t.rule.transactional
+            and tenant.is_enabled(t.key, t.rule.enabled_by_default)
+        ]
+        if opt_out:
+            yield "unsubscribe", (
+                f"{', '.join(opt_out)} send non-transactional mail, which must carry List-Unsubscribe: set "
+                "unsubscribe.base_url (one-click) and/or unsubscribe.mailto, or turn those triggers off"
+            )
     for trigger in catalog.triggers():
         if trigger.pack not in tenant.packs or not tenant.is_enabled(trigger.key, trigger.rule.enabled_by_default):
             continue

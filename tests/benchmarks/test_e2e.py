@@ -42,7 +42,7 @@ from tests.benchmarks.baseline import BaselineProcess
 from tests.benchmarks.delivery import emails_sent, mails_in_emulator
 from tests.benchmarks.reader import Figures, OutboundReader, figures
 from tests.benchmarks.workload import BenchParams, Workload, build_workload
-from tests.integration.harness import Deployment
+from tests.integration.harness import TEST_UNSUBSCRIBE_SECRET, Deployment
 
 EVENTS = int(os.environ.get("TIDINGS_BENCH_EVENTS", "2000") or 2000)
 STARTUP_SECONDS = 120.0  # a process starts, joins its group and processes the warm-up event
@@ -138,6 +138,7 @@ def bench_tidings(bootstrap: str, ses_endpoint: str, publisher: EventPublisher, 
             "TIDINGS_AWS_ACCESS_KEY_ID": "test",
             "TIDINGS_AWS_SECRET_ACCESS_KEY": "test",
             "TIDINGS_PARTITIONS": str(params.partitions),
+            "TIDINGS_UNSUBSCRIBE_SECRET": TEST_UNSUBSCRIBE_SECRET,
         },
     )
     deployment.create_topics()

@@ -32,6 +32,7 @@ from streams.triggers.tickcli import TickPublisher
 EXAMPLE_TENANTS = REPO_ROOT / "deploy" / "tenants"
 
 T = TypeVar("T")
+TEST_UNSUBSCRIBE_SECRET = "integration-tests-only-unsubscribe-secret"
 DEFAULT_DEADLINE_SECONDS = 90.0
 FINAL_STATUSES = frozenset({"SENT", "FAILED", "SUPPRESSED"})
 
@@ -51,6 +52,8 @@ def worker_env(run: str, bootstrap: str, ses_endpoint: str, prefix: str = "it") 
         "TIDINGS_SES_MAX_SEND_RATE": "1000",
         # Tests move time themselves (Deployment.tick), months in seconds.
         "TIDINGS_TICK_SOURCE": "external",
+        # Example tenants with non-transactional triggers link to one-click unsubscribes, signed with it.
+        "TIDINGS_UNSUBSCRIBE_SECRET": TEST_UNSUBSCRIBE_SECRET,
     }
 
 
