@@ -27,6 +27,7 @@ from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.confluent import ConfluentCodec
 from streams.codecs.wire import TopicDecoders
 from streams.codecs.schemas import SchemaRepository
+from streams.commits import CommitWatch
 from streams.delivery.attachments import AttachmentStore, S3AttachmentStore
 from streams.delivery.sender import EmailSender, create_sender
 from streams.errors import ConfigurationError
@@ -141,6 +142,7 @@ class TidingsApp(faust.App):
     and whose graceful stop always ends its exactly-once transactions cleanly (``streams.transport``)."""
 
     tidings: Runtime
+    commits: CommitWatch  # fed by the consumer's commits (streams/transport.py)
 
     async def on_first_start(self) -> None:
         rt = self.tidings
@@ -196,8 +198,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         # crashes ("Offset must be a positive integer"). A worker taking over a partition
         # restores it from the changelog instead (see the benchmark's restart figure).
         table_standby_replicas=0,
+        # Faust refuses to recover a table whose local store is ahead of its changelog. Under
+        # exactly-once that is normal after a crash: the store kept writes whose transaction was
+        # aborted (streams/state/tables.py says which tables keep them and which restore).
+        recovery_consistency_check=False,
     )
     app.tidings = rt
+    app.commits = CommitWatch()
 
     from streams.delivery import agents as delivery_agents
     from streams.ingest import agents as ingest_agents

@@ -32,6 +32,7 @@ class Metrics(NamedTuple):
     unknown_outcomes: Counter
     sender_blocked: Gauge
     sends_in_flight: Gauge
+    sender_uncommitted_limit: Gauge
     send_rate_limit: Gauge
     send_queue_seconds: Histogram
     delivery_status_records: Counter
@@ -102,6 +103,11 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             ["reason"], registry=registry,
         ),
         sends_in_flight=Gauge("tidings_sends_in_flight", "Provider requests under way in this worker.", registry=registry),
+        sender_uncommitted_limit=Gauge(
+            "tidings_sender_uncommitted_limit",
+            "Requests whose outcome may be uncommitted at once (TIDINGS_SENDER_MAX_UNCOMMITTED): what a crash can resend.",
+            registry=registry,
+        ),
         send_rate_limit=Gauge(
             "tidings_send_rate_limit",
             "Recipients per second this worker may send: its share of the account quota by owned outbound partitions.",

@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     sender_concurrency: int = Field(
         16, ge=1, description="SES requests one worker has in flight at most; also what one crash can send twice."
     )
+    sender_max_uncommitted: int = Field(
+        200,
+        ge=1,
+        description="Requests whose outcome is not yet committed, at most (a request holds its place until the "
+        "commit after its answer): the bound on what a crash can send twice. It caps throughput near "
+        "this / (commit interval + SES latency) per worker.",
+    )
     unknown_outcome: Literal["resend", "dead_letter"] = Field(
         "resend",
         description="A mail whose outcome is unknown (the worker crashed, or SES did not answer, after the request "

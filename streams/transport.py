@@ -33,20 +33,24 @@ Three small overrides, one for each link of that chain:
   error is logged and the consumer thread is still stopped, so the process exits instead of hanging.
 
 Table state: ``TidingsConsumer._commit_offsets`` sends the queued changelog records of a transaction
-before committing it, as Faust already does without transactions.
+before committing it, as Faust already does without transactions, and then tells the app's
+``CommitWatch`` (``streams/commits.py``) which table writes that commit made durable.
 
-Known and open: in exactly-once mode Faust takes a changelog's end from the last stable offset
-the consumer cached from fetch responses (``AIOKafkaConsumerThread._highwaters``), unknown (-1)
-for a partition this worker has not fetched yet, and then restores nothing: a worker taking over
-another's partitions starts with empty tables. Asking the broker instead (ListOffsets) fixed that
-in the rebalance test but slowed every recovery by Faust's 10 s wait for aborted transactions and
-made the restart test flaky under load, so it is not in yet.
+Changelog ends. In exactly-once mode Faust takes a changelog's end from the last stable offset the
+consumer cached from fetch responses (``AIOKafkaConsumerThread._highwaters``): unknown (-1) for a
+partition this worker has not fetched yet, so a worker taking over a partition restored nothing,
+and one whose local store was ahead refused to start (``ConsistencyError``). And even a known LSO
+lies one past a commit marker that recovery waits for in vain, for two 5-second timeouts.
+``TidingsConsumerThread._highwaters`` asks the broker and returns one past the last committed
+record (``changelog_ends``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka.producer.transaction_manager import TransactionState
@@ -56,13 +60,29 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 
+class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        if not self.consumer.in_transaction:
+            return await super()._highwaters(partitions)
+        # Faust would take the last stable offsets cached from fetch responses: unknown (-1) for a
+        # partition not fetched yet, and then it restores nothing, or refuses to start
+        # (ConsistencyError: persisted offset higher than the highwater). Ask the broker.
+        bootstrap = ",".join(aiokafka_driver.server_list(self.transport.url, self.transport.default_port))
+        return await asyncio.get_running_loop().run_in_executor(None, changelog_ends, bootstrap, list(partitions))
+
+
 class TidingsConsumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> TidingsConsumerThread:
+        return TidingsConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Called as _add_gap(tp, r_offset + 1, offset) by _drain_messages, where ``offset`` is a
         # record being delivered (acked once processed), not part of the gap.
         await super()._add_gap(tp, offset_from, offset_to - 1)
 
     async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        watch = getattr(self.app, "commits", None)  # streams/commits.py
+        upto = watch.snapshot() if watch is not None else 0
         if self.in_transaction:
             # Table changelog records are queued (send_soon) and sent by a background task; Faust
             # flushes that queue before a commit only without transactions. Unflushed, they land
@@ -70,7 +90,30 @@ class TidingsConsumer(aiokafka_driver.Consumer):
             # is committed), and after the final commit of a graceful stop they are sent outside
             # any transaction: IllegalOperation("Can't send messages while not in transaction").
             await self.app.producer.flush()
-        return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        committed = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        if committed and watch is not None:
+            # Faust committed the transaction of every partition number it sent offsets for.
+            watch.committed({tp.partition for tp in offsets}, upto)
+        return committed
+
+    async def commit_transactions_of(self, partitions: Iterable[int], topic: str) -> set[int]:
+        """Commit the open transactions of these partition numbers now, moving no offset.
+
+        For ``CommitWatch.waiting_longer_than`` (``streams/commits.py``): table writes that must
+        become durable while the partition's offsets cannot move. Other agents' writes on the same
+        partition number commit with them, ahead of their input offsets: if the worker then dies,
+        those inputs are processed again and write the same records once more, which the ledger
+        (mails) and the idempotent state updates absorb. Returns the partitions committed.
+        """
+        await self.app.producer.flush()
+        if not self.in_transaction:
+            return set(partitions)  # at-least-once: nothing transactional, flushed is durable
+        group = self.app.assignor.group_for_topic(topic)
+        done = set()
+        for partition in partitions:
+            if await self.app.producer.commit_open_transaction(f"{self.app.conf.id}-{group}-{partition}"):
+                done.add(partition)
+        return done
 
     async def on_stop(self) -> None:
         try:
@@ -97,6 +140,71 @@ class TidingsProducer(aiokafka_driver.Producer):
                     log.info("committing offsets for %s after its transaction ended: in a new one", transactional_id)
                     await producer.begin_transaction()
         await super().commit_transactions(tid_to_offset_map, group_id, start_new_transaction=start_new_transaction)
+
+
+    async def commit_open_transaction(self, transactional_id: str) -> bool:
+        """Commit one transactional producer's open transaction (no offsets) and begin the next."""
+        async with self._trn_locks[transactional_id]:
+            producer = self._transaction_producers.get(transactional_id)
+            if producer is None or producer._txn_manager.state is not TransactionState.IN_TRANSACTION:
+                return False
+            await producer.commit_transaction()
+            await producer.begin_transaction()
+            return True
+
+
+def changelog_ends(bootstrap: str, partitions: list[TP], tail: int = 64, timeout: float = 10.0) -> dict[TP, int]:
+    """For each partition, one past its last committed record: what Faust's recovery reads up to.
+
+    Not the last stable offset itself: under exactly-once every transaction ends with a commit
+    marker, which takes an offset but is never delivered, so a recovery waiting for the record
+    before the LSO waits for a marker, and Faust gives up on it only after two 5-second timeouts
+    ("Aborted tx until highwater"). Reading the last ``tail`` offsets (read_committed: markers,
+    aborted and still-open records are not delivered, the end of the partition is its LSO) finds
+    the last real record; a partition with none there (a crash aborts a transaction of many
+    records) is read again further back, up to 64 times ``tail``. Beyond that, the high watermark
+    is returned and Faust's own fallback applies.
+    """
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "tidings-changelog-ends",  # never joins a group: partitions are assigned, nothing committed
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    })
+    try:
+        high: dict[tuple[str, int], int] = {}
+        for tp in partitions:
+            _, high[(tp.topic, tp.partition)] = consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=timeout, cached=False
+            )
+        last: dict[tuple[str, int], int] = {}
+        todo = {key for key, end in high.items() if end > 0}
+        window = tail
+        while todo and window <= 64 * tail:
+            pending = set(todo)
+            consumer.assign([TopicPartition(t, p, max(0, high[(t, p)] - window)) for t, p in pending])
+            deadline = time.monotonic() + timeout
+            while pending and time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is None:
+                    continue
+                key = (message.topic(), message.partition())
+                error = message.error()
+                if error is None:
+                    last[key] = message.offset()
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(key)
+                else:
+                    raise RuntimeError(f"reading the end of {key}: {error}")
+            consumer.unassign()
+            todo = {key for key in todo if key not in last and high[key] > window}
+            window *= 8
+        return {tp: last.get((tp.topic, tp.partition), high[(tp.topic, tp.partition)] - 1) + 1 for tp in partitions}
+    finally:
+        consumer.close()
 
 
 def _transaction_ended(producer: Any) -> bool:

@@ -36,6 +36,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
+from streams.commits import CommitWatch
 from streams.delivery.ledger import (
     carries_redrive, failed_entry, from_earlier_run, retrying_entry, sending_entry, sent_entry, suppressed_entry,
 )
@@ -71,6 +72,11 @@ def register(app: faust.App, rt: Runtime) -> None:
     bucket = TokenBucket(settings.ses_max_send_rate)
     pacer = Pacer(bucket, concurrency=settings.sender_concurrency)
     in_flight: dict[str, asyncio.Event] = {}
+    # What a crash can send twice: a permit is taken before each request and given back once the
+    # commit carrying its outcome is done (streams/commits.py). See streams/delivery/policy.py.
+    uncommitted = asyncio.Semaphore(settings.sender_max_uncommitted)
+    watch: CommitWatch = app.commits
+    m.sender_uncommitted_limit.set(settings.sender_max_uncommitted)
     hold = _Hold(m)
     m.send_rate_limit.set(bucket.rate)
 
@@ -82,6 +88,27 @@ def register(app: faust.App, rt: Runtime) -> None:
         m.send_rate_limit.set(bucket.rate)
 
     app.on_partitions_assigned.connect(on_assignment)
+
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        watch.release_all()
+
+    app.on_partitions_revoked.connect(on_revoked)
+
+    async def commit_waiting() -> None:
+        stale = watch.waiting_longer_than(settings.commit_interval_seconds)
+        if stale:
+            upto = watch.snapshot()
+            done = await app.consumer.commit_transactions_of(stale, rt.topics.outbound)
+            log.debug("committed the transactions of partitions %s, whose outcomes waited (%s)", done, stale)
+            watch.committed(done, upto)
+
+    app.timer(settings.commit_interval_seconds, name="tidings.commit_waiting_outcomes")(commit_waiting)
+
+    async def release_when_committed(partition: int, seq: int) -> None:
+        try:
+            await watch.wait(partition, seq)
+        finally:
+            uncommitted.release()
 
     async def request(mail: dict[str, Any]) -> str:
         files = [(a, await store.fetch(a["uri"])) for a in mail.get("attachments", ())]
@@ -143,55 +170,68 @@ def register(app: faust.App, rt: Runtime) -> None:
         while True:
             if not probing:  # while sending is blocked, only the actors that met the block probe SES
                 await hold.wait()
-            async with pacer.slot(lane):
-                if queued:
-                    m.send_queue_seconds.labels(lane).observe(max(0.0, (clock.now() - mail["created_at"]).total_seconds()))
-                    queued = False
-                tried += 1
-                ledger[message_id] = sending_entry(tried, clock.now())
-                m.sends_in_flight.inc()
-                try:
-                    provider_id = await request(mail)
-                except (RetryableDelivery, OutcomeUnknown, PermanentDelivery) as e:
-                    error: Exception = e
-                except Exception as e:
-                    log.exception("sending %s failed unexpectedly", message_id)
-                    error = e
-                else:
-                    error = None  # type: ignore[assignment]
-                finally:
-                    m.sends_in_flight.dec()
-            if error is None:
-                hold.clear()
-                now = clock.now()
-                ledger[message_id] = sent_entry(provider_id, now)
-                await outbox.status(mail, SENT, now, msg.partition, provider_id=provider_id)
-                m.emails_sent.labels(tenant, trigger).inc()
-                m.event_to_sent_seconds.labels(trigger).observe(max(0.0, (now - mail["source_timestamp"]).total_seconds()))
+            await uncommitted.acquire()
+            try:
+                async with pacer.slot(lane):
+                    if queued:
+                        m.send_queue_seconds.labels(lane).observe(max(0.0, (clock.now() - mail["created_at"]).total_seconds()))
+                        queued = False
+                    tried += 1
+                    ledger[message_id] = sending_entry(tried, clock.now())
+                    m.sends_in_flight.inc()
+                    try:
+                        provider_id = await request(mail)
+                    except (RetryableDelivery, OutcomeUnknown, PermanentDelivery) as e:
+                        error: Exception | None = e
+                    except Exception as e:
+                        log.exception("sending %s failed unexpectedly", message_id)
+                        error = e
+                    else:
+                        error = None
+                    finally:
+                        m.sends_in_flight.dec()
+                done = await _record_outcome(mail, msg, error, provider_id if error is None else "", tried)
+            except BaseException:
+                uncommitted.release()  # stopping mid-request: nothing left to wait for
+                raise
+            # The outcome is in the ledger; the permit comes back when it is committed.
+            asyncio.ensure_future(release_when_committed(msg.partition, watch.written()))
+            if done:
                 return
-            if isinstance(error, PermanentDelivery):
-                reason = str(error).split(":")[0] if str(error).startswith("attachment_") else "rejected_by_provider"
-                await _fail(mail, msg, reason, str(error))
-                return
-            if isinstance(error, OutcomeUnknown):
-                m.unknown_outcomes.labels("no_answer", settings.unknown_outcome).inc()
-                log.warning("%s: no answer from the provider (%s); policy %s", message_id, error, settings.unknown_outcome)
-                if unknown_after_timeout(settings.unknown_outcome) is Action.DEAD_LETTER_UNKNOWN:
-                    await _fail(mail, msg, "outcome_unknown", str(error))
-                    return
-            elif not isinstance(error, RetryableDelivery):
-                await _fail(mail, msg, "internal_error", "see worker log")
-                return
-            reason = str(error).split(":")[-1] or type(error).__name__
             probing = isinstance(error, SendingBlocked)
-            if probing:
-                hold.block(reason)
-            else:
-                ledger[message_id] = retrying_entry(tried, reason, clock.now())
-            m.send_retries.labels(reason).inc()
+            m.send_retries.labels(_reason(error)).inc()
             log.warning("%s not sent (%s); retrying in %.1fs", message_id, error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
+
+    async def _record_outcome(mail: dict[str, Any], msg: Any, error: Exception | None, provider_id: str, tried: int) -> bool:
+        """Write what one request did into the ledger (and status, dead letters); True if the mail is done."""
+        message_id, tenant, trigger = mail["message_id"], mail["tenant_id"], f"{mail['pack']}/{mail['trigger']}"
+        if error is None:
+            hold.clear()
+            now = clock.now()
+            ledger[message_id] = sent_entry(provider_id, now)
+            await outbox.status(mail, SENT, now, msg.partition, provider_id=provider_id)
+            m.emails_sent.labels(tenant, trigger).inc()
+            m.event_to_sent_seconds.labels(trigger).observe(max(0.0, (now - mail["source_timestamp"]).total_seconds()))
+            return True
+        if isinstance(error, PermanentDelivery):
+            reason = str(error).split(":")[0] if str(error).startswith("attachment_") else "rejected_by_provider"
+            await _fail(mail, msg, reason, str(error))
+            return True
+        if isinstance(error, OutcomeUnknown):
+            m.unknown_outcomes.labels("no_answer", settings.unknown_outcome).inc()
+            log.warning("%s: no answer from the provider (%s); policy %s", message_id, error, settings.unknown_outcome)
+            if unknown_after_timeout(settings.unknown_outcome) is Action.DEAD_LETTER_UNKNOWN:
+                await _fail(mail, msg, "outcome_unknown", str(error))
+                return True
+        elif not isinstance(error, RetryableDelivery):
+            await _fail(mail, msg, "internal_error", "see worker log")
+            return True
+        if isinstance(error, SendingBlocked):
+            hold.block(_reason(error))
+        ledger[message_id] = retrying_entry(tried, _reason(error), clock.now())
+        return False
 
     async def _report(mail: dict[str, Any], entry: dict[str, Any], msg: Any) -> None:
         at = dt.datetime.fromisoformat(entry["at"])
@@ -243,6 +283,10 @@ def register(app: faust.App, rt: Runtime) -> None:
             m.delivery_status_records.labels(str(status)).inc()
 
     app.agent(app.topic(rt.topics.delivery_status, **RAW), name="tidings.delivery_status_audit")(audit_delivery_status)
+
+
+def _reason(error: Exception | None) -> str:
+    return str(error).split(":")[-1] or type(error).__name__
 
 
 class _Hold:

@@ -15,11 +15,12 @@ outcome (SIGKILL, out of memory, lost host). A graceful stop never leaves one be
 for the records in flight before its last commit. A read timeout or a dropped connection is the
 same question asked while running (``OutcomeUnknown`` from the sender).
 
-How many mails that can be. The ledger's RocksDB store keeps what the worker wrote, including the
-``sending`` entries of transactions a crash aborted, so a worker restarted on its own disk sees
-every mail that was in flight: at most ``TIDINGS_SENDER_CONCURRENCY``. A worker taking over the
-partition from a dead host knows only the committed changelog: at most the mails sent in one
-commit interval (``max send rate x TIDINGS_COMMIT_INTERVAL_SECONDS``).
+How many mails that can be. A request takes a permit before it starts and gives it back only when
+the commit carrying its outcome is done (``streams/commits.py``), so at any moment at most
+``TIDINGS_SENDER_MAX_UNCOMMITTED`` mails may have reached SES without a committed outcome; after a
+crash these, and only these, can find ``sending`` (or nothing, when even the mark was not
+committed and the worker starts on another disk) and go again. A restart on the same disk also
+keeps what the local RocksDB store held, which only narrows it.
 
 Policy (``TIDINGS_UNKNOWN_OUTCOME``), never silent: each case is logged with its message id,
 counted in ``tidings_delivery_unknown_outcomes_total{cause}``, and then
