@@ -12,6 +12,7 @@ have accepted. The delivery agent decides about retries itself.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,6 +60,11 @@ class SesSender:
         import boto3
         from botocore.config import Config
 
+        # Its own threads and connections, one per request in flight: asyncio's default executor
+        # has min(32, cores + 4) threads (6 here) and botocore pools 10 connections, either of
+        # which would cap the sender far below TIDINGS_SENDER_CONCURRENCY.
+        self._threads = concurrent.futures.ThreadPoolExecutor(settings.sender_concurrency, thread_name_prefix="ses")
+
         self._client: Any = boto3.client(
             "sesv2",
             endpoint_url=settings.ses_endpoint_url,
@@ -68,6 +74,7 @@ class SesSender:
                 settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
             ),
             config=Config(
+                max_pool_connections=settings.sender_concurrency,
                 retries={"total_max_attempts": 1},
                 connect_timeout=settings.ses_timeout_seconds,
                 read_timeout=settings.ses_timeout_seconds,
@@ -77,7 +84,9 @@ class SesSender:
     async def send(
         self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None
     ) -> str:
-        return await asyncio.to_thread(self._send, from_address, to_address, raw, tags, configuration_set)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, self._send, from_address, to_address, raw, tags, configuration_set
+        )
 
     def _send(
         self, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None

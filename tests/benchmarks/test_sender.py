@@ -50,6 +50,7 @@ from tests.integration.mailload import publish_bookings, tally, wait_arrived
 
 RATES = [int(r) for r in os.environ.get("TIDINGS_BENCH_SENDER_RATES", "50,200,1000").split(",") if r.strip()]
 SECONDS = float(os.environ.get("TIDINGS_BENCH_SENDER_SECONDS", "10"))
+FAULTS = os.environ.get("TIDINGS_BENCH_SENDER_FAULTS", "1") != "0"  # 0: throughput only
 CONCURRENCY = 32
 PRIORITY_EVERY_SECONDS = 0.25
 TENANT = "lagerhaus-nord"
@@ -122,7 +123,9 @@ def _emulator_ceiling(endpoint: str, run: str, seconds: float = 5.0, threads: in
 def _throughput(rate: int, kafka_bootstrap: str, ses_endpoint: str, workdir: Path) -> dict[str, Any]:
     with FaultProxy(ses_endpoint) as proxy:
         dep = _deployment(kafka_bootstrap, ses_endpoint, workdir, f"rate{rate}", TIDINGS_SES_ENDPOINT_URL=proxy.endpoint,
-                          TIDINGS_SES_MAX_SEND_RATE=str(rate), TIDINGS_SENDER_CONCURRENCY=str(CONCURRENCY))
+                          TIDINGS_SES_MAX_SEND_RATE=str(rate), TIDINGS_SENDER_CONCURRENCY=str(CONCURRENCY),
+                          # permits for about two commit intervals of sending at the rate
+                          TIDINGS_SENDER_MAX_UNCOMMITTED=str(max(200, 2 * rate)))
         factory = MailFactory(dep.run)
         producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True})
         count = int(rate * SECONDS)
@@ -231,7 +234,7 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, workdir: Path) -> dict[
 def test_sender_throughput_priority_and_faults(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> None:
     figures: dict[str, Any] = {"emulator_ceiling_per_second": round(_emulator_ceiling(ses_endpoint, uuid.uuid4().hex[:8]), 1)}
     figures["throughput"] = [_throughput(rate, kafka_bootstrap, ses_endpoint, tmp_path) for rate in RATES]
-    figures["faults"] = _fault_runs(kafka_bootstrap, ses_endpoint, tmp_path)
+    figures["faults"] = _fault_runs(kafka_bootstrap, ses_endpoint, tmp_path) if FAULTS else {}
     JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
     JSON_PATH.write_text(json.dumps(figures, indent=2))
     print(f"\nemulator ceiling: {figures['emulator_ceiling_per_second']}/s")
