@@ -35,12 +35,16 @@ Three small overrides, one for each link of that chain:
 Table state: ``TidingsConsumer._commit_offsets`` sends the queued changelog records of a transaction
 before committing it, as Faust already does without transactions.
 
-Known and open: in exactly-once mode Faust takes a changelog's end from the last stable offset
-the consumer cached from fetch responses (``AIOKafkaConsumerThread._highwaters``), unknown (-1)
-for a partition this worker has not fetched yet, and then restores nothing: a worker taking over
-another's partitions starts with empty tables. Asking the broker instead (ListOffsets) fixed that
-in the rebalance test but slowed every recovery by Faust's 10 s wait for aborted transactions and
-made the restart test flaky under load, so it is not in yet.
+Table state after a takeover: in exactly-once mode Faust takes a changelog's end from the last
+stable offset the consumer cached from fetch responses (``AIOKafkaConsumerThread._highwaters``),
+-1 for a partition this worker has not fetched yet, and then restores nothing: a worker taking over
+another's partitions started with empty tables, and the timers of those partitions never fired
+(the rebalance test: "timer index of partition N rebuilt: 0 entities"). ``TidingsConsumerThread.
+_highwaters`` asks the broker (ListOffsets with read_committed isolation answers the last stable
+offset) and answers one less: a changelog is written only in transactions, so the record just
+before the last stable offset is a transaction marker, which is never delivered, and Recovery
+(which waits for the record at the highwater it is given, minus one) would otherwise only notice
+the end after ``_slurp_changelogs`` timed out twice (10 s per recovery).
 """
 
 from __future__ import annotations
@@ -56,7 +60,23 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 
+class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        if not self.consumer.in_transaction:
+            return await super()._highwaters(partitions)
+        # Ask the broker: a read_committed consumer's ListOffsets answers the last stable offset.
+        # The cached one (super) is -1 for a partition not fetched yet, and recovery then skips it.
+        stable = await self._ensure_consumer().end_offsets(partitions)
+        # A changelog is written only in transactions, one producer at a time (its partition's
+        # transactional id), so the record before the last stable offset is a transaction marker,
+        # never delivered: end it at the last data record, which recovery waits for.
+        return {tp: end - 1 if end > 0 else end for tp, end in stable.items()}
+
+
 class TidingsConsumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> TidingsConsumerThread:
+        return TidingsConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Called as _add_gap(tp, r_offset + 1, offset) by _drain_messages, where ``offset`` is a
         # record being delivered (acked once processed), not part of the gap.
