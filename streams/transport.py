@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport, with the exactly-once shutdown made safe (faust-streaming 0.15.x).
+"""Faust's aiokafka transport, with exactly-once stops, restarts and rebalances made safe (faust-streaming 0.15.x).
 
 A graceful stop (SIGTERM) commits twice with ``start_new_transaction=False``: once from
 ``App._stop_consumer`` (``consumer.wait_empty()`` -> ``commit_and_end_transactions()``), and again
@@ -45,12 +45,39 @@ offset) and answers one less: a changelog is written only in transactions, so th
 before the last stable offset is a transaction marker, which is never delivered, and Recovery
 (which waits for the record at the highwater it is given, minus one) would otherwise only notice
 the end after ``_slurp_changelogs`` timed out twice (10 s per recovery).
+
+Records lost at a start or a rebalance. ``Recovery.on_recovery_completed`` (and ``_resume_streams``)
+resumes the stream partitions (``Consumer.resume_partitions``) and *then* awaits
+``Consumer.perform_seek``, but with tables the flow is already active by then (the changelog
+restore resumed it, or the "nothing to restore" branch did). While the seek waits for the broker,
+``_drain_messages`` fetches stream records, puts them into the agents' queues and records each as
+read (``_read_offset``). The seek then sets the read offsets back to the committed offsets, and the
+``flow_control.resume()`` that follows clears every agent's queue (``FlowControlEvent.resume`` calls
+``clear``): records delivered during the seek are gone unprocessed. The next record of the batch is
+judged against the reset read offset, so ``_drain_messages`` puts the cleared records into the gap
+(``_add_gap``), ``_new_offset`` counts a gap as acked, and the next commit moves past them; when
+the fetcher, sought back, returns them again they are below the read offset and dropped as read.
+Seen in the rebalance test: firings partition 2 committed at 4 (a marker), record 5 delivered
+during the seek and cleared, record 6 arriving with the read offset reset to 4 (gap 5..5), offset
+10 committed, and the firing at 5 never rendered. The same happens at every start with a backlog
+(ticks or outbound records published while the worker was down).
+
+* ``TidingsConsumer.perform_seek`` stops the flow (``Consumer.stop_flow``) at the moment it is
+  called: it returns the seek's coroutine instead of being one, so the stop falls in the same step
+  as Recovery's ``resume_partitions``, before the fetcher can run. Recovery resumes the flow itself
+  after the seek and after clearing the queues (``flow_control.resume()``, ``consumer.resume_flow()``),
+  so nothing is delivered from a stream partition between its assignment and its seek. Whatever a
+  fetch still returns meanwhile meets a stopped flow, and ``Consumer.getmany`` answers that by
+  seeking back to the committed offsets instead of delivering it. (Pausing the partitions during
+  the seek instead is not enough: a fetch under way for an empty set of partitions is answered by
+  aiokafka with the records of *every* partition, which ``getmany`` then drops unseen, and the
+  next record delivered after them opened a gap over all of them.)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from aiokafka.producer.transaction_manager import TransactionState
@@ -76,6 +103,13 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 class TidingsConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> TidingsConsumerThread:
         return TidingsConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def perform_seek(self) -> Awaitable[None]:  # type: ignore[override]
+        # Not a coroutine function on purpose: the flow stops when this is *called*. Recovery
+        # resumes the stream partitions and calls this in the same step, with the flow already
+        # active; it resumes the flow itself once the seek is done and the queues are cleared.
+        self.stop_flow()
+        return super().perform_seek()
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Called as _add_gap(tp, r_offset + 1, offset) by _drain_messages, where ``offset`` is a
