@@ -33,7 +33,13 @@ Three small overrides, one for each link of that chain:
   error is logged and the consumer thread is still stopped, so the process exits instead of hanging.
 
 Table state: ``TidingsConsumer._commit_offsets`` sends the queued changelog records of a transaction
-before committing it, as Faust already does without transactions.
+before committing it, as Faust already does without transactions. Faust's ``ProducerBuffer.flush``
+is not enough for that: it returns as soon as its queue is empty, while its task may still be
+sending the last record it took (waiting for the transaction's lock, say). A commit that ends the
+transactions (at a stop or a revocation) then went first, and the record followed outside any
+transaction: ``IllegalOperation("Can't send messages while not in transaction")`` crashed the
+worker. ``TidingsProducerBuffer.drain`` (called by ``TidingsProducer.flush``) also waits for the
+record being sent.
 
 Table state after a takeover: in exactly-once mode Faust takes a changelog's end from the last
 stable offset the consumer cached from fetch responses (``AIOKafkaConsumerThread._highwaters``),
@@ -76,12 +82,14 @@ during the seek and cleared, record 6 arriving with the read offset reset to 4 (
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from aiokafka.producer.transaction_manager import TransactionState
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
 log = logging.getLogger(__name__)
@@ -123,6 +131,7 @@ class TidingsConsumer(aiokafka_driver.Consumer):
             # in the *next* transaction (so a crash in between loses state whose input offset
             # is committed), and after the final commit of a graceful stop they are sent outside
             # any transaction: IllegalOperation("Can't send messages while not in transaction").
+            # TidingsProducer.flush also waits for the record the buffer's task is sending.
             await self.app.producer.flush()
         return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
 
@@ -135,7 +144,40 @@ class TidingsConsumer(aiokafka_driver.Consumer):
             log.exception("the final commit at shutdown failed; stopping anyway")
 
 
+class TidingsProducerBuffer(ProducerBuffer):
+    """Faust's buffer of ``send_soon`` messages (table changelog records), which knows when its
+    task is still sending the last one it took: ``drain`` waits for that one too."""
+
+    _sending = 0
+
+    async def _send_pending(self, fut: Any) -> None:
+        self._sending += 1
+        try:
+            await super()._send_pending(fut)
+        finally:
+            self._sending -= 1
+            self.message_sent.set()
+
+    async def drain(self) -> None:
+        while (self.size or self._sending) and self.state == "running":
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            except asyncio.TimeoutError:
+                pass
+
+
 class TidingsProducer(aiokafka_driver.Producer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._drainable_buffer = TidingsProducerBuffer(loop=self.loop, beacon=self.beacon)
+        self._drainable_buffer.app = self.app
+        self.buffer = self._drainable_buffer
+
+    async def flush(self) -> None:
+        await self._drainable_buffer.drain()
+        await super().flush()
+
     async def commit_transactions(
         self,
         tid_to_offset_map: Mapping[str, Mapping[TP, int]],
