@@ -78,6 +78,14 @@ during the seek and cleared, record 6 arriving with the read offset reset to 4 (
   the seek instead is not enough: a fetch under way for an empty set of partitions is answered by
   aiokafka with the records of *every* partition, which ``getmany`` then drops unseen, and the
   next record delivered after them opened a gap over all of them.)
+* ``TidingsConsumerThread.seek_to_committed`` makes that seeking back real for a partition with
+  no committed offset yet (or 0): aiokafka's ``seek_to_committed`` leaves such a partition at its
+  fetch position, past the records just dropped, and ``_new_offset`` does not check the head of
+  the acked offsets when nothing was committed, so the first record processed after them committed
+  them all (the restart test: the stop came before any firing was rendered, so the firings topic
+  had no committed offsets; at the next start firings 0..4 of partition 0 were fetched while the
+  flow was stopped and dropped, 6..18 rendered, and 19 was that partition's first commit). It
+  seeks those partitions to where ``consumer_auto_offset_reset`` starts a new consumer.
 """
 
 from __future__ import annotations
@@ -96,6 +104,22 @@ log = logging.getLogger(__name__)
 
 
 class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return await self.call_thread(self._seek_to_committed)
+
+    async def _seek_to_committed(self) -> Mapping[TP, int]:
+        # aiokafka's seek_to_committed leaves a partition with no committed offset (or 0) where
+        # its fetch position is: after records were fetched and dropped, it does not go back.
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
+        uncommitted = [tp for tp, offset in committed.items() if not offset]
+        if uncommitted:
+            if self.app.conf.consumer_auto_offset_reset == "latest":
+                await consumer.seek_to_end(*uncommitted)
+            else:
+                await consumer.seek_to_beginning(*uncommitted)
+        return committed
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         if not self.consumer.in_transaction:
             return await super()._highwaters(partitions)
