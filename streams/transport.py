@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport, with the exactly-once shutdown made safe (faust-streaming 0.15.x).
+"""Faust's aiokafka transport, with exactly-once stops, restarts and rebalances made safe (faust-streaming 0.15.x).
 
 A graceful stop (SIGTERM) commits twice with ``start_new_transaction=False``: once from
 ``App._stop_consumer`` (``consumer.wait_empty()`` -> ``commit_and_end_transactions()``), and again
@@ -33,16 +33,64 @@ Three small overrides, one for each link of that chain:
   error is logged and the consumer thread is still stopped, so the process exits instead of hanging.
 
 Table state: ``TidingsConsumer._commit_offsets`` sends the queued changelog records of a transaction
-before committing it, as Faust already does without transactions, and then tells the app's
-``CommitWatch`` (``streams/commits.py``) which table writes that commit made durable.
+before committing it, as Faust already does without transactions. Faust's ``ProducerBuffer.flush``
+is not enough for that: it returns as soon as its queue is empty, while its task may still be
+sending the last record it took (waiting for the transaction's lock, say). A commit that ends the
+transactions (at a stop or a revocation) then went first, and the record followed outside any
+transaction: ``IllegalOperation("Can't send messages while not in transaction")`` crashed the
+worker. ``TidingsProducerBuffer.drain`` (called by ``TidingsProducer.flush``) also waits for the
+record being sent.
 
-Changelog ends. In exactly-once mode Faust takes a changelog's end from the last stable offset the
-consumer cached from fetch responses (``AIOKafkaConsumerThread._highwaters``): unknown (-1) for a
-partition this worker has not fetched yet, so a worker taking over a partition restored nothing,
-and one whose local store was ahead refused to start (``ConsistencyError``). And even a known LSO
-lies one past a commit marker that recovery waits for in vain, for two 5-second timeouts.
-``TidingsConsumerThread._highwaters`` asks the broker and returns one past the last committed
-record (``changelog_ends``).
+Table state after a takeover: in exactly-once mode Faust takes a changelog's end from the last
+stable offset the consumer cached from fetch responses (``AIOKafkaConsumerThread._highwaters``),
+-1 for a partition this worker has not fetched yet, and then restores nothing: a worker taking over
+another's partitions started with empty tables, and the timers of those partitions never fired
+(the rebalance test: "timer index of partition N rebuilt: 0 entities"). ``TidingsConsumerThread.
+_highwaters`` asks the broker where each changelog ends: one past its last committed record
+(``changelog_ends``). Not the last stable offset itself: a changelog is written only in
+transactions, so the record just before it is a transaction marker, never delivered (and after a
+crash a run of aborted records precedes that), and Recovery, which waits for the record at the
+highwater it is given minus one, would only notice the end after ``_slurp_changelogs`` timed out
+twice (10 s per recovery).
+
+Which writes a commit made durable: ``_commit_offsets`` then tells the app's ``CommitWatch``
+(``streams/commits.py``), and ``commit_transactions_of`` commits the open transactions of partitions
+whose offsets cannot move, for the sender's bound on what a crash can send twice.
+
+Records lost at a start or a rebalance. ``Recovery.on_recovery_completed`` (and ``_resume_streams``)
+resumes the stream partitions (``Consumer.resume_partitions``) and *then* awaits
+``Consumer.perform_seek``, but with tables the flow is already active by then (the changelog
+restore resumed it, or the "nothing to restore" branch did). While the seek waits for the broker,
+``_drain_messages`` fetches stream records, puts them into the agents' queues and records each as
+read (``_read_offset``). The seek then sets the read offsets back to the committed offsets, and the
+``flow_control.resume()`` that follows clears every agent's queue (``FlowControlEvent.resume`` calls
+``clear``): records delivered during the seek are gone unprocessed. The next record of the batch is
+judged against the reset read offset, so ``_drain_messages`` puts the cleared records into the gap
+(``_add_gap``), ``_new_offset`` counts a gap as acked, and the next commit moves past them; when
+the fetcher, sought back, returns them again they are below the read offset and dropped as read.
+Seen in the rebalance test: firings partition 2 committed at 4 (a marker), record 5 delivered
+during the seek and cleared, record 6 arriving with the read offset reset to 4 (gap 5..5), offset
+10 committed, and the firing at 5 never rendered. The same happens at every start with a backlog
+(ticks or outbound records published while the worker was down).
+
+* ``TidingsConsumer.perform_seek`` stops the flow (``Consumer.stop_flow``) at the moment it is
+  called: it returns the seek's coroutine instead of being one, so the stop falls in the same step
+  as Recovery's ``resume_partitions``, before the fetcher can run. Recovery resumes the flow itself
+  after the seek and after clearing the queues (``flow_control.resume()``, ``consumer.resume_flow()``),
+  so nothing is delivered from a stream partition between its assignment and its seek. Whatever a
+  fetch still returns meanwhile meets a stopped flow, and ``Consumer.getmany`` answers that by
+  seeking back to the committed offsets instead of delivering it. (Pausing the partitions during
+  the seek instead is not enough: a fetch under way for an empty set of partitions is answered by
+  aiokafka with the records of *every* partition, which ``getmany`` then drops unseen, and the
+  next record delivered after them opened a gap over all of them.)
+* ``TidingsConsumerThread.seek_to_committed`` makes that seeking back real for a partition with
+  no committed offset yet (or 0): aiokafka's ``seek_to_committed`` leaves such a partition at its
+  fetch position, past the records just dropped, and ``_new_offset`` does not check the head of
+  the acked offsets when nothing was committed, so the first record processed after them committed
+  them all (the restart test: the stop came before any firing was rendered, so the firings topic
+  had no committed offsets; at the next start firings 0..4 of partition 0 were fetched while the
+  flow was stopped and dropped, 6..18 rendered, and 19 was that partition's first commit). It
+  seeks those partitions to where ``consumer_auto_offset_reset`` starts a new consumer.
 """
 
 from __future__ import annotations
@@ -50,23 +98,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 from aiokafka.producer.transaction_manager import TransactionState
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
 log = logging.getLogger(__name__)
 
 
 class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return await self.call_thread(self._seek_to_committed)
+
+    async def _seek_to_committed(self) -> Mapping[TP, int]:
+        # aiokafka's seek_to_committed leaves a partition with no committed offset (or 0) where
+        # its fetch position is: after records were fetched and dropped, it does not go back.
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
+        uncommitted = [tp for tp, offset in committed.items() if not offset]
+        if uncommitted:
+            if self.app.conf.consumer_auto_offset_reset == "latest":
+                await consumer.seek_to_end(*uncommitted)
+            else:
+                await consumer.seek_to_beginning(*uncommitted)
+        return committed
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         if not self.consumer.in_transaction:
             return await super()._highwaters(partitions)
         # Faust would take the last stable offsets cached from fetch responses: unknown (-1) for a
-        # partition not fetched yet, and then it restores nothing, or refuses to start
-        # (ConsistencyError: persisted offset higher than the highwater). Ask the broker.
+        # partition not fetched yet, and then it restores nothing. Ask the broker (changelog_ends).
         bootstrap = ",".join(aiokafka_driver.server_list(self.transport.url, self.transport.default_port))
         return await asyncio.get_running_loop().run_in_executor(None, changelog_ends, bootstrap, list(partitions))
 
@@ -74,6 +138,13 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 class TidingsConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> TidingsConsumerThread:
         return TidingsConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def perform_seek(self) -> Awaitable[None]:  # type: ignore[override]
+        # Not a coroutine function on purpose: the flow stops when this is *called*. Recovery
+        # resumes the stream partitions and calls this in the same step, with the flow already
+        # active; it resumes the flow itself once the seek is done and the queues are cleared.
+        self.stop_flow()
+        return super().perform_seek()
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Called as _add_gap(tp, r_offset + 1, offset) by _drain_messages, where ``offset`` is a
@@ -89,6 +160,7 @@ class TidingsConsumer(aiokafka_driver.Consumer):
             # in the *next* transaction (so a crash in between loses state whose input offset
             # is committed), and after the final commit of a graceful stop they are sent outside
             # any transaction: IllegalOperation("Can't send messages while not in transaction").
+            # TidingsProducer.flush also waits for the record the buffer's task is sending.
             await self.app.producer.flush()
         committed = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
         if committed and watch is not None:
@@ -124,7 +196,40 @@ class TidingsConsumer(aiokafka_driver.Consumer):
             log.exception("the final commit at shutdown failed; stopping anyway")
 
 
+class TidingsProducerBuffer(ProducerBuffer):
+    """Faust's buffer of ``send_soon`` messages (table changelog records), which knows when its
+    task is still sending the last one it took: ``drain`` waits for that one too."""
+
+    _sending = 0
+
+    async def _send_pending(self, fut: Any) -> None:
+        self._sending += 1
+        try:
+            await super()._send_pending(fut)
+        finally:
+            self._sending -= 1
+            self.message_sent.set()
+
+    async def drain(self) -> None:
+        while (self.size or self._sending) and self.state == "running":
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            except asyncio.TimeoutError:
+                pass
+
+
 class TidingsProducer(aiokafka_driver.Producer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._drainable_buffer = TidingsProducerBuffer(loop=self.loop, beacon=self.beacon)
+        self._drainable_buffer.app = self.app
+        self.buffer = self._drainable_buffer
+
+    async def flush(self) -> None:
+        await self._drainable_buffer.drain()
+        await super().flush()
+
     async def commit_transactions(
         self,
         tid_to_offset_map: Mapping[str, Mapping[TP, int]],

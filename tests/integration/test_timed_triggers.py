@@ -15,7 +15,6 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
 
 from streams.triggers.samples import new_envelope
 from tests.integration.harness import Deployment
@@ -178,17 +177,6 @@ def test_the_wednesday_cohort(deployment: Deployment) -> None:
     assert {m.destinations[0] for m in mails} == {deployment.email("few")}
 
 
-# Open (issue #4): with a graceful restart or a rebalance in the middle of firing a backlog, some
-# firings never reach the outbound topic (seen in about half the runs on this machine; never
-# extra mails). The engine fires each timer once (unit tests; the timers table records it in
-# the tick's transaction) and the pieces of Faust's exactly-once recovery that lost state are
-# fixed in streams/transport.py and streams/state/tables.py; what remains lost is being tracked
-# down (candidates: Faust's offset bookkeeping around a rebalance, Consumer._new_offset and
-# _drain_messages; the tick or firing agent's final transaction at a stop). These tests stay,
-# run in CI, and report XPASS when a run gets everything.
-KNOWN_LOSS = "open: some firings are lost across a restart or rebalance mid-firing (see KNOWN_LOSS comment)"
-
-
 def _bookings_with_reminders(dep: Deployment, line: Timeline, t0: dt.datetime) -> collections.Counter[tuple[str, str]]:
     """Two dozen bookings moving in on consecutive days: five mails each, over five weeks."""
     expected: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -240,7 +228,6 @@ def _finish_with_sentinels(dep: Deployment, expected: collections.Counter[tuple[
     assert not missing and not extra, f"missing {sorted(missing)}, extra {sorted(extra)}"
 
 
-@pytest.mark.xfail(reason=KNOWN_LOSS, strict=False)
 def test_timers_fire_exactly_once_across_graceful_restarts(deployment: Deployment) -> None:
     """The worker is stopped twice while it is firing a backlog of ticks, and started again.
 
@@ -263,7 +250,6 @@ def test_timers_fire_exactly_once_across_graceful_restarts(deployment: Deploymen
     _finish_with_sentinels(dep, expected)
 
 
-@pytest.mark.xfail(reason=KNOWN_LOSS, strict=False)
 def test_timers_fire_exactly_once_across_a_rebalance(deployment: Deployment) -> None:
     """A second worker joins while a backlog of ticks is being fired, then the first restarts."""
     dep = deployment
