@@ -103,10 +103,10 @@ class Settings(BaseSettings):
     )
     sender_max_uncommitted: int = Field(
         200,
-        ge=1,
+        ge=2,
         description="Requests whose outcome is not yet committed, at most (a request holds its place until the "
         "commit after its answer): the bound on what a crash can send twice. It caps throughput near "
-        "this / (commit interval + SES latency) per worker.",
+        "this / (commit interval + SES latency) per worker. A quarter is kept for the high lane.",
     )
     unknown_outcome: Literal["resend", "dead_letter"] = Field(
         "resend",

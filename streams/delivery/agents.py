@@ -74,7 +74,13 @@ def register(app: faust.App, rt: Runtime) -> None:
     in_flight: dict[str, asyncio.Event] = {}
     # What a crash can send twice: a permit is taken before each request and given back once the
     # commit carrying its outcome is done (streams/commits.py). See streams/delivery/policy.py.
-    uncommitted = asyncio.Semaphore(settings.sender_max_uncommitted)
+    # A quarter is kept for the high lane, so a password reset never waits for a permit that a
+    # backlog of reminders holds.
+    high_share = max(1, settings.sender_max_uncommitted // 4)
+    permits = {
+        "high": asyncio.Semaphore(high_share),
+        "rest": asyncio.Semaphore(max(1, settings.sender_max_uncommitted - high_share)),
+    }
     watch: CommitWatch = app.commits
     m.sender_uncommitted_limit.set(settings.sender_max_uncommitted)
     hold = _Hold(m)
@@ -104,11 +110,11 @@ def register(app: faust.App, rt: Runtime) -> None:
 
     app.timer(settings.commit_interval_seconds, name="tidings.commit_waiting_outcomes")(commit_waiting)
 
-    async def release_when_committed(partition: int, seq: int) -> None:
+    async def release_when_committed(permit: asyncio.Semaphore, partition: int, seq: int) -> None:
         try:
             await watch.wait(partition, seq)
         finally:
-            uncommitted.release()
+            permit.release()
 
     async def request(mail: dict[str, Any]) -> str:
         files = [(a, await store.fetch(a["uri"])) for a in mail.get("attachments", ())]
@@ -170,7 +176,8 @@ def register(app: faust.App, rt: Runtime) -> None:
         while True:
             if not probing:  # while sending is blocked, only the actors that met the block probe SES
                 await hold.wait()
-            await uncommitted.acquire()
+            permit = permits["high" if lane == "high" else "rest"]
+            await permit.acquire()
             try:
                 async with pacer.slot(lane):
                     if queued:
@@ -192,10 +199,10 @@ def register(app: faust.App, rt: Runtime) -> None:
                         m.sends_in_flight.dec()
                 done = await _record_outcome(mail, msg, error, provider_id if error is None else "", tried)
             except BaseException:
-                uncommitted.release()  # stopping mid-request: nothing left to wait for
+                permit.release()  # stopping mid-request: nothing left to wait for
                 raise
             # The outcome is in the ledger; the permit comes back when it is committed.
-            asyncio.ensure_future(release_when_committed(msg.partition, watch.written()))
+            asyncio.ensure_future(release_when_committed(permit, msg.partition, watch.written()))
             if done:
                 return
             probing = isinstance(error, SendingBlocked)
