@@ -51,7 +51,7 @@ from tests.integration.mailload import publish_bookings, tally, wait_arrived
 RATES = [int(r) for r in os.environ.get("TIDINGS_BENCH_SENDER_RATES", "50,200,1000").split(",") if r.strip()]
 SECONDS = float(os.environ.get("TIDINGS_BENCH_SENDER_SECONDS", "10"))
 FAULTS = os.environ.get("TIDINGS_BENCH_SENDER_FAULTS", "1") != "0"  # 0: throughput only
-CONCURRENCY = 32
+CONCURRENCY = int(os.environ.get("TIDINGS_BENCH_SENDER_CONCURRENCY", "32"))
 PRIORITY_EVERY_SECONDS = 0.25
 TENANT = "lagerhaus-nord"
 JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "sender.json"
@@ -125,7 +125,7 @@ def _throughput(rate: int, kafka_bootstrap: str, ses_endpoint: str, workdir: Pat
         dep = _deployment(kafka_bootstrap, ses_endpoint, workdir, f"rate{rate}", TIDINGS_SES_ENDPOINT_URL=proxy.endpoint,
                           TIDINGS_SES_MAX_SEND_RATE=str(rate), TIDINGS_SENDER_CONCURRENCY=str(CONCURRENCY),
                           # permits for about two commit intervals of sending at the rate
-                          TIDINGS_SENDER_MAX_UNCOMMITTED=str(max(200, 2 * rate)))
+                          TIDINGS_SENDER_MAX_UNCOMMITTED=os.environ.get("TIDINGS_BENCH_SENDER_UNCOMMITTED", str(max(200, 2 * rate))))
         factory = MailFactory(dep.run)
         producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True})
         count = int(rate * SECONDS)
@@ -149,6 +149,11 @@ def _throughput(rate: int, kafka_bootstrap: str, ses_endpoint: str, workdir: Pat
                 queued_at[key] = time.time()
                 time.sleep(PRIORITY_EVERY_SECONDS)
             statuses = dep.wait_settled(count + len(queued_at), timeout=SECONDS * 30)
+            waited = {
+                lane: dep.metric(worker, "tidings_send_queue_seconds_sum", lane=lane)
+                / max(1.0, dep.metric(worker, "tidings_send_queue_seconds_count", lane=lane))
+                for lane in ("high", "normal")
+            }
         finally:
             worker.stop()
         stats = proxy.stats()
@@ -168,6 +173,7 @@ def _throughput(rate: int, kafka_bootstrap: str, ses_endpoint: str, workdir: Pat
             "priority_queue_p50_seconds": round(percentile(queue, 50), 3),
             "priority_queue_p99_seconds": round(percentile(queue, 99), 3),
             "extra_sends": len(stamps) - count - len(queued_at),
+            "mean_seconds_to_first_request": {lane: round(v, 3) for lane, v in waited.items()},
         }
 
 
