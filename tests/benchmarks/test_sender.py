@@ -204,6 +204,7 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, workdir: Path) -> dict[
         result = tally(dep, expected)
         worker.stop()
         results["sigkill_mid_2000"] = f"{result}; unknown outcomes counted {unknown:.0f} (in-flight bound 16)"
+        print(f"\nsigkill_mid_2000: {results['sigkill_mid_2000']}", flush=True)
         assert result.lost == 0 and result.duplicates <= 16
 
     with FaultProxy(ses_endpoint) as proxy:
@@ -218,6 +219,7 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, workdir: Path) -> dict[
         results["throttle_30pct_60s"] = (
             f"{result}; throttled answers {stats.faulted}; peak {stats.peak_sends(1.0)}/s (quota 50)"
         )
+        print(f"\nthrottle_30pct_60s: {results['throttle_30pct_60s']}", flush=True)
         assert (result.lost, result.duplicates) == (0, 0) and stats.peak_sends(1.0) <= 50
 
     with FaultProxy(ses_endpoint) as proxy:
@@ -232,6 +234,7 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, workdir: Path) -> dict[
         result = tally(dep, expected)
         worker.stop()
         results["unavailable_60s"] = f"{result}; all sent {drained:.0f} s after the outage began"
+        print(f"\nunavailable_60s: {results['unavailable_60s']}", flush=True)
         assert (result.lost, result.duplicates) == (0, 0)
     return results
 
@@ -239,7 +242,10 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, workdir: Path) -> dict[
 @pytest.mark.timeout(3600)
 def test_sender_throughput_priority_and_faults(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> None:
     figures: dict[str, Any] = {"emulator_ceiling_per_second": round(_emulator_ceiling(ses_endpoint, uuid.uuid4().hex[:8]), 1)}
-    figures["throughput"] = [_throughput(rate, kafka_bootstrap, ses_endpoint, tmp_path) for rate in RATES]
+    figures["throughput"] = []
+    for rate in RATES:
+        figures["throughput"].append(_throughput(rate, kafka_bootstrap, ses_endpoint, tmp_path))
+        print(f"\n{figures['throughput'][-1]}", flush=True)  # at once: a later scenario may fail
     figures["faults"] = _fault_runs(kafka_bootstrap, ses_endpoint, tmp_path) if FAULTS else {}
     JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
     JSON_PATH.write_text(json.dumps(figures, indent=2))

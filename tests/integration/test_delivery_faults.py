@@ -8,12 +8,14 @@ the issue's full sizes (``tests/benchmarks/test_sender.py``).
 from __future__ import annotations
 
 import collections
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from deploy.local.fault_proxy import FaultProxy
-from tests.integration.harness import Deployment
+from deploy.local.kafka_broker import LocalBroker
+from tests.integration.harness import Deployment, worker_env
 from tests.integration.mailload import publish_bookings, tally, wait_arrived
 
 RATE = 80  # recipients per second, the "account quota" of these tests
@@ -141,3 +143,32 @@ def test_with_the_dead_letter_policy_an_unanswered_mail_waits_for_an_operator(
     dead = dep.read_topic(dep.topics.dead_letter, 5)
     assert {dict(m.headers())["tidings.reason"].decode() for m in dead} == {"outcome_unknown"}
     assert dep.metric(worker, "tidings_delivery_unknown_outcomes_total", cause="no_answer", policy="dead_letter") == 5
+
+
+def test_a_broker_restart_mid_stream_loses_nothing_and_doubles_nothing(
+    ses_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A broker of its own (the session's serves every other test), stopped and started again on
+    the same data while the worker renders and sends."""
+    broker = LocalBroker(tmp_path_factory.mktemp("restarted-broker")).start()
+    try:
+        run = uuid.uuid4().hex[:8]
+        dep = Deployment(run=run, bootstrap=broker.bootstrap, ses_endpoint=ses_endpoint,
+                         workdir=tmp_path_factory.mktemp("broker-restart"),
+                         env=worker_env(run, broker.bootstrap, ses_endpoint))
+        dep.env.update({"TIDINGS_SES_MAX_SEND_RATE": str(RATE), "TIDINGS_SENDER_CONCURRENCY": str(CONCURRENCY)})
+        dep.create_topics()
+        dep.publish_tenants()
+        try:
+            dep.start_worker()
+            expected = publish_bookings(dep, range(300))
+            wait_arrived(dep, expected, 60)
+            broker.restart()
+            dep.wait_settled(len(expected), timeout=240)
+            result = tally(dep, expected)
+            print(f"\nbroker restarted mid-stream: {result}")
+            assert (result.lost, result.duplicates) == (0, 0), result
+        finally:
+            dep.close()
+    finally:
+        broker.stop()
