@@ -46,7 +46,7 @@ from streams.delivery.pacing import Pacer, TokenBucket
 from streams.delivery.policy import Action, attempts, decide, unknown_after_timeout
 from streams.delivery.status import FAILED, SENT, SUPPRESSED
 from streams.errors import OutcomeUnknown, PermanentDelivery, RejectedInput, RetryableDelivery, SendingBlocked
-from streams.ingest.deadletter import dead_letter_headers
+from streams.ingest.deadletter import send_dead_letter
 from streams.ingest.pipeline import Rejection
 from streams.rendering.render import CONFIGURATION_SET_HEADER, ses_tags
 from streams.state.tables import ledger_table
@@ -257,15 +257,7 @@ def register(app: faust.App, rt: Runtime) -> None:
         await outbox.status(mail, FAILED, now, msg.partition, reason=reason)
 
     async def _dead_letter(rejection: Rejection, msg: Any) -> None:
-        log.warning("dead-lettered outbound %s@%s: %s (%s)", msg.partition, msg.offset, rejection.reason, rejection.detail)
-        await dead_letter.send(
-            key=msg.key,
-            value=msg.value,
-            partition=msg.partition,  # same transaction as the input offset, see streams/topics.py
-            headers=dead_letter_headers(rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset),
-        )
-        m.failures.labels(rejection.stage, rejection.reason).inc()
-        m.dead_letters.labels(rejection.stage, rejection.reason).inc()
+        await send_dead_letter(dead_letter, msg, rejection, m)
 
     async def send_priority(stream: Any) -> None:
         async for event in stream.events():

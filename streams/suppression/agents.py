@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from streams.errors import ConfigurationError, RejectedInput, UnknownEventType
-from streams.ingest.deadletter import dead_letter_headers
+from streams.ingest.deadletter import send_dead_letter
 from streams.ingest.pipeline import Rejection
 from streams.suppression.feedback import UNSUBSCRIBE_EVENT, Feedback, ses_feedback, unsubscribe_feedback
 from streams.suppression.model import Suppression, merge
@@ -96,14 +96,6 @@ def register(app: faust.App, rt: Runtime) -> None:
                 log.info("feedback %s[%s]@%s: nothing to suppress (%s)", msg.topic, msg.partition, msg.offset, result.ignored)
 
     async def _dead_letter(rejection: Rejection, msg) -> None:  # type: ignore[no-untyped-def]
-        log.warning("dead-lettered %s[%s]@%s: %s (%s)", msg.topic, msg.partition, msg.offset, rejection.reason, rejection.detail)
-        await dead_letter.send(
-            key=msg.key,
-            value=msg.value,
-            partition=msg.partition,  # same transaction as the input offset, see ingest/agents.py
-            headers=dead_letter_headers(rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset),
-        )
-        m.failures.labels(rejection.stage, rejection.reason).inc()
-        m.dead_letters.labels(rejection.stage, rejection.reason).inc()
+        await send_dead_letter(dead_letter, msg, rejection, m)
 
     app.agent(inputs, name="tidings.feedback")(feedback)
