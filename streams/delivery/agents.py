@@ -223,7 +223,8 @@ def register(app: faust.App, rt: Runtime) -> None:
             m.event_to_sent_seconds.labels(trigger).observe(max(0.0, (now - mail["source_timestamp"]).total_seconds()))
             return True
         if isinstance(error, PermanentDelivery):
-            reason = str(error).split(":")[0] if str(error).startswith("attachment_") else "rejected_by_provider"
+            # Our own findings name their reason (attachment_missing, malformed_mail ...); SES's are "ses:<code>".
+            reason = "rejected_by_provider" if str(error).startswith("ses:") else str(error).split(":")[0]
             await _fail(mail, msg, reason, str(error))
             return True
         if isinstance(error, OutcomeUnknown):

@@ -3,7 +3,10 @@ from __future__ import annotations
 import email
 import email.policy
 
+import pytest
+
 from streams.delivery.mime import build_mime
+from streams.errors import PermanentDelivery
 from tests.unit.conftest import NOW
 
 MAIL = {
@@ -48,3 +51,29 @@ def test_body_lines_stay_within_the_quoted_printable_limit() -> None:
     raw = build_mime({**MAIL, "text": "ä" * 500, "html": "<p>" + "ö" * 500 + "</p>"})
     body = raw.split(b"\r\n\r\n", 1)[1]
     assert max(len(line) for line in body.split(b"\r\n")) <= 78
+
+
+@pytest.mark.parametrize("field", ["subject", "to_name", "from_name", "reply_to", "message_id", "locale"])
+def test_a_line_break_in_any_header_value_fails_the_mail_instead_of_adding_headers(field: str) -> None:
+    with pytest.raises(PermanentDelivery, match="malformed_mail"):
+        build_mime({**MAIL, field: "harmless\r\nBcc: victim@example.org"})
+
+
+def test_a_line_break_in_an_extra_header_or_attachment_name_fails_the_mail() -> None:
+    with pytest.raises(PermanentDelivery, match="malformed_mail"):
+        build_mime({**MAIL, "headers": {"X-Tidings-Tenant": "t\nBcc: victim@example.org"}})
+    attachment = {"uri": "s3://b/k.pdf", "filename": "a.pdf\r\nBcc: x@example.org", "content_type": "application/pdf"}
+    with pytest.raises(PermanentDelivery, match="malformed_mail"):
+        build_mime(MAIL, [(attachment, b"%PDF")])
+
+
+def test_a_non_ascii_attachment_name_survives_the_round_trip() -> None:
+    attachment = {"uri": "s3://b/k.pdf", "filename": "Rechnung-März.pdf", "content_type": "application/pdf"}
+    msg = email.message_from_bytes(build_mime(MAIL, [(attachment, b"%PDF")]), policy=email.policy.default)
+    (part,) = list(msg.iter_attachments())
+    assert part.get_filename() == "Rechnung-März.pdf"
+    assert part.get_content() == b"%PDF"
+
+
+def test_mime_version_is_declared_once_on_the_message() -> None:
+    assert build_mime(MAIL).count(b"MIME-Version:") == 1
