@@ -70,7 +70,9 @@ class ProxyStats:
     faulted: int  # answered (or reset) by a fault, never forwarded
     forwarded: int  # handed to the upstream, whatever it answered
     upstream_errors: int  # forwarding failed; the client got 502
-    accepted_sends: tuple[float, ...]  # SendEmail calls the upstream answered with 2xx, in order
+    # SendEmail calls the upstream answered with 2xx, stamped when the proxy received them (SES
+    # meters requests as they arrive; the answer's time would add the emulator's own delays), in order
+    accepted_sends: tuple[float, ...]
 
     def peak_sends(self, window: float = 1.0) -> int:
         """The most accepted sends in any half-open window of ``window`` seconds."""
@@ -232,12 +234,12 @@ class FaultProxy:
         finally:
             connection.close()
 
-    def _record_upstream(self, is_send: bool, status: int | None) -> None:
+    def _record_upstream(self, is_send: bool, status: int | None, arrived: float) -> None:
         with self._lock:
             if status is None:
                 self._upstream_errors += 1
             elif is_send and 200 <= status < 300:
-                self._accepted_sends.append(time.monotonic())
+                bisect.insort(self._accepted_sends, arrived)  # answers come back out of arrival order
 
 
 class _Server(ThreadingHTTPServer):
@@ -280,6 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("fault proxy: " + format, *args)
 
     def _proxy(self) -> None:
+        arrived = time.monotonic()  # the request line and headers are read; the body follows
         proxy = self.server.proxy
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.send_error(501, "chunked request bodies are not supported by the fault proxy")
@@ -301,11 +304,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             status, reason, response_headers, data = proxy._forward(self.command, target, headers, body)
         except (OSError, http.client.HTTPException) as e:
-            proxy._record_upstream(is_send, None)
+            proxy._record_upstream(is_send, None, arrived)
             log.warning("fault proxy: upstream %s failed: %s", proxy.upstream, e)
             self._answer(502, "Bad Gateway", [("Content-Type", "text/plain")], f"upstream failed: {e}".encode())
             return
-        proxy._record_upstream(is_send, status)
+        proxy._record_upstream(is_send, status, arrived)
         self._answer(status, reason, response_headers, data)
 
     def _answer_error(self, error: _ErrorAnswer) -> None:

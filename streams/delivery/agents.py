@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from streams.commits import CommitWatch
@@ -42,7 +43,7 @@ from streams.delivery.ledger import (
 )
 from streams.delivery.mime import build_mime
 from streams.delivery.outbox import RAW, Outbox
-from streams.delivery.pacing import Pacer, TokenBucket
+from streams.delivery.pacing import Pacer, TokenBucket, ses_shape
 from streams.delivery.policy import Action, attempts, decide, unknown_after_timeout
 from streams.delivery.status import FAILED, SENT, SUPPRESSED
 from streams.errors import OutcomeUnknown, PermanentDelivery, RejectedInput, RetryableDelivery, SendingBlocked
@@ -60,6 +61,9 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_DELAY_SECONDS = 0.2
 RETRY_MAX_DELAY_SECONDS = 30.0  # long enough to ride out throttling, short enough to resume promptly
+# A granted send leaves this long after its grant, not at once (SesSender holds it until then):
+# time for a worker thread and botocore to get it ready, so requests reach SES spaced as granted.
+SEND_LEAD_SECONDS = 0.025
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -69,7 +73,7 @@ def register(app: faust.App, rt: Runtime) -> None:
     dead_letter = app.topic(rt.topics.dead_letter, **RAW)
     outbox = Outbox(app, rt)
     ledger = ledger_table(app, settings)
-    bucket = TokenBucket(paced_rate(settings.ses_max_send_rate))
+    bucket = TokenBucket.for_quota(settings.ses_max_send_rate)
     pacer = Pacer(bucket, concurrency=settings.sender_concurrency)
     in_flight: dict[str, asyncio.Event] = {}
     # What a crash can send twice: a permit is taken before each request and given back once the
@@ -90,7 +94,7 @@ def register(app: faust.App, rt: Runtime) -> None:
         # The account's quota is shared by all workers; each takes its partitions' share of it.
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == rt.topics.outbound}
         share = max(len(owned), 1) / settings.partitions
-        bucket.set_rate(paced_rate(settings.ses_max_send_rate * share))
+        bucket.set_rate(*ses_shape(settings.ses_max_send_rate * share))
         m.send_rate_limit.set(bucket.rate)
 
     app.on_partitions_assigned.connect(on_assignment)
@@ -116,12 +120,16 @@ def register(app: faust.App, rt: Runtime) -> None:
         finally:
             permit.release()
 
-    async def request(mail: dict[str, Any]) -> str:
+    async def prepare(mail: dict[str, Any]) -> bytes:
+        """The raw message, built before the mail's turn at the pacer, not after: between the
+        grant and the request's arrival at SES should be as little as possible (see pacing.py)."""
         files = [(a, await store.fetch(a["uri"])) for a in mail.get("attachments", ())]
-        # MIME assembly costs milliseconds of CPU (the email package folds every header):
-        # keep it off the event loop that also runs ingest.
-        raw = await asyncio.to_thread(build_mime, mail, files)
+        # Almost a millisecond of CPU (streams/delivery/mime.py): off the event loop that also runs ingest.
+        return await asyncio.to_thread(build_mime, mail, files)
+
+    async def request(mail: dict[str, Any], raw: bytes) -> str:
         return await sender.send(
+            not_before=time.monotonic() + SEND_LEAD_SECONDS,
             from_address=mail["from_address"],
             to_address=mail["to_address"],
             raw=raw,
@@ -173,9 +181,22 @@ def register(app: faust.App, rt: Runtime) -> None:
         tried = attempts(entry)
         delay = RETRY_FIRST_DELAY_SECONDS
         queued, probing = True, False
+        raw: bytes | None = None
         while True:
             if not probing:  # while sending is blocked, only the actors that met the block probe SES
                 await hold.wait()
+            if raw is None:
+                try:
+                    raw = await prepare(mail)
+                except PermanentDelivery as e:  # an attachment missing or too large, a malformed header
+                    await _fail(mail, msg, str(e).split(":")[0], str(e))
+                    return
+                except RetryableDelivery as e:  # the attachment store did not answer: nothing was sent
+                    m.send_retries.labels(_reason(e)).inc()
+                    log.warning("%s not prepared (%s); retrying in %.1fs", message_id, e, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
+                    continue
             permit = permits["high" if lane == "high" else "rest"]
             await permit.acquire()
             try:
@@ -187,7 +208,7 @@ def register(app: faust.App, rt: Runtime) -> None:
                     ledger[message_id] = sending_entry(tried, clock.now())
                     m.sends_in_flight.inc()
                     try:
-                        provider_id = await request(mail)
+                        provider_id = await request(mail, raw)
                     except (RetryableDelivery, OutcomeUnknown, PermanentDelivery) as e:
                         error: Exception | None = e
                     except Exception as e:
@@ -283,17 +304,6 @@ def register(app: faust.App, rt: Runtime) -> None:
             m.delivery_status_records.labels(str(status)).inc()
 
     app.agent(app.topic(rt.topics.delivery_status, **RAW), name="tidings.delivery_status_audit")(audit_delivery_status)
-
-
-def paced_rate(quota: float) -> float:
-    """The rate the bucket grants at: one recipient a second under the quota.
-
-    Grants are spaced 1/rate apart, but requests reach SES after a varying delay, so two can
-    arrive closer than they were granted, and a one-second window at SES then holds one more than
-    the rate (measured: 51 in a second at a quota of 50). The spare recipient absorbs that;
-    at 50/s and above it costs at most 2 % of the quota.
-    """
-    return max(quota - 1.0, quota / 2)
 
 
 def _reason(error: Exception | None) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,8 +51,10 @@ def classify_ses_error(code: str, status: int, message: str = "") -> DeliveryErr
 
 class EmailSender(Protocol):
     async def send(
-        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None
-    ) -> str: ...
+        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,
+        not_before: float | None = None,
+    ) -> str:
+        """``not_before``: a ``time.monotonic()`` instant the request must not leave before (pacing)."""
 
 
 class SesSender:
@@ -65,6 +69,7 @@ class SesSender:
         # which would cap the sender far below TIDINGS_SENDER_CONCURRENCY.
         self._threads = concurrent.futures.ThreadPoolExecutor(settings.sender_concurrency, thread_name_prefix="ses")
 
+        self._due = threading.local()  # per SES thread: when its current request may leave
         self._client: Any = boto3.client(
             "sesv2",
             endpoint_url=settings.ses_endpoint_url,
@@ -80,20 +85,33 @@ class SesSender:
                 read_timeout=settings.ses_timeout_seconds,
             ),
         )
+        # The pacer grants each send a moment a little ahead (streams/delivery/pacing.py); the
+        # request waits for it here, after botocore has built and signed it, just before it goes
+        # on the wire. What happens between the grant and this point (a thread to pick the call
+        # up, botocore's work under a contended GIL) then no longer bunches requests at SES.
+        self._client.meta.events.register("before-send.sesv2.SendEmail", self._hold_until_due)
 
+    def _hold_until_due(self, **kwargs: Any) -> None:
+        due = getattr(self._due, "at", None)
+        if due is not None and (wait := due - time.monotonic()) > 0:
+            time.sleep(wait)
+        # None: botocore sends the request itself
     async def send(
-        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None
+        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,
+        not_before: float | None = None,
     ) -> str:
         return await asyncio.get_running_loop().run_in_executor(
-            self._threads, self._send, from_address, to_address, raw, tags, configuration_set
+            self._threads, self._send, from_address, to_address, raw, tags, configuration_set, not_before
         )
 
     def _send(
-        self, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None
+        self, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None,
+        not_before: float | None = None,
     ) -> str:
         from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
         extra = {"ConfigurationSetName": configuration_set} if configuration_set else {}
+        self._due.at = not_before
         try:
             response = self._client.send_email(
                 FromEmailAddress=from_address,
@@ -110,6 +128,8 @@ class SesSender:
             raise RetryableDelivery(f"transport:{type(e).__name__}") from e
         except BotoCoreError as e:  # read timeout, connection dropped: SES may have accepted it
             raise OutcomeUnknown(f"transport:{type(e).__name__}") from e
+        finally:
+            self._due.at = None
         return str(response["MessageId"])
 
 
@@ -120,7 +140,8 @@ class RecordingSender:
     sent: list[dict[str, Any]] = field(default_factory=list)
 
     async def send(
-        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None
+        self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,
+        not_before: float | None = None,
     ) -> str:
         self.sent.append({"from": from_address, "to": to_address, "raw": raw, "tags": tags, "configuration_set": configuration_set})
         return f"recorded-{len(self.sent)}"

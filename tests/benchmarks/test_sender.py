@@ -51,7 +51,7 @@ from tests.integration.mailload import publish_bookings, tally, wait_arrived
 RATES = [int(r) for r in os.environ.get("TIDINGS_BENCH_SENDER_RATES", "50,200,1000").split(",") if r.strip()]
 SECONDS = float(os.environ.get("TIDINGS_BENCH_SENDER_SECONDS", "10"))
 FAULTS = os.environ.get("TIDINGS_BENCH_SENDER_FAULTS", "1") != "0"  # 0: throughput only
-CONCURRENCY = int(os.environ.get("TIDINGS_BENCH_SENDER_CONCURRENCY", "32"))
+CONCURRENCY = int(os.environ.get("TIDINGS_BENCH_SENDER_CONCURRENCY", "16"))  # the worker default
 PRIORITY_EVERY_SECONDS = 0.25
 TENANT = "lagerhaus-nord"
 JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "sender.json"

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import random
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
 
-from streams.delivery.pacing import Pacer, PriorityLanes, TokenBucket
+from streams.delivery.pacing import JITTER_ALLOWANCE, OVERSLEEP_TOLERANCE_SECONDS, Pacer, PriorityLanes, TokenBucket, ses_shape
 
 T = TypeVar("T")
 EPS = 1e-6  # float slack when comparing simulated times
@@ -45,6 +46,62 @@ def most_in_window(stamps: list[float], length: float, *, closed: bool) -> int:
 
 
 # --- TokenBucket
+
+
+class LateTime(FakeTime):
+    """A fake clock whose sleeps overrun, as a busy event loop's do, by up to ``late`` seconds."""
+
+    def __init__(self, late: float, seed: int) -> None:
+        super().__init__()
+        self.late, self.random = late, random.Random(seed)
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds + self.random.uniform(0, self.late))
+
+
+@pytest.mark.parametrize("quota", [1, 14, 50, 200, 1000])
+def test_a_bucket_shaped_for_the_quota_never_exceeds_it_in_a_second_and_loses_nothing_to_late_wakeups(quota: int) -> None:
+    t = LateTime(OVERSLEEP_TOLERANCE_SECONDS, seed=quota)
+    bucket = TokenBucket.for_quota(quota, clock=t, sleep=t.sleep)
+    seconds = 20
+
+    async def main() -> list[float]:
+        stamps: list[float] = []
+        while t.now <= seconds:
+            await bucket.acquire()
+            stamps.append(t.now)
+        return stamps[:-1]
+
+    stamps = run(main())
+    assert most_in_window(stamps, 1.0, closed=True) <= quota
+    # ... even where the requests drift apart on their way to SES by up to the jitter allowance
+    assert most_in_window(stamps, 1.0 + JITTER_ALLOWANCE, closed=False) <= quota
+    # the late wakeups cost no sends: the rate is what ses_shape chose
+    assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) >= 0.999 * ses_shape(quota)[0]
+
+
+def test_a_bucket_of_burst_one_loses_the_time_its_waiters_oversleep() -> None:
+    # Why ses_shape saves a little burst: the same late wakeups at burst 1 cost about 5 %.
+    t = LateTime(0.002, seed=1)
+    bucket = TokenBucket(49, 1, clock=t, sleep=t.sleep)
+
+    async def main() -> int:
+        n = 0
+        while t.now <= 20:
+            await bucket.acquire()
+            n += 1
+        return n
+
+    assert run(main()) / 20 < 0.97 * 49
+
+
+def test_ses_shape_keeps_rate_plus_burst_under_quota_plus_one() -> None:
+    for quota in (0.5, 1, 50, 200, 1000, 14_000):
+        rate, burst = ses_shape(quota)
+        assert burst >= 1 and rate > 0.96 * quota - 1e-3  # at most the allowances under the quota
+        assert rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1
+    with pytest.raises(ValueError):
+        ses_shape(0)
 
 
 @pytest.mark.parametrize("burst", [1, 50])
