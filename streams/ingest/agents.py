@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from streams.errors import RejectedInput
 from streams.delivery.outbox import Outbox
-from streams.ingest.deadletter import dead_letter_headers
+from streams.ingest.deadletter import send_dead_letter
 from streams.ingest.pipeline import IngestPipeline, IngestResult, Rejection
 
 if TYPE_CHECKING:
@@ -71,17 +71,8 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                 await outbox.put(record, payload, msg.partition)
                 m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
             for rejection in result.rejections:
-                log.warning(
-                    "dead-lettered %s[%s]@%s: %s (%s)", msg.topic, msg.partition, msg.offset, rejection.reason, rejection.detail
-                )
-                await dead_letter.send(
-                    key=msg.key,
-                    value=rejection.replacement if rejection.replacement is not None else msg.value,
-                    partition=msg.partition,
-                    headers=dead_letter_headers(rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset),
-                )
-                m.failures.labels(rejection.stage, rejection.reason).inc()
-                m.dead_letters.labels(rejection.stage, rejection.reason).inc()
+                # A redacted copy, where the pipeline made one, in place of the original bytes.
+                await send_dead_letter(dead_letter, msg, rejection, m, value=rejection.replacement)
 
     app.agent(inbound, name="tidings.ingest")(ingest)
 
