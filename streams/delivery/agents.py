@@ -130,6 +130,7 @@ def register(app: faust.App, rt: Runtime) -> None:
     async def request(mail: dict[str, Any], raw: bytes) -> str:
         return await sender.send(
             not_before=time.monotonic() + SEND_LEAD_SECONDS,
+            gap=1.0 / bucket.rate,
             from_address=mail["from_address"],
             to_address=mail["to_address"],
             raw=raw,

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from streams.delivery.pacing import OVERSLEEP_TOLERANCE_SECONDS
 from streams.errors import DeliveryError, OutcomeUnknown, PermanentDelivery, RetryableDelivery, SendingBlocked
 from streams.settings import Settings
 
@@ -52,9 +53,10 @@ def classify_ses_error(code: str, status: int, message: str = "") -> DeliveryErr
 class EmailSender(Protocol):
     async def send(
         self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,
-        not_before: float | None = None,
+        not_before: float | None = None, gap: float = 0.0,
     ) -> str:
-        """``not_before``: a ``time.monotonic()`` instant the request must not leave before (pacing)."""
+        """``not_before``: a ``time.monotonic()`` instant the request must not leave before, and
+        ``gap``: seconds it must leave after the previous request at least (pacing)."""
 
 
 class SesSender:
@@ -87,31 +89,43 @@ class SesSender:
         )
         # The pacer grants each send a moment a little ahead (streams/delivery/pacing.py); the
         # request waits for it here, after botocore has built and signed it, just before it goes
-        # on the wire. What happens between the grant and this point (a thread to pick the call
-        # up, botocore's work under a contended GIL) then no longer bunches requests at SES.
+        # on the wire, and at least ``gap`` after the request before it. What happens between the
+        # grant and this point (a thread to pick the call up, a first connection, botocore's work
+        # under a contended GIL) then no longer bunches requests at SES.
+        self._wire = threading.Lock()
+        self._last_out = float("-inf")
         self._client.meta.events.register("before-send.sesv2.SendEmail", self._hold_until_due)
 
     def _hold_until_due(self, **kwargs: Any) -> None:
-        due = getattr(self._due, "at", None)
-        if due is not None and (wait := due - time.monotonic()) > 0:
-            time.sleep(wait)
-        # None: botocore sends the request itself
+        due, gap = getattr(self._due, "at", None), getattr(self._due, "gap", 0.0)
+        if due is None:
+            return None
+        with self._wire:
+            now = time.monotonic()
+            # ``gap`` after the previous one's slot, but a slot may be up to the pacer's oversleep
+            # tolerance in the past: a request that was late catches up that much, no more, so
+            # the wire is a token bucket of the same shape as the pacer's (pacing.ses_shape).
+            out = self._last_out = max(due, self._last_out + gap, now - OVERSLEEP_TOLERANCE_SECONDS)
+        if out > now:
+            time.sleep(out - now)
+        return None  # botocore sends the request itself
+
     async def send(
         self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,
-        not_before: float | None = None,
+        not_before: float | None = None, gap: float = 0.0,
     ) -> str:
         return await asyncio.get_running_loop().run_in_executor(
-            self._threads, self._send, from_address, to_address, raw, tags, configuration_set, not_before
+            self._threads, self._send, from_address, to_address, raw, tags, configuration_set, not_before, gap
         )
 
     def _send(
         self, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None,
-        not_before: float | None = None,
+        not_before: float | None = None, gap: float = 0.0,
     ) -> str:
         from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
         extra = {"ConfigurationSetName": configuration_set} if configuration_set else {}
-        self._due.at = not_before
+        self._due.at, self._due.gap = not_before, gap
         try:
             response = self._client.send_email(
                 FromEmailAddress=from_address,
@@ -141,7 +155,7 @@ class RecordingSender:
 
     async def send(
         self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,
-        not_before: float | None = None,
+        not_before: float | None = None, gap: float = 0.0,
     ) -> str:
         self.sent.append({"from": from_address, "to": to_address, "raw": raw, "tags": tags, "configuration_set": configuration_set})
         return f"recorded-{len(self.sent)}"
