@@ -58,6 +58,8 @@ class Timeline:
         return mails
 
 
+SIX_HOURS = dt.timedelta(hours=6)
+
 def _range(start: dt.datetime, until: dt.datetime, every: dt.timedelta) -> Iterator[dt.datetime]:
     now = start
     while now <= until:
@@ -76,20 +78,19 @@ def _customer(dep: Deployment, n: str, locale: str = "de", **extra: Any) -> dict
 def test_a_booking_life_follows_its_dates_and_ends_with_the_cancellation(deployment: Deployment) -> None:
     line = Timeline(deployment, STORAGE)
     customer = _customer(deployment, "life")
-    six_hours = dt.timedelta(hours=6)
     t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
     line.event("tidings.storage.BookingCreated", t0, "BK-LIFE", booking_id="BK-LIFE", customer=customer,
                unit_name="B-104, 6 m²", site_name="Hamburg Hafencity", site_address="Speicherstraße 12, 20457 Hamburg",
                move_in_date=dt.date(2027, 1, 20), move_out_date=dt.date(2027, 6, 30), monthly_price=None)
-    line.run(t0, dt.datetime(2027, 1, 10, 8, tzinfo=UTC), six_hours)
+    line.run(t0, dt.datetime(2027, 1, 10, 8, tzinfo=UTC), SIX_HOURS)
     line.event("tidings.storage.BookingDatesChanged", dt.datetime(2027, 1, 10, 9, tzinfo=UTC), "BK-LIFE",
                booking_id="BK-LIFE", customer=customer, move_in_date=dt.date(2027, 1, 25), move_out_date=dt.date(2027, 6, 30))
-    line.run(dt.datetime(2027, 1, 10, 14, tzinfo=UTC), dt.datetime(2027, 6, 20, 8, tzinfo=UTC), six_hours)
+    line.run(dt.datetime(2027, 1, 10, 14, tzinfo=UTC), dt.datetime(2027, 6, 20, 8, tzinfo=UTC), SIX_HOURS)
     line.event("tidings.storage.BookingCancelled", dt.datetime(2027, 6, 20, 9, tzinfo=UTC), "BK-LIFE",
                booking_id="BK-LIFE", customer=customer, unit_name="B-104, 6 m²", site_name="Hamburg Hafencity",
                site_address="Speicherstraße 12, 20457 Hamburg", cancelled_by="CUSTOMER",
                move_out_date=dt.date(2027, 6, 30), cancellation_fee=None, cancellation_policy_url=None)
-    line.run(dt.datetime(2027, 6, 20, 14, tzinfo=UTC), dt.datetime(2027, 7, 31, 8, tzinfo=UTC), six_hours)
+    line.run(dt.datetime(2027, 6, 20, 14, tzinfo=UTC), dt.datetime(2027, 7, 31, 8, tzinfo=UTC), SIX_HOURS)
 
     mails = line.settle(fired=5, sent=7)  # + the two event mails: created, cancelled
     assert collections.Counter(_triggers(mails)) == {
@@ -219,13 +220,21 @@ def _finish_with_sentinels(dep: Deployment, expected: collections.Counter[tuple[
 
     # The sentinels' created mails are out: their events were processed, so their timers exist.
     dep.wait_for("the sentinels' created mails", lambda: outbound_holds({k for k in expected if "sentinel" in k[0]}))
-    six_hours = dt.timedelta(hours=6)
-    dep.tick(*_range(dt.datetime(2027, 2, 18, 14, tzinfo=UTC), dt.datetime(2027, 2, 20, 8, tzinfo=UTC), six_hours))
+    dep.tick(*_range(dt.datetime(2027, 2, 18, 14, tzinfo=UTC), dt.datetime(2027, 2, 20, 8, tzinfo=UTC), SIX_HOURS))
     dep.wait_for(lambda: f"the sentinels' reminders (missing {sorted(sentinels - emitted.keys())})",
                  lambda: outbound_holds(sentinels))
     expected.update(dict.fromkeys(sentinels, 1))
     missing, extra = expected - emitted, emitted - expected
     assert not missing and not extra, f"missing {sorted(missing)}, extra {sorted(extra)}"
+
+
+def _ten_days_fired(dep: Deployment) -> tuple[Timeline, collections.Counter[tuple[str, str]]]:
+    """The bookings of the restart tests, and their first ten days of six-hourly ticks fired."""
+    line = Timeline(dep, STORAGE)
+    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
+    expected = _bookings_with_reminders(dep, line, t0)
+    line.run(t0, dt.datetime(2027, 1, 14, 8, tzinfo=UTC), SIX_HOURS)
+    return line, expected
 
 
 def test_timers_fire_exactly_once_across_graceful_restarts(deployment: Deployment) -> None:
@@ -236,14 +245,10 @@ def test_timers_fire_exactly_once_across_graceful_restarts(deployment: Deploymen
     restart test), so distinct ids are the mails a customer gets.
     """
     dep = deployment
-    line = Timeline(dep, STORAGE)
-    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
-    six_hours = dt.timedelta(hours=6)
-    expected = _bookings_with_reminders(dep, line, t0)
-    line.run(t0, dt.datetime(2027, 1, 14, 8, tzinfo=UTC), six_hours)
+    line, expected = _ten_days_fired(dep)
     for start, end in ((dt.datetime(2027, 1, 14, 14), dt.datetime(2027, 1, 28, 8)),
                        (dt.datetime(2027, 1, 28, 14), dt.datetime(2027, 2, 18, 8))):
-        dep.tick(*_range(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC), six_hours))
+        dep.tick(*_range(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC), SIX_HOURS))
         assert line.worker.stop() == 0  # while those ticks are being processed
         line.worker.start()
         line.worker.wait_serving()
@@ -253,19 +258,15 @@ def test_timers_fire_exactly_once_across_graceful_restarts(deployment: Deploymen
 def test_timers_fire_exactly_once_across_a_rebalance(deployment: Deployment) -> None:
     """A second worker joins while a backlog of ticks is being fired, then the first restarts."""
     dep = deployment
-    line = Timeline(dep, STORAGE)
-    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
-    six_hours = dt.timedelta(hours=6)
-    expected = _bookings_with_reminders(dep, line, t0)
-    line.run(t0, dt.datetime(2027, 1, 14, 8, tzinfo=UTC), six_hours)
+    line, expected = _ten_days_fired(dep)
     second = dep.start_worker("w2")
     second.wait_serving()
-    dep.tick(*_range(dt.datetime(2027, 1, 14, 14, tzinfo=UTC), dt.datetime(2027, 1, 28, 8, tzinfo=UTC), six_hours))
-    dep.tick(*_range(dt.datetime(2027, 1, 28, 14, tzinfo=UTC), dt.datetime(2027, 2, 10, 8, tzinfo=UTC), six_hours))
+    dep.tick(*_range(dt.datetime(2027, 1, 14, 14, tzinfo=UTC), dt.datetime(2027, 1, 28, 8, tzinfo=UTC), SIX_HOURS))
+    dep.tick(*_range(dt.datetime(2027, 1, 28, 14, tzinfo=UTC), dt.datetime(2027, 2, 10, 8, tzinfo=UTC), SIX_HOURS))
     assert line.worker.stop() == 0
     line.worker.start()
     line.worker.wait_serving()
-    dep.tick(*_range(dt.datetime(2027, 2, 10, 14, tzinfo=UTC), dt.datetime(2027, 2, 18, 8, tzinfo=UTC), six_hours))
+    dep.tick(*_range(dt.datetime(2027, 2, 10, 14, tzinfo=UTC), dt.datetime(2027, 2, 18, 8, tzinfo=UTC), SIX_HOURS))
     _finish_with_sentinels(dep, expected)
 
 
