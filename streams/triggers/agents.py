@@ -103,12 +103,13 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                 log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
             idle.clear()
             try:
+                states, timers = tables.partition_rows(p)
                 spent, budget = 0.0, rt.settings.max_fires_per_tick
                 while budget > 0:
                     # In chunks, each chunk's firings written as soon as it is decided: the first
                     # mails of a large wave do not wait for the last timer of the partition.
                     started = time.perf_counter()
-                    fired = engine.on_tick(tables.states, tables.timers, p, now, limit=min(FIRINGS_PER_RECORD, budget))
+                    fired = engine.on_tick(states, timers, p, now, limit=min(FIRINGS_PER_RECORD, budget))
                     spent += time.perf_counter() - started
                     if fired.firings:
                         # decided_at (wall clock) is for operators and the benchmark: when these
