@@ -31,6 +31,7 @@ from streams.errors import RejectedInput
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import Rejection
 from streams.state import values
+from streams.triggers.engine import firings_value
 
 if TYPE_CHECKING:
     import faust
@@ -114,8 +115,7 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                     if fired.firings:
                         # decided_at (wall clock) is for operators and the benchmark: when these
                         # timers fired, as opposed to the tick's "now" they were judged against.
-                        batch = {"firings": fired.firings, "decided_at": time.time()}
-                        await firings.send(key=None, value=values.dumps(batch), partition=p)
+                        await firings.send(key=None, value=firings_value(fired, time.time()), partition=p)
                     budget -= fired.entities
                     if fired.entities < FIRINGS_PER_RECORD:
                         break
