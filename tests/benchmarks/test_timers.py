@@ -56,6 +56,9 @@ TIMERS = int(os.environ.get("TIDINGS_BENCH_TIMERS", "1000000") or 1_000_000)
 DUE_AT_ONCE = min(10_000, TIMERS // 2)
 # Published through the real ingest path (the ingest rate, the base tick cost); the rest is bulk-loaded.
 BASE_PENDING = min(int(os.environ.get("TIDINGS_BENCH_INGEST", "10000") or 10_000), TIMERS // 4)
+# The load is already a restart at N (a start that restores N entities from the changelogs); a
+# second one after the firing wave costs as long again (minutes at a million), so it is opt-in.
+SECOND_RESTART = os.environ.get("TIDINGS_BENCH_SECOND_RESTART", "0") == "1"
 IDLE_TICKS = 300
 TENANT = "lagerhaus-nord"
 INVOICE = "tidings.storage.InvoiceIssued"
@@ -198,6 +201,7 @@ def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_p
         figures["bulk_load_rows"] = rows
 
         figures["load_seconds"] = _restart(dep, worker, ticks, idle_from + dt.timedelta(hours=12))
+        figures["index_rebuild_seconds_at_load"] = dep.metric(worker, "tidings_timer_index_rebuild_seconds_sum")
         seen_ticks[0] = settings.partitions
         figures["pending_loaded"] = dep.metric(worker, "tidings_timers_pending")
         assert figures["pending_loaded"] == TIMERS, "every loaded entity has a pending timer"
@@ -226,10 +230,11 @@ def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_p
         stop_started = time.monotonic()
         assert worker.stop(timeout=600) == 0
         figures["stop_seconds"] = time.monotonic() - stop_started
-        figures["restart_to_ready_seconds"] = _restart(dep, worker, ticks, DUE_INSTANT + dt.timedelta(minutes=1))
-        figures["index_rebuild_seconds_total"] = dep.metric(worker, "tidings_timer_index_rebuild_seconds_sum")
-        figures["pending_after_restart"] = dep.metric(worker, "tidings_timers_pending")
-        figures["rss_mib_after_restart"] = _rss_mib(worker)
+        if SECOND_RESTART:
+            figures["restart_to_ready_seconds"] = _restart(dep, worker, ticks, DUE_INSTANT + dt.timedelta(minutes=1))
+            figures["index_rebuild_seconds_total"] = dep.metric(worker, "tidings_timer_index_rebuild_seconds_sum")
+            figures["pending_after_restart"] = dep.metric(worker, "tidings_timers_pending")
+            figures["rss_mib_after_restart"] = _rss_mib(worker)
     finally:
         dep.close()
     JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
@@ -241,13 +246,14 @@ def _table(f: dict[str, Any]) -> str:
     def ok(good: bool) -> str:
         return "meets target" if good else "MISSES target"
 
-    return "\n".join([
+    lines = [
         f"timers benchmark: {f['timers']:,} invoices with dunning timers, {f['partitions']} partitions, one worker",
         f"  ingest: {f['ingested']:,} events through the worker at {f['ingest_events_per_second']:.0f} events/s",
         f"  load: the other {f['timers'] - f['ingested']:,} bulk-written to the changelogs in {f['bulk_load_seconds']:.0f} s "
-        f"({f['bulk_load_rows']:,} rows); restore of all {f['timers']:,} to first tick: {f['load_seconds']:.1f} s",
-        f"  RSS loaded {f['rss_mib_loaded']:.0f} MiB, after firing {f['rss_mib_after_firing']:.0f} MiB, "
-        f"after restart {f['rss_mib_after_restart']:.0f} MiB ({ok(max(f['rss_mib_loaded'], f['rss_mib_after_firing']) <= 1024)}: <= 1024)",
+        f"({f['bulk_load_rows']:,} rows); start + restore of all {f['timers']:,} to the first tick on every partition "
+        f"(restart to ready at {f['timers']:,}): {f['load_seconds']:.1f} s (index rebuild {f['index_rebuild_seconds_at_load']:.1f} s)",
+        f"  RSS loaded {f['rss_mib_loaded']:.0f} MiB, after firing {f['rss_mib_after_firing']:.0f} MiB "
+        f"({ok(max(f['rss_mib_loaded'], f['rss_mib_after_firing']) <= 1024)}: <= 1024)",
         f"  tick cost: {f['tick_seconds_at_base'] * 1e6:.0f} us at {f['pending_at_base']:,.0f} pending entities, "
         f"{f['tick_seconds_at_full'] * 1e6:.0f} us at {f['pending_at_full']:,.0f}: x{f['tick_cost_ratio']:.2f} "
         f"({ok(f['tick_cost_ratio'] <= 1.5)}: <= 1.5)",
@@ -255,6 +261,12 @@ def _table(f: dict[str, Any]) -> str:
         f"{f['fire_lag_p99_seconds']:.3f} s, max {f['fire_lag_max_seconds']:.3f} s ({ok(f['fire_lag_p99_seconds'] <= 1.0)}: "
         f"p99 <= 1 s); deciding them took {f['firing_tick_cpu_seconds']:.2f} s of the tick agent; "
         f"all rendered after {f['all_rendered_seconds']:.1f} s",
-        f"  graceful stop {f['stop_seconds']:.1f} s; restart to first tick {f['restart_to_ready_seconds']:.1f} s "
-        f"(index rebuild {f['index_rebuild_seconds_total']:.1f} s, {f['pending_after_restart']:,.0f} pending)",
-    ])
+        f"  graceful stop after firing {f['stop_seconds']:.1f} s",
+    ]
+    if "restart_to_ready_seconds" in f:
+        lines.append(
+            f"  second restart to first tick {f['restart_to_ready_seconds']:.1f} s (index rebuild "
+            f"{f['index_rebuild_seconds_total']:.1f} s, {f['pending_after_restart']:,.0f} pending), "
+            f"RSS after it {f['rss_mib_after_restart']:.0f} MiB"
+        )
+    return "\n".join(lines)
