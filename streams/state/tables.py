@@ -52,7 +52,6 @@ class StateTables:
                 continue
             yield store._decode_key(raw_key), raw_value
 
-
     def partition_rows(self, partition: int) -> tuple[dict[str, MutableMapping[str, bytes]], MutableMapping[str, bytes]]:
         """The entity tables and the timers table of one partition, as ``PartitionRows``."""
         return {name: PartitionRows.of(t, partition) for name, t in self.states.items()}, PartitionRows.of(self.timers, partition)
@@ -80,13 +79,14 @@ class PartitionRows(MutableMapping[str, bytes]):
         self._table = table
         self._db = store._db_for_partition(partition)
         self._partition = partition
-        self._encode = store._encode_key
         # Faust encodes a str key with its JSON codec, which for a string is what json.dumps
         # writes; calling json directly skips the codec registry, a tenth of a tick's time.
-        # Checked once per view on a key that needs escaping, so another codec keeps working.
-        probe = 'tenant/"ü\\'
-        if _json_key(probe) == store._encode_key(probe):
-            self._encode = _json_key
+        # Checked once per table on a key that needs escaping, so another codec keeps working.
+        fast = _JSON_KEYS.get(table.name)
+        if fast is None:
+            probe = 'tenant/"ü\\'
+            fast = _JSON_KEYS[table.name] = _json_key(probe) == store._encode_key(probe)
+        self._encode = _json_key if fast else store._encode_key
 
     @classmethod
     def of(cls, table: Any, partition: int) -> MutableMapping[str, bytes]:
@@ -122,6 +122,9 @@ class PartitionRows(MutableMapping[str, bytes]):
 
     def __len__(self) -> int:
         raise TypeError("PartitionRows is for keyed access; use StateTables.partition_items to scan")
+
+
+_JSON_KEYS: dict[str, bool] = {}  # table name -> its keys are plain json.dumps
 
 
 def _json_key(key: str) -> bytes:
