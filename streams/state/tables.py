@@ -12,7 +12,8 @@ defaults, 16 MiB x 8 tables (seven of state and timers, the delivery ledger) x 4
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,84 @@ class StateTables:
             if raw_key == offset_key or raw_value is None:
                 continue
             yield store._decode_key(raw_key), raw_value
+
+    def partition_rows(self, partition: int) -> tuple[dict[str, MutableMapping[str, bytes]], MutableMapping[str, bytes]]:
+        """The entity tables and the timers table of one partition, as ``PartitionRows``."""
+        return {name: PartitionRows.of(t, partition) for name, t in self.states.items()}, PartitionRows.of(self.timers, partition)
+
+
+class PartitionRows(MutableMapping[str, bytes]):
+    """One partition of a RocksDB-backed table, read and written without Faust's per-key machinery.
+
+    A tick that fires ten thousand timers reads two rows and writes one per timer. Through the
+    ``faust.Table`` mapping each of those costs tens of microseconds before RocksDB is reached
+    (the managed-dict layers, a JSON codec lookup per key, the current-event context, sensors),
+    which made up about a third of the tick agent's time. Here a read is a ``get`` on the
+    partition's database, and a write is the same two effects a table write has, nothing else:
+    the row goes into the local database and its changelog record is queued (``send_changelog``)
+    on the partition's changelog, hence into the same exactly-once transaction as the tick.
+
+    Only for the partition of the record being processed, inside its agent, like any table
+    write. The key bytes are the table's own encoding, so Faust reads these rows back as usual.
+    """
+
+    __slots__ = ("_table", "_db", "_partition", "_encode")
+
+    def __init__(self, table: Any, partition: int) -> None:
+        store = table.data
+        self._table = table
+        self._db = store._db_for_partition(partition)
+        self._partition = partition
+        # Faust encodes a str key with its JSON codec, which for a string is what json.dumps
+        # writes; calling json directly skips the codec registry, a tenth of a tick's time.
+        # Checked once per table on a key that needs escaping, so another codec keeps working.
+        fast = _JSON_KEYS.get(table.name)
+        if fast is None:
+            probe = 'tenant/"ü\\'
+            fast = _JSON_KEYS[table.name] = _json_key(probe) == store._encode_key(probe)
+        self._encode = _json_key if fast else store._encode_key
+
+    @classmethod
+    def of(cls, table: Any, partition: int) -> MutableMapping[str, bytes]:
+        """The fast rows where the store is RocksDB; the table itself otherwise (``memory://``)."""
+        if getattr(table.data, "_dbs", None) is None:
+            return table  # type: ignore[no-any-return]
+        return cls(table, partition)
+
+    def __getitem__(self, key: str) -> bytes:
+        value = self._db.get(self._encode(key))
+        if value is None:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._db.get(self._encode(key))
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        raw_key = self._encode(key)
+        self._db.put(raw_key, value)
+        self._table.send_changelog(self._partition, raw_key, value, key_serializer="raw", value_serializer="raw")
+
+    def __delitem__(self, key: str) -> None:
+        raw_key = self._encode(key)
+        if self._db.get(raw_key) is None:
+            raise KeyError(key)
+        self._db.delete(raw_key)
+        self._table.send_changelog(self._partition, raw_key, None, key_serializer="raw", value_serializer="raw")
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("PartitionRows is for keyed access; use StateTables.partition_items to scan")
+
+    def __len__(self) -> int:
+        raise TypeError("PartitionRows is for keyed access; use StateTables.partition_items to scan")
+
+
+_JSON_KEYS: dict[str, bool] = {}  # table name -> its keys are plain json.dumps
+
+
+def _json_key(key: str) -> bytes:
+    return json.dumps(key).encode()
 
 
 class CoPartitionedTable(faust.Table):  # type: ignore[misc]

@@ -31,6 +31,7 @@ from streams.errors import RejectedInput
 from streams.ingest.deadletter import dead_letter_headers
 from streams.ingest.pipeline import Rejection
 from streams.state import values
+from streams.triggers.engine import firings_value
 
 if TYPE_CHECKING:
     import faust
@@ -103,18 +104,18 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                 log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
             idle.clear()
             try:
+                states, timers = tables.partition_rows(p)
                 spent, budget = 0.0, rt.settings.max_fires_per_tick
                 while budget > 0:
                     # In chunks, each chunk's firings written as soon as it is decided: the first
                     # mails of a large wave do not wait for the last timer of the partition.
                     started = time.perf_counter()
-                    fired = engine.on_tick(tables.states, tables.timers, p, now, limit=min(FIRINGS_PER_RECORD, budget))
+                    fired = engine.on_tick(states, timers, p, now, limit=min(FIRINGS_PER_RECORD, budget))
                     spent += time.perf_counter() - started
                     if fired.firings:
                         # decided_at (wall clock) is for operators and the benchmark: when these
                         # timers fired, as opposed to the tick's "now" they were judged against.
-                        batch = {"firings": fired.firings, "decided_at": time.time()}
-                        await firings.send(key=None, value=values.dumps(batch), partition=p)
+                        await firings.send(key=None, value=firings_value(fired, time.time()), partition=p)
                     budget -= fired.entities
                     if fired.entities < FIRINGS_PER_RECORD:
                         break

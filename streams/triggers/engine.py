@@ -24,7 +24,9 @@ one ``timers`` table, whose value is ``{"timers": [[due, slot, occurrence, step]
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +55,7 @@ class Fired:
     """What one tick decided on one partition."""
 
     firings: list[dict[str, Any]] = field(default_factory=list)
+    states: list[bytes] = field(default_factory=list)  # each firing's entity state as stored (``firings_value``)
     skipped: int = 0
     entities: int = 0  # how many entities with due timers were looked at
 
@@ -90,6 +93,7 @@ class TimedEngine:
         self.index = index if index is not None else TimerIndex()
         self.max_fires_per_tick = max_fires_per_tick
         self._triggers = {t.key: t for t in catalog.timed_triggers()}
+        self._graces: dict[str, dt.timedelta] = {}
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -163,33 +167,38 @@ class TimedEngine:
         it goes.
         """
         out = Fired()
-        keys = self.index.pop_due(partition, now.timestamp(), limit or self.max_fires_per_tick)
+        now_ts = now.timestamp()
+        keys = self.index.pop_due(partition, now_ts, limit or self.max_fires_per_tick)
         out.entities = len(keys)
+        # Counted per chunk, not per timer: a labelled counter costs more than deciding a timer.
+        fired: Counter[tuple[str, str]] = Counter()
+        skipped: Counter[tuple[str, str, str]] = Counter()
         for tkey in keys:
-            entry = _entry(timers.get(tkey))
+            raw = timers.get(tkey)
+            entry = _entry(raw)
             table, tenant_id, entity_id = split_timers_key(tkey)
-            state = values.loads(states[table].get(f"{tenant_id}/{entity_id}")) if table in states else None
+            raw_state = states[table].get(f"{tenant_id}/{entity_id}") if table in states else None
             tenant = self.tenants.get(tenant_id)
-            pending = [Timer.from_json(t) for t in entry["timers"]]
-            if tenant is None or state is None:
+            # Stored timers stay JSON lists; only the due ones become ``Timer``s. The index
+            # compares the same float epoch seconds, so "due" means the same thing to both.
+            due_json = [t for t in entry["timers"] if t[0] <= now_ts]
+            keep_json = [t for t in entry["timers"] if t[0] > now_ts]  # planned from the current state already
+            if tenant is None or raw_state is None:
                 # The tenant was removed or the entity forgotten since: nothing of it may fire.
-                for timer in pending:
-                    if timer.due <= now:
-                        self._skipped(tenant_id, timer, "invalid")
-                        out.skipped += 1
-                if timers.get(tkey) is not None:
+                for t in due_json:
+                    skipped[(tenant_id, t[1].split("#", 1)[0], "invalid")] += 1
+                if raw is not None:
                     del timers[tkey]
                 continue
+            state = values.loads(raw_state)
             done = dict(entry["done"])
             fields = public(state)
-            due = sorted(t for t in pending if t.due <= now)
-            keep = [t for t in pending if t.due > now]  # planned from the current state already
-            for timer in due:
+            keep: list[Timer] = []
+            for timer in sorted(Timer.from_json(t) for t in due_json):
                 trigger = self._triggers.get(timer.trigger_key)
                 current = self._revalidate(trigger, timer, fields, tenant, done)
                 if trigger is None or current is None:
-                    self._skipped(tenant_id, timer, "invalid")
-                    out.skipped += 1
+                    skipped[(tenant_id, timer.trigger_key, "invalid")] += 1
                     continue
                 if current.due > now:
                     keep.append(current)  # the tenant moved it later (a new "x days")
@@ -201,9 +210,8 @@ class TimedEngine:
                     keep += self._plan_trigger(trigger, fields, tenant, done, now)  # next week's
                 # Judged by the due time the timer was planned for: a tenant who lengthens
                 # "3 days before" to "10" after it was planned still gets the 3-day mail out.
-                if schedule.lateness(timer.due, now, _span(rule.grace)) == "late":
-                    self._skipped(tenant_id, current, "late")
-                    out.skipped += 1
+                if schedule.lateness(timer.due, now, self._grace(trigger)) == "late":
+                    skipped[(tenant_id, current.trigger_key, "late")] += 1
                     continue
                 out.firings.append(
                     {
@@ -215,14 +223,30 @@ class TimedEngine:
                         "state": state,
                     }
                 )
-                self.metrics.timers_fired.labels(tenant_id, trigger.key).inc()
-                self.metrics.timer_fire_lag_seconds.observe(max(0.0, (now - timer.due).total_seconds()))
-            if not keep and not done:
-                del timers[tkey]
+                out.states.append(raw_state)
+                fired[(tenant_id, trigger.key)] += 1
+                self.metrics.timer_fire_lag_seconds.observe(max(0.0, now_ts - timer.due.timestamp()))
+            remaining = keep_json + [t.to_json() for t in keep]
+            if not remaining and not done:
+                if raw is not None:
+                    del timers[tkey]
             else:
-                timers[tkey] = values.dumps({"timers": [t.to_json() for t in keep], "done": done})
-            self.index.set(partition, tkey, min((t.due.timestamp() for t in keep), default=None))
+                timers[tkey] = values.dumps({"timers": remaining, "done": done})
+            self.index.set(partition, tkey, min((t[0] for t in remaining), default=None))
+        for (tenant_id, trigger_key), n in fired.items():
+            self.metrics.timers_fired.labels(tenant_id, trigger_key).inc(n)
+        for (tenant_id, trigger_key, reason), n in skipped.items():
+            self.metrics.timers_skipped.labels(tenant_id, trigger_key, reason).inc(n)
+        out.skipped = sum(skipped.values())
         return out
+
+    def _grace(self, trigger: Trigger) -> dt.timedelta:
+        grace = self._graces.get(trigger.key)
+        if grace is None:
+            rule = trigger.rule
+            assert isinstance(rule, TimedRule)
+            grace = self._graces[trigger.key] = _span(rule.grace)
+        return grace
 
     def _revalidate(
         self, trigger: Trigger | None, timer: Timer, fields: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str]
@@ -250,9 +274,6 @@ class TimedEngine:
             # under it; keeping the timer would retry forever, so it is dropped and logged.
             log.error("timers of %s dropped: %s", trigger.key, e)
             return []
-
-    def _skipped(self, tenant_id: str, timer: Timer, reason: str) -> None:
-        self.metrics.timers_skipped.labels(tenant_id, timer.trigger_key, reason).inc()
 
     # -- firings --------------------------------------------------------------------------------
 
@@ -282,16 +303,29 @@ class TimedEngine:
         return out
 
 
+def firings_value(fired: Fired, decided_at: float) -> bytes:
+    """A firings record: ``{"firings": [...], "decided_at": ...}``, as ``values.dumps`` would write it.
+
+    Each firing carries its entity state, which is already JSON in the entity table: its stored
+    bytes are spliced in instead of encoding the state again, the largest part of the record.
+    """
+    parts = [
+        values.dumps({k: v for k, v in firing.items() if k != "state"})[:-1] + b',"state":' + raw + b"}"
+        for firing, raw in zip(fired.firings, fired.states, strict=True)
+    ]
+    return b'{"firings":[' + b",".join(parts) + b'],"decided_at":' + values.dumps(decided_at) + b"}"
+
+
 def _entry(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         return {"timers": [], "done": {}}
-    value = values.loads(raw)
+    value = json.loads(raw)  # no dates in a timers entry: plain JSON, without values' hook
     return {"timers": value.get("timers", []), "done": value.get("done", {})}
 
 
 def _earliest(items: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, float]]:
     for key, raw in items:
-        timers = values.loads(raw).get("timers") or []
+        timers = json.loads(raw).get("timers") or []
         if timers:
             yield key, min(t[0] for t in timers)
 

@@ -16,7 +16,8 @@ from streams import metrics as metrics_module
 from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT
 from streams.tenants.model import Tenant, TenantDirectory, TriggerSetting
-from streams.triggers.engine import TimedEngine
+from streams.state import values
+from streams.triggers.engine import TimedEngine, firings_value
 from streams.triggers.rules import Catalog
 from streams.triggers.samples import new_envelope
 
@@ -365,3 +366,15 @@ def test_a_bad_address_kept_in_state_is_rejected_when_its_mail_renders() -> None
     assert len(firings) == 1
     outcome = world.engine.render_firing(firings[0], "ticks")
     assert outcome.mails == [] and [e.reason for _, e in outcome.rejections] == ["invalid_recipient"]
+
+
+def test_a_firings_record_splices_the_stored_state_and_reads_back_as_if_encoded_whole() -> None:
+    world = World(_tenant("lagerhaus-nord"))
+    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
+    for n in range(3):
+        _booking(world, t0, dt.date(2027, 1, 20), None, booking_id=f"BK-{n}")
+    fired = world.engine.on_tick(world.states, world.timers, 0, dt.datetime(2027, 1, 20, 9, tzinfo=UTC))
+    assert len(fired.firings) == 3 and len(fired.states) == 3
+    value = firings_value(fired, 1234.5)
+    assert values.loads(value) == values.loads(values.dumps({"firings": fired.firings, "decided_at": 1234.5}))
+    assert values.loads(value)["firings"][0]["state"]["move_in_date"] == dt.date(2027, 1, 20)

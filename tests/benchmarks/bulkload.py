@@ -1,0 +1,156 @@
+"""Bulk-load for the timers benchmark: the table rows the ingest path would write, produced to the changelogs.
+
+A worker ingests about 500 events/s on this machine, so a million entities would take over half
+an hour to load through it. What ingesting an event leaves behind is two table rows on the
+event's partition: the entity's state and its timers row. ``BulkLoader`` computes both with the
+worker's own code (the event is Avro-encoded and decoded by the project's codec, then
+``TimedEngine.on_event`` projects it and plans its timers, on dict stores) and produces them to
+the changelog topics of those tables, on the partition the event's key would have gone to, while
+the worker is stopped. At its next start the worker restores them like after any restart
+(``RestoredTable`` reads every changelog from the start) and the tick agent rebuilds the timer
+index from them. The benchmark's load figure is therefore a restore figure, and the ingest rate
+is measured separately on the entities it does publish.
+
+What it does not reproduce: the ingest agent's consumer offsets (these events were never
+published) and its metrics (``tidings_entity_updates_total`` counts only ingested events).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from faust.serializers import codecs
+
+from streams import metrics as metrics_module
+from streams.codecs.avro import SingleObjectCodec
+from streams.codecs.schemas import SchemaRepository
+from streams.rendering.render import Renderer
+from streams.settings import REPO_ROOT, Settings
+from streams.state.tables import TIMERS_TABLE
+from streams.tenants.model import Tenant, TenantDirectory
+from streams.triggers.engine import TimedEngine
+from streams.triggers.rules import Catalog
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """Faust's name for a table's changelog: ``<app id>-<table>-changelog``."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (``consistent_random``: CRC-32 of the key
+    bytes) gives a keyed record, i.e. where ``EventPublisher`` puts the events of this entity."""
+    return zlib.crc32(key.encode("utf-8")) % partitions
+
+
+def table_key(key: str) -> bytes:
+    """A table key as Faust stores it (``key_type=str``: its JSON codec)."""
+    return bytes(codecs.dumps("json", key))
+
+
+class BulkLoader:
+    def __init__(self, settings: Settings, codec: SingleObjectCodec, tenant: Tenant) -> None:
+        catalog = Catalog.load()
+        self.settings = settings
+        self.codec = codec
+        self.tenant = tenant
+        self.tables = list(catalog.tables())
+        self.engine = TimedEngine(
+            catalog, TenantDirectory({tenant.tenant_id: tenant}), Renderer(REPO_ROOT / "templates"), metrics_module.create()
+        )
+        self.producer = Producer({
+            "bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 50,  # no compression: the worker's aiokafka reads only what its Python libraries decode
+        })
+        self.rows = 0
+
+    def load(self, events: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
+        """Produce the rows of each ``(event type, event key, record)``, one new entity each; returns the rows."""
+        for type_name, key, record in events:
+            # Through the Avro codec and back, so the record is what the ingest agent would see.
+            decoded = self.codec.decode(self.codec.encode(type_name, record)).record
+            states: dict[str, dict[str, bytes]] = {t: {} for t in self.tables}
+            timers: dict[str, bytes] = {}
+            self.engine.on_event(states, timers, 0, type_name, decoded, self.tenant)
+            p = key_partition(key, self.settings.partitions)
+            for table, rows in [*states.items(), (TIMERS_TABLE, timers)]:
+                for row_key, value in rows.items():
+                    self._produce(changelog_topic(self.settings, table), table_key(row_key), value, p)
+        self.producer.flush(120)
+        remaining = len(self.producer)
+        if remaining:
+            raise TimeoutError(f"{remaining} changelog records not acknowledged after 120 s")
+        return self.rows
+
+    def _produce(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, partition=partition)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.1)
+        self.rows += 1
+        if self.rows % 10_000 == 0:
+            self.producer.poll(0)
+
+
+Event = tuple[str, str, dict[str, Any]]  # (event type, event key, record)
+
+
+def load_in_processes(
+    settings: Settings, tenant: Tenant, event: Callable[[int], Event], numbers: range, processes: int | None = None
+) -> int:
+    """``BulkLoader.load`` of ``event(n)`` for every n, split over processes; returns the rows.
+
+    Computing the rows is pure Python at about 350 us an entity, six minutes for a million in
+    one process; the worker is stopped meanwhile, so every core is free. ``event`` must pickle
+    (a module-level function or a ``functools.partial`` of one). Each process opens its own
+    producer, in a fresh interpreter (spawned: the benchmark process runs librdkafka threads, which
+    a fork would copy mid-flight).
+    """
+    processes = processes or os.cpu_count() or 1
+    step = -(-len(numbers) // processes)
+    parts = [numbers[i:i + step] for i in range(0, len(numbers), step)]
+    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return sum(pool.map(_load_part, [(settings, tenant, event, part) for part in parts]))
+
+
+def _load_part(job: tuple[Settings, Tenant, Callable[[int], Event], range]) -> int:
+    settings, tenant, event, numbers = job
+    codec = SingleObjectCodec(SchemaRepository.load(REPO_ROOT / "schemas"))
+    return BulkLoader(settings, codec, tenant).load(event(n) for n in numbers)
+
+
+def changelog_partitions(settings: Settings, table: str, timeout: float = 60.0) -> dict[bytes, int]:
+    """Key -> partition of every committed record in a table's changelog (to check ``key_partition``)."""
+    topic = changelog_topic(settings, table)
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap, "group.id": "tidings-bench-bulkload",
+        "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": True,
+    })
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out: dict[bytes, int] = {}
+        pending = set(partitions)
+        while pending:
+            msgs = consumer.consume(num_messages=1000, timeout=timeout)
+            if not msgs:
+                raise TimeoutError(f"reading {topic}: no record nor end within {timeout} s")
+            for msg in msgs:
+                error = msg.error()
+                if error is None:
+                    out[msg.key()] = msg.partition()
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    raise RuntimeError(f"reading {topic}: {error}")
+        return out
+    finally:
+        consumer.close()
