@@ -183,6 +183,14 @@ def register(app: faust.App, rt: Runtime) -> None:
         delay = RETRY_FIRST_DELAY_SECONDS
         queued, probing = True, False
         raw: bytes | None = None
+
+        async def back_off(error: Exception | None, what: str) -> None:
+            nonlocal delay
+            m.send_retries.labels(_reason(error)).inc()
+            log.warning("%s not %s (%s); retrying in %.1fs", message_id, what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
+
         while True:
             if not probing:  # while sending is blocked, only the actors that met the block probe SES
                 await hold.wait()
@@ -193,10 +201,7 @@ def register(app: faust.App, rt: Runtime) -> None:
                     await _fail(mail, msg, str(e).split(":")[0], str(e))
                     return
                 except RetryableDelivery as e:  # the attachment store did not answer: nothing was sent
-                    m.send_retries.labels(_reason(e)).inc()
-                    log.warning("%s not prepared (%s); retrying in %.1fs", message_id, e, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
+                    await back_off(e, "prepared")
                     continue
             permit = permits["high" if lane == "high" else "rest"]
             await permit.acquire()
@@ -228,10 +233,7 @@ def register(app: faust.App, rt: Runtime) -> None:
             if done:
                 return
             probing = isinstance(error, SendingBlocked)
-            m.send_retries.labels(_reason(error)).inc()
-            log.warning("%s not sent (%s); retrying in %.1fs", message_id, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
+            await back_off(error, "sent")
 
     async def _record_outcome(mail: dict[str, Any], msg: Any, error: Exception | None, provider_id: str, tried: int) -> bool:
         """Write what one request did into the ledger (and status, dead letters); True if the mail is done."""
@@ -245,9 +247,9 @@ def register(app: faust.App, rt: Runtime) -> None:
             m.event_to_sent_seconds.labels(trigger).observe(max(0.0, (now - mail["source_timestamp"]).total_seconds()))
             return True
         if isinstance(error, PermanentDelivery):
-            # Our own findings name their reason (attachment_missing, malformed_mail ...); SES's are "ses:<code>".
-            reason = "rejected_by_provider" if str(error).startswith("ses:") else str(error).split(":")[0]
-            await _fail(mail, msg, reason, str(error))
+            # Only the provider's answers get here; our own findings (attachment_missing,
+            # malformed_mail) fail the mail in prepare(), before its turn.
+            await _fail(mail, msg, "rejected_by_provider", str(error))
             return True
         if isinstance(error, OutcomeUnknown):
             m.unknown_outcomes.labels("no_answer", settings.unknown_outcome).inc()

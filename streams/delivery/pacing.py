@@ -33,11 +33,11 @@ stay within the quota even in a window stretched by that much.
 ``ses_shape(quota)`` picks ``burst = 1 + quota * OVERSLEEP_TOLERANCE_SECONDS`` and the largest
 ``rate`` with ``rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1``: 48.3/s at 50, 193/s at
 200, 966/s at 1000, about 3.5 % under the quota. That misses a 0.98 utilisation target on
-purpose: going over the quota costs throttled requests and retries, going under costs seconds. A burst of ``quota`` would instead let an idle
-sender spend a second's worth at once, ``2 * quota - 1`` in a window; SES tolerates short bursts
-above the quota but throttles if they last. A new bucket starts empty, so a starting worker
-does not add its burst to the clump of first requests.
-
+purpose: going over the quota costs throttled requests and retries, going under costs seconds.
+A burst of ``quota`` would instead let an idle sender spend a second's worth at once,
+``2 * quota - 1`` in a window; SES tolerates short bursts above the quota but throttles if they
+last. A new bucket starts empty, so a starting worker does not add its burst to the clump of
+first requests.
 """
 
 from __future__ import annotations
