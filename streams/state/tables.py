@@ -18,12 +18,34 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.serializers import codecs
 
 if TYPE_CHECKING:
     from streams.settings import Settings
     from streams.triggers.rules import Catalog
 
 TIMERS_TABLE = "timers"
+KEY_CODEC = "tidings-key"
+
+
+class TableKeyCodec(codecs.Codec):  # type: ignore[misc]
+    """Table keys as the standard library's ``json`` writes a string: non-ASCII escaped.
+
+    Faust's own ``json`` codec switches to orjson whenever orjson is installed (Tidings installs
+    it for its state values), and orjson writes non-ASCII as UTF-8: the same key would then be
+    other bytes than in the local databases and changelogs written before, and a lookup of
+    ``Müller/BK-1`` would miss its row. Pinned here, the bytes stay what Faust wrote without
+    orjson, whatever is installed.
+    """
+
+    def _dumps(self, s: Any) -> bytes:
+        return _json_key(s)
+
+    def _loads(self, s: bytes) -> Any:
+        return json.loads(s)
+
+
+codecs.register(KEY_CODEC, TableKeyCodec())
 
 
 @dataclass(frozen=True)
@@ -79,9 +101,9 @@ class PartitionRows(MutableMapping[str, bytes]):
         self._table = table
         self._db = store._db_for_partition(partition)
         self._partition = partition
-        # Faust encodes a str key with its JSON codec, which for a string is what json.dumps
-        # writes; calling json directly skips the codec registry, a tenth of a tick's time.
-        # Checked once per table on a key that needs escaping, so another codec keeps working.
+        # The tables' key codec (TableKeyCodec) writes what json.dumps writes; calling json
+        # directly skips the codec registry, a tenth of a tick's time. Checked once per table on
+        # a key that needs escaping, so a table with another codec keeps working.
         fast = _JSON_KEYS.get(table.name)
         if fast is None:
             probe = 'tenant/"ü\\'
@@ -132,7 +154,8 @@ def _json_key(key: str) -> bytes:
 
 
 class CoPartitionedTable(faust.Table):  # type: ignore[misc]
-    """A Faust table whose partition check waits for the changelog's metadata instead of crashing.
+    """A Faust table whose partition check waits for the changelog's metadata instead of crashing,
+    and whose str keys are encoded by ``TableKeyCodec``.
 
     Before its first write from a source topic, Faust compares the partition counts of that topic
     and of the changelog, from the consumer group's metadata snapshot, where a topic without
@@ -141,6 +164,12 @@ class CoPartitionedTable(faust.Table):  # type: ignore[misc]
     once the supervisor's restart budget is spent. Counts are checked for real at start-up
     (``streams/topics.py`` refuses a mismatch); here an unknown count is checked on a later write.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.key_type is str:
+            # Before the store and the changelog topic, which copy it, are created (lazily).
+            self.key_serializer = KEY_CODEC
 
     def _verify_source_topic_partitions(self, source_topic: str) -> None:
         if not self.app.consumer.topic_partitions(self.changelog_topic_name):

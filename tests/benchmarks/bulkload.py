@@ -32,7 +32,7 @@ from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
 from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT, Settings
-from streams.state.tables import TIMERS_TABLE
+from streams.state.tables import KEY_CODEC, TIMERS_TABLE
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers.engine import TimedEngine
 from streams.triggers.rules import Catalog
@@ -50,8 +50,8 @@ def key_partition(key: str, partitions: int) -> int:
 
 
 def table_key(key: str) -> bytes:
-    """A table key as Faust stores it (``key_type=str``: its JSON codec)."""
-    return bytes(codecs.dumps("json", key))
+    """A table key as Faust stores it (the tables' ``KEY_CODEC``)."""
+    return bytes(codecs.dumps(KEY_CODEC, key))
 
 
 class BulkLoader:
