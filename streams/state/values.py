@@ -4,6 +4,12 @@ Table values are written as bytes (``value_serializer="raw"``) because Faust dec
 ``value_type=dict`` table back as a model (see ``delivery/ledger.py``). Dates and instants are
 tagged so a template reads back the same ``datetime.date`` / aware ``datetime`` the event had:
 ``{"$date": "2026-12-01"}``, ``{"$ts": "2026-12-01T09:00:00+00:00"}``.
+
+Reading is on the timers' hot path (a tick that fires ten thousand timers reads ten thousand
+states), so ``loads`` parses with orjson, about six times faster than ``json`` with an object
+hook, and turns the tags into values in one walk afterwards. Writing stays with ``json``: it is
+done once per event, and ``json`` writes what orjson would refuse or change (integers beyond 64
+bits, NaN), which ``loads`` then reads back through ``json`` as before.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import orjson
 
-def _default(value: Any) -> Any:
+
+def tag(value: Any) -> Any:
+    """The stored form of a value JSON has no type for (``default`` of ``json.dumps``)."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ValueError("naive datetime in entity state")
@@ -40,10 +49,55 @@ def _hook(obj: dict[str, Any]) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(value, default=tag, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def loads(data: bytes | None) -> Any:
     if data is None:
         return None
-    return json.loads(data, object_hook=_hook)
+    if type(data) is not bytes:
+        return json.loads(data, object_hook=_hook)
+    try:
+        value = orjson.loads(data)
+        t = type(value)
+        return _untag(value) if t is dict or t is list else _exact(value)
+    except (orjson.JSONDecodeError, _Inexact):
+        # NaN and Infinity, which json writes; an integer beyond 64 bits, which orjson reads
+        # as a float: rare in any state, so the exact, slower path reads the whole value again.
+        return json.loads(data, object_hook=_hook)
+
+
+class _Inexact(Exception):
+    pass
+
+
+_BIG = float(2**63)  # from here on a float may be an integer orjson could not keep
+
+
+def _exact(v: Any) -> Any:
+    if type(v) is float and (v >= _BIG or v <= -_BIG):
+        raise _Inexact
+    return v
+
+
+def _untag(value: Any) -> Any:
+    """What ``_hook`` would have made of ``value``, a freshly parsed (hence unshared) dict or list."""
+    if type(value) is dict:
+        if len(value) == 1:
+            tagged = _hook(value)
+            if tagged is not value:
+                return tagged
+        for k, v in value.items():
+            t = type(v)
+            if t is dict or t is list:
+                value[k] = _untag(v)
+            elif t is float and (v >= _BIG or v <= -_BIG):
+                raise _Inexact
+        return value
+    for i, v in enumerate(value):
+        t = type(v)
+        if t is dict or t is list:
+            value[i] = _untag(v)
+        elif t is float and (v >= _BIG or v <= -_BIG):
+            raise _Inexact
+    return value

@@ -19,11 +19,19 @@ OPERATORS = frozenset({"lt", "le", "gt", "ge", "ne", "in", "present"})
 
 def lookup(values: Mapping[str, Any], path: str) -> Any:
     value: Any = values
-    for step in path.split("."):
-        if not isinstance(value, Mapping):
+    steps = _STEPS.get(path)
+    if steps is None:
+        steps = _STEPS[path] = tuple(path.split("."))
+    for step in steps:
+        # type() first: an ABC isinstance check costs more than the lookup, and it is almost
+        # always a plain dict (timers revalidate ten thousand states a tick)
+        if type(value) is not dict and not isinstance(value, Mapping):
             return None
         value = value.get(step)
     return value
+
+
+_STEPS: dict[str, tuple[str, ...]] = {}  # the paths of the packs' rules and templates: a few hundred
 
 
 def resolve(value: Any, params: Mapping[str, Any]) -> Any:

@@ -24,12 +24,13 @@ one ``timers`` table, whose value is ``{"timers": [[due, slot, occurrence, step]
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from streams.errors import ConfigurationError, InvalidEvent, RejectedInput, UnknownTenant
 from streams.metrics import Metrics
@@ -134,7 +135,7 @@ class TimedEngine:
             new_entry = {"timers": [t.to_json() for t in planned], "done": entry["done"] if new is not None else {}}
             if new_entry != entry:
                 empty = not new_entry["timers"] and not new_entry["done"]
-                writes.append((timers, tkey, None if empty else values.dumps(new_entry)))
+                writes.append((timers, tkey, None if empty else _dump_entry(new_entry)))
             index_updates.append((tkey, min((t.due.timestamp() for t in planned), default=None)))
         for store, key, value in writes:
             if value is None:
@@ -194,7 +195,10 @@ class TimedEngine:
             done = dict(entry["done"])
             fields = public(state)
             keep: list[Timer] = []
-            for timer in sorted(Timer.from_json(t) for t in due_json):
+            due = [Timer.from_json(t) for t in due_json]
+            if len(due) > 1:
+                due.sort()
+            for timer in due:
                 trigger = self._triggers.get(timer.trigger_key)
                 current = self._revalidate(trigger, timer, fields, tenant, done)
                 if trigger is None or current is None:
@@ -231,7 +235,7 @@ class TimedEngine:
                 if raw is not None:
                     del timers[tkey]
             else:
-                timers[tkey] = values.dumps({"timers": remaining, "done": done})
+                timers[tkey] = _dump_entry({"timers": remaining, "done": done})
             self.index.set(partition, tkey, min((t[0] for t in remaining), default=None))
         for (tenant_id, trigger_key), n in fired.items():
             self.metrics.timers_fired.labels(tenant_id, trigger_key).inc(n)
@@ -259,16 +263,22 @@ class TimedEngine:
         """
         if trigger is None:
             return None
-        for candidate in self._plan_trigger(trigger, fields, tenant, done, timer.due - _EPSILON):
+        for candidate in self._plan_trigger(trigger, fields, tenant, done, timer.due - _EPSILON, timer.slot):
             if candidate.slot == timer.slot and candidate.occurrence == timer.occurrence:
                 return candidate
         return None
 
     def _plan_trigger(
-        self, trigger: Trigger, fields: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str], now: dt.datetime
+        self,
+        trigger: Trigger,
+        fields: Mapping[str, Any],
+        tenant: Tenant,
+        done: Mapping[str, str],
+        now: dt.datetime,
+        only_slot: str | None = None,
     ) -> list[Timer]:
         try:
-            return plan_trigger(trigger, fields, tenant, done, now)
+            return plan_trigger(trigger, fields, tenant, done, now, only_slot)
         except (ConfigurationError, TypeError, ValueError) as e:
             # Cannot happen for a state that was planned on ingest, unless the packs changed
             # under it; keeping the timer would retry forever, so it is dropped and logged.
@@ -310,22 +320,33 @@ def firings_value(fired: Fired, decided_at: float) -> bytes:
     bytes are spliced in instead of encoding the state again, the largest part of the record.
     """
     parts = [
-        values.dumps({k: v for k, v in firing.items() if k != "state"})[:-1] + b',"state":' + raw + b"}"
+        _dump_firing({k: v for k, v in firing.items() if k != "state"})[:-1] + b',"state":' + raw + b"}"
         for firing, raw in zip(fired.firings, fired.states, strict=True)
     ]
-    return b'{"firings":[' + b",".join(parts) + b'],"decided_at":' + values.dumps(decided_at) + b"}"
+    return b'{"firings":[' + b",".join(parts) + b'],"decided_at":' + orjson.dumps(decided_at) + b"}"
+
+
+# A timers entry is plain JSON (epoch floats, slot and occurrence strings, step numbers), and so is
+# a firing apart from its state and instants: orjson writes and reads these several times faster
+# than json, which matters at ten thousand entries per tick. States go through ``values``.
+def _dump_entry(entry: dict[str, Any]) -> bytes:
+    return orjson.dumps(entry)
+
+
+def _dump_firing(firing: dict[str, Any]) -> bytes:
+    return orjson.dumps(firing, default=values.tag, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 def _entry(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         return {"timers": [], "done": {}}
-    value = json.loads(raw)  # no dates in a timers entry: plain JSON, without values' hook
+    value = orjson.loads(raw)  # no dates in a timers entry: plain JSON, without values' tags
     return {"timers": value.get("timers", []), "done": value.get("done", {})}
 
 
 def _earliest(items: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, float]]:
     for key, raw in items:
-        timers = json.loads(raw).get("timers") or []
+        timers = orjson.loads(raw).get("timers") or []
         if timers:
             yield key, min(t[0] for t in timers)
 

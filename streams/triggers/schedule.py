@@ -35,7 +35,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
-_SECOND = dt.timedelta(seconds=1)  # tz database transitions fall on whole seconds
+_SECOND = dt.timedelta(seconds=1)
+_ZERO = dt.timedelta(0)  # tz database transitions fall on whole seconds
 
 Lateness = Literal["early", "on_time", "late"]
 
@@ -152,11 +153,14 @@ def lateness(due: dt.datetime, now: dt.datetime, grace: dt.timedelta) -> Latenes
     entered after its move-in day): its due instant is computed as usual and judged here, so it
     fires only if it is still within the grace.
     """
-    _require_aware(due, "due")
-    _require_aware(now, "now")
-    if grace < dt.timedelta(0):
+    # Timers and ticks are UTC already: the checks and conversions below are for other callers
+    # (a tick decides ten thousand timers; this was a twentieth of it).
+    if not (type(due) is dt.datetime and type(now) is dt.datetime and due.tzinfo is UTC and now.tzinfo is UTC):
+        _require_aware(due, "due")
+        _require_aware(now, "now")
+        due, now = due.astimezone(UTC), now.astimezone(UTC)  # real time, whatever zones came in
+    if grace < _ZERO:
         raise ValueError(f"grace must be zero or more, got {grace!r}")
-    due, now = due.astimezone(UTC), now.astimezone(UTC)  # real time, whatever zones came in
     if now < due:
         return "early"
     if now <= due + grace:

@@ -378,3 +378,25 @@ def test_a_firings_record_splices_the_stored_state_and_reads_back_as_if_encoded_
     value = firings_value(fired, 1234.5)
     assert values.loads(value) == values.loads(values.dumps({"firings": fired.firings, "decided_at": 1234.5}))
     assert values.loads(value)["firings"][0]["state"]["move_in_date"] == dt.date(2027, 1, 20)
+
+
+def test_revalidating_one_slot_plans_exactly_that_slot_of_the_full_plan() -> None:
+    # Fire-time revalidation plans only the due timer's slot; it must be the full plan's timer.
+    from streams.state.projection import public
+    from streams.triggers.timers import plan_trigger
+
+    tenant = _tenant("lagerhaus-nord", **{"invoice.after_due": {"steps": [2, 9, 30]}})
+    world = World(tenant)
+    _invoice(world, dt.datetime(2027, 1, 15, tzinfo=UTC), dt.date(2027, 2, 1))
+    fields = public(values.loads(world.states["storage.invoices"]["lagerhaus-nord/INV-1"]))
+    now = dt.datetime(2027, 1, 20, tzinfo=UTC)
+    trigger = next(t for t in CATALOG.timed_triggers() if t.key == "storage/invoice.after_due")
+    full = plan_trigger(trigger, fields, tenant, {}, now)
+    assert [t.slot for t in full] == [f"storage/invoice.after_due#{n}" for n in (1, 2, 3)]
+    assert [t.due.date() for t in full] == [dt.date(2027, 2, 3), dt.date(2027, 2, 10), dt.date(2027, 3, 3)]
+    for timer in full:
+        assert plan_trigger(trigger, fields, tenant, {}, now, only_slot=timer.slot) == [timer]
+    assert plan_trigger(trigger, fields, tenant, {}, now, only_slot="storage/invoice.after_due#4") == []
+    # An occurrence already done is not planned again, with or without the slot.
+    done = {"storage/invoice.after_due#2": "2027-02-01"}
+    assert plan_trigger(trigger, fields, tenant, done, now, only_slot="storage/invoice.after_due#2") == []
