@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 import logging
 import time
@@ -100,25 +101,39 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
             if not engine.index.ready(p):
                 started = time.perf_counter()
                 count = engine.rebuild(p, tables.partition_items(tables.timers, p))
+                # The index is millions of long-lived objects: left to the collector, a full
+                # collection over them (hundreds of ms at a million timers) falls in whatever
+                # runs when it triggers, a wave of firings included. Frozen, collections skip
+                # them; what is garbage now is collected first, so nothing is frozen with it.
+                gc.collect()
+                gc.freeze()
                 m.timer_index_rebuild_seconds.observe(time.perf_counter() - started)
                 log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
             idle.clear()
             try:
-                states, timers = tables.partition_rows(p)
+                rows = tables.partition_rows(p)
                 spent, budget = 0.0, rt.settings.max_fires_per_tick
                 while budget > 0:
                     # In chunks, each chunk's firings written as soon as it is decided: the first
                     # mails of a large wave do not wait for the last timer of the partition.
                     started = time.perf_counter()
-                    fired = engine.on_tick(states, timers, p, now, limit=min(FIRINGS_PER_RECORD, budget))
+                    try:
+                        fired = engine.on_tick(rows.states, rows.timers, p, now, limit=min(FIRINGS_PER_RECORD, budget))
+                    finally:
+                        rows.send_changelog()  # before any await: see TickRows.send_changelog
                     spent += time.perf_counter() - started
                     if fired.firings:
                         # decided_at (wall clock) is for operators and the benchmark: when these
                         # timers fired, as opposed to the tick's "now" they were judged against.
-                        await firings.send(key=None, value=firings_value(fired, time.time()), partition=p)
+                        # Queued behind the chunk's table writes in the producer buffer, like
+                        # them part of the tick's transaction (the commit waits for the buffer):
+                        # awaiting the send instead waited for the broker to take the previous
+                        # chunk, a round trip per hundred timers, a third of a wave's time.
+                        firings.send_soon(key=None, value=firings_value(fired, time.time()), partition=p)
                     budget -= fired.entities
                     if fired.entities < FIRINGS_PER_RECORD:
                         break
+                    await asyncio.sleep(0)  # the other agents' turn (a password reset) between chunks
                 m.tick_seconds.observe(spent)
             finally:
                 idle.set()
