@@ -10,6 +10,7 @@ independent sets as they like; the worker exposes its registry at ``/metrics``.
 
 from __future__ import annotations
 
+import bisect
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -191,3 +192,18 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             ["tenant", "reason"], registry=registry,
         ),
     )
+
+
+def observe_many(histogram: Histogram, value: float, count: int) -> None:
+    """``count`` observations of one value, as ``count`` calls of ``observe`` would record them.
+
+    prometheus_client has no bulk observe, and its ``observe`` takes a lock per call; a tick that
+    fires ten thousand timers of one due time observes one lag ten thousand times. This writes
+    what ``Histogram.observe`` writes (the sum, and the first bucket whose bound is not below the
+    value; buckets are cumulated when collected) through the same value objects.
+    """
+    if count <= 0:
+        return
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(value * count)
+    histogram._buckets[bisect.bisect_left(histogram._upper_bounds, value)].inc(count)

@@ -167,6 +167,11 @@ class PartitionRows(MutableMapping[str, bytes]):
         value = self._db.get(self._encode(key))
         return default if value is None else value
 
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The rows of ``keys`` (None where absent), in one multi-get."""
+        encode = self._encode
+        return self._db.get([encode(k) for k in keys])  # type: ignore[no-any-return]
+
     def __setitem__(self, key: str, value: bytes) -> None:
         raw_key = self._encode(key)
         self._db.put(raw_key, value, self._write)
