@@ -376,6 +376,12 @@ class ChangelogBatch:
     def __len__(self) -> int:
         return sum(len(r) for r in self.records.values())
 
+    def take(self) -> ChangelogBatch:
+        """A batch with the records added so far; this one starts empty again."""
+        taken = ChangelogBatch(self.partition)
+        taken.records, self.records = self.records, {}
+        return taken
+
 
 async def _send_batches(producer: Any, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
     builder = producer.create_batch()

@@ -106,11 +106,7 @@ class TickRows:
         """
         queued = len(self.changes)
         if queued:
-            self.app.producer.buffer.put(self.changes)
-            self.changes = ChangelogBatch(self.changes.partition)
-            for rows in (*self.states.values(), self.timers):
-                if isinstance(rows, PartitionRows):
-                    rows.changes = self.changes
+            self.app.producer.buffer.put(self.changes.take())
         return queued
 
 
@@ -276,7 +272,7 @@ def create_tables(app: faust.App, settings: Settings, catalog: Catalog) -> State
             name=name,
             beacon=app.tables.beacon,
             key_type=str,
-                value_type=bytes,
+            value_type=bytes,
             partitions=settings.partitions,
             options=rocksdb_options(settings),
         ))

@@ -58,9 +58,7 @@ def loads(data: bytes | None) -> Any:
     if type(data) is not bytes:
         return json.loads(data, object_hook=_hook)
     try:
-        value = orjson.loads(data)
-        t = type(value)
-        return _untag(value) if t is dict or t is list else _exact(value)
+        return _untag(orjson.loads(data))
     except (orjson.JSONDecodeError, _Inexact):
         # NaN and Infinity, which json writes; an integer beyond 64 bits, which orjson reads
         # as a float: rare in any state, so the exact, slower path reads the whole value again.
@@ -74,30 +72,25 @@ class _Inexact(Exception):
 _BIG = float(2**63)  # from here on a float may be an integer orjson could not keep
 
 
-def _exact(v: Any) -> Any:
-    if type(v) is float and (v >= _BIG or v <= -_BIG):
-        raise _Inexact
-    return v
-
-
 def _untag(value: Any) -> Any:
-    """What ``_hook`` would have made of ``value``, a freshly parsed (hence unshared) dict or list."""
-    if type(value) is dict:
+    """What ``_hook`` would have made of a freshly parsed (hence unshared) value, in place."""
+    t = type(value)
+    if t is float:
+        if value >= _BIG or value <= -_BIG:
+            raise _Inexact
+        return value
+    if t is dict:
         if len(value) == 1:
             tagged = _hook(value)
             if tagged is not value:
                 return tagged
-        for k, v in value.items():
-            t = type(v)
-            if t is dict or t is list:
-                value[k] = _untag(v)
-            elif t is float and (v >= _BIG or v <= -_BIG):
-                raise _Inexact
+        items: Any = value.items()
+    elif t is list:
+        items = enumerate(value)
+    else:
         return value
-    for i, v in enumerate(value):
+    for k, v in items:
         t = type(v)
-        if t is dict or t is list:
-            value[i] = _untag(v)
-        elif t is float and (v >= _BIG or v <= -_BIG):
-            raise _Inexact
+        if t is dict or t is list or t is float:
+            value[k] = _untag(v)  # an existing key or index: the dict's size does not change
     return value

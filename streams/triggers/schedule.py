@@ -35,8 +35,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
-_SECOND = dt.timedelta(seconds=1)
-_ZERO = dt.timedelta(0)  # tz database transitions fall on whole seconds
+_SECOND = dt.timedelta(seconds=1)  # tz database transitions fall on whole seconds
+_ZERO = dt.timedelta(0)
 
 Lateness = Literal["early", "on_time", "late"]
 
