@@ -18,16 +18,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from streams import metrics as metrics_module
 from streams.clock import Clock, SystemClock
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.confluent import ConfluentCodec
 from streams.codecs.wire import TopicDecoders
 from streams.codecs.schemas import SchemaRepository
-from streams.commits import CommitWatch
 from streams.delivery.attachments import AttachmentStore, S3AttachmentStore
 from streams.delivery.sender import EmailSender, create_sender
 from streams.errors import ConfigurationError
@@ -42,7 +38,8 @@ from streams.tenants.feed import TenantFeed
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.tenants.validate import pack_problems
 from streams.topics import TopicNames, ensure_topics
-from streams.transport import TidingsTransport
+from streams.outcomes import Rejection
+from streams.runtime.app import TidingsApp, Wiring, new_app
 from streams.triggers.engine import TimedEngine
 from streams.triggers.rules import Catalog
 
@@ -137,16 +134,21 @@ def _decoders(settings: Settings, topics: TopicNames, codec: SingleObjectCodec) 
     return TopicDecoders(codec, {f"{topics.prefix}{suffix}": registry for suffix in confluent})
 
 
-class TidingsApp(faust.App):
-    """A Faust app that makes sure its topics exist and its tenants are read before its consumer subscribes,
-    and whose graceful stop always ends its exactly-once transactions cleanly (``streams.transport``)."""
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> TidingsApp:
+    """The worker: every stage's handler registered under the runtime's guard (``streams/runtime/``)."""
+    from streams.delivery.agents import Sender
+    from streams.delivery.outbox import DELIVERY_STATUS, OUTBOUND, OUTBOUND_PRIORITY
+    from streams.ingest.agents import IngestHandler
+    from streams.suppression import web as suppression_web
+    from streams.suppression.agents import FeedbackHandler
+    from streams.triggers.agents import FiringsHandler, TickHandler, tick_value
 
-    tidings: Runtime
-    commits: CommitWatch  # fed by the consumer's commits (streams/transport.py)
+    rt = runtime if runtime is not None else build_runtime(settings)
+    m, topics = rt.metrics, rt.topics
+    app = new_app(settings)
 
-    async def on_first_start(self) -> None:
-        rt = self.tidings
-        created = ensure_topics(rt.settings, catalog=rt.topics.catalog)
+    async def before_agents() -> None:
+        created = ensure_topics(rt.settings, catalog=topics.catalog)
         if created:
             log.info("created topics: %s", ", ".join(created))
         rt.tenant_feed.start()
@@ -157,71 +159,103 @@ class TidingsApp(faust.App):
         if not len(rt.tenants):
             log.warning(
                 "the tenants topic %s holds no tenant: every event is dead-lettered unknown_tenant until one is "
-                "published (tidings-tenants publish deploy/tenants/)", rt.topics.tenants,
+                "published (tidings-tenants publish deploy/tenants/)", topics.tenants,
             )
-        await super().on_first_start()
 
-    def _new_transport(self) -> TidingsTransport:
-        """Faust's aiokafka transport with a safe exactly-once shutdown (see ``streams.transport``)."""
-        url = self.conf.broker_consumer[0]
-        if url.scheme not in ("kafka", "aiokafka"):
-            raise ConfigurationError(f"Tidings runs on Kafka (kafka://), not {url}")
-        return TidingsTransport(self.conf.broker_consumer, self)
+    def after_stop() -> None:
+        rt.tenant_feed.stop()
+        rt.suppression_feed.stop()
+        rt.suppression_writer.close()
 
-    async def on_shutdown(self) -> None:
-        await super().on_shutdown()
-        self.tidings.tenant_feed.stop()
-        self.tidings.suppression_feed.stop()
-        self.tidings.suppression_writer.close()
+    app.before_agents, app.after_stop = before_agents, after_stop
 
+    def dead_lettered(rejection: Rejection) -> None:
+        m.failures.labels(rejection.stage, rejection.reason).inc()
+        m.dead_letters.labels(rejection.stage, rejection.reason).inc()
+        m.dead_letter_topic_records.labels(rejection.reason).inc()
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> TidingsApp:
-    rt = runtime if runtime is not None else build_runtime(settings)
-    app = TidingsApp(
-        settings.app_id,
-        broker=settings.broker_url,
-        store="rocksdb://",
-        datadir=str(settings.data_dir),
-        processing_guarantee=settings.processing_guarantee,
-        broker_commit_interval=settings.commit_interval_seconds,
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        autodiscover=False,
-        consumer_auto_offset_reset="earliest",
-        # No standby replicas: faust-streaming 0.15 seeks a standby changelog partition to a
-        # missing (None) offset when it was not among the newly assigned ones, and its recovery
-        # crashes ("Offset must be a positive integer"). A worker taking over a partition
-        # restores it from the changelog instead (see the benchmark's restart figure).
-        table_standby_replicas=0,
-        # Faust refuses to recover a table whose local store is ahead of its changelog. Under
-        # exactly-once that is normal after a crash: the store kept writes whose transaction was
-        # aborted (streams/state/tables.py says which tables keep them and which restore).
-        recovery_consistency_check=False,
+    wiring = Wiring(
+        app,
+        settings,
+        outputs={
+            OUTBOUND: topics.outbound,
+            OUTBOUND_PRIORITY: topics.outbound_priority,
+            DELIVERY_STATUS: topics.delivery_status,
+        },
+        dead_letter_topic=topics.dead_letter,
+        on_dead_letter=dead_lettered,
+        count=lambda stage, outcome: m.record_outcomes.labels(stage, outcome.value).inc(),
     )
-    app.tidings = rt
-    app.commits = CommitWatch()
+    tables = wiring.tables(topics.catalog.tables())
 
-    from streams.delivery import agents as delivery_agents
-    from streams.ingest import agents as ingest_agents
-    from streams.state.tables import create_tables
-    from streams.suppression import agents as suppression_agents
-    from streams.suppression import web as suppression_web
-    from streams.triggers import agents as trigger_agents
+    # Ingest: every inbound domain topic.
+    ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m)
+    wiring.agent("ingest", topics.inbound, "tidings.ingest", ingest)
 
-    tables = create_tables(app, settings, rt.topics.catalog)
-    ingest_agents.register(app, rt, tables)
-    trigger_agents.register(app, rt, tables)
-    delivery_agents.register(app, rt)
-    suppression_agents.register(app, rt)
-    suppression_web.register(app, rt)
+    # Timed triggers: ticks decide, firings render.
+    tick = TickHandler(
+        rt.timed, tables, m,
+        max_fires_per_tick=settings.max_fires_per_tick,
+        max_record_bytes=settings.max_record_bytes,
+        send_firings=wiring.send_soon_to(topics.firings),
+    )
+    wiring.on_assigned(lambda assignment: tick.invalidate())
+    wiring.on_revoked(tick.invalidate)
+    wiring.agent("tick", [topics.ticks], "tidings.ticks", tick)
+    firings = FiringsHandler(rt.timed, rt.pipeline, m, tick.idle)
+    wiring.agent("render", [topics.firings], "tidings.firings", firings)
+    if settings.tick_source == "internal":
+        publish = wiring.producer_for(topics.ticks)
 
-    async def metrics_page(web, request):  # type: ignore[no-untyped-def]
-        return web.bytes(generate_latest(rt.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        async def publish_ticks() -> None:
+            value = tick_value(rt.clock.now())
+            for p in range(settings.partitions):
+                await publish(p, value)
 
-    app.page("/metrics")(metrics_page)
+        wiring.every(settings.tick_interval_seconds, publish_ticks, name="tidings.ticker", on_leader=True)
+
+    # Delivery: both lanes share one sender (its pacer, permits and hold).
+    sender = Sender(
+        settings=settings,
+        decode=rt.codec.decode,
+        encode=rt.codec.encode,
+        client=rt.sender,
+        attachments=rt.attachments,
+        ledger=wiring.ledger(),
+        suppressions=rt.suppressions,
+        watch=wiring.commits,
+        metrics=m,
+        clock=rt.clock,
+    )
+    wiring.on_assigned(lambda assignment: sender.share_quota(len({p for t, p in assignment if t == topics.outbound})))
+    wiring.on_revoked(wiring.commits.release_all)
+    concurrency = settings.sender_concurrency
+    wiring.agent("deliver", [topics.outbound_priority], "tidings.deliver_priority", sender.priority, concurrency=concurrency)
+    wiring.agent("deliver", [topics.outbound], "tidings.deliver", sender.outbound, concurrency=concurrency)
+
+    async def commit_waiting() -> None:
+        # Ledger writes whose partition's offsets cannot move (every record of it waiting) are
+        # committed on their own, so the permits they hold come back (streams/runtime/commits.py).
+        watch = wiring.commits
+        stale = watch.waiting_longer_than(settings.commit_interval_seconds)
+        if stale:
+            upto = watch.snapshot()
+            watch.committed(await wiring.commit_waiting(stale, topics.outbound), upto)
+
+    wiring.every(settings.commit_interval_seconds, commit_waiting, name="tidings.commit_waiting_outcomes")
+
+    # Suppression feedback: SES events and unsubscribes.
+    feedback = FeedbackHandler(
+        ses_events_topic=topics.ses_events,
+        decode=rt.codec.decode,
+        tenants=rt.tenants,
+        suppressions=rt.suppressions,
+        writer=rt.suppression_writer,
+        metrics=m,
+        clock=rt.clock,
+    )
+    wiring.agent("feedback", [topics.ses_events, topics.unsubscribes], "tidings.feedback", feedback)
+
+    suppression_web.register(wiring, rt)
+    wiring.metrics_page(m.registry)
     return app

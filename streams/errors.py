@@ -8,7 +8,9 @@
     │   ├── InvalidEvent            a required field is missing or malformed
     │   ├── UnknownTenant           the tenant id names no configured tenant
     │   ├── InvalidRecipient        the address is not a deliverable address
-    │   └── RenderFailed            a template raised while rendering this mail
+    │   ├── RenderFailed            a template raised while rendering this mail
+    │   └── RecordTooLarge          an output record the broker would refuse (message_too_large)
+    ├── InfrastructureFailure       the broker, the disk or the store failed: hold the record, stop
     └── DeliveryError               the mail could not be handed to the provider
         ├── RetryableDelivery       try again later (throttling, timeouts)
         └── PermanentDelivery       the provider will never accept this mail
@@ -75,6 +77,19 @@ class RenderFailed(RejectedInput):
     """A template raised while rendering this one mail."""
 
     reason = "render_failed"
+
+
+class RecordTooLarge(RejectedInput):
+    """An output record (a rendered mail, a firing) is larger than the broker accepts."""
+
+    reason = "message_too_large"
+
+
+class InfrastructureFailure(TidingsError):
+    """Something the record's processing depends on failed (the broker refused a write, the disk
+    is full, the local store broke). The record is not acknowledged: the worker stops so that its
+    open transaction aborts, and the record is processed again after the restart
+    (``streams/runtime/guard.py``)."""
 
 
 class DeliveryError(TidingsError):

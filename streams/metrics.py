@@ -37,6 +37,7 @@ class Metrics(NamedTuple):
     send_rate_limit: Gauge
     send_queue_seconds: Histogram
     delivery_status_records: Counter
+    record_outcomes: Counter
     event_to_sent_seconds: Histogram
     render_seconds: Histogram
     tenants_loaded: Gauge
@@ -85,7 +86,7 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         dead_letter_topic_records=Counter(
             "tidings_dead_letter_topic_records_total",
-            "Records read back from the dead-letter topic by this worker's partitions (all writers).",
+            "Dead letters this worker wrote, by reason (the sum over stages of tidings_dead_letters_total).",
             ["reason"], registry=registry,
         ),
         send_retries=Counter(
@@ -120,8 +121,14 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         delivery_status_records=Counter(
             "tidings_delivery_status_records_total",
-            "Delivery-status records read back from the status topic by this worker's partitions.",
+            "Delivery-status records this worker wrote (in the transaction of the work they report), by status.",
             ["status"], registry=registry,
+        ),
+        record_outcomes=Counter(
+            "tidings_record_outcomes_total",
+            "Input records by how they ended (streams/runtime/guard.py): committed with their outputs, "
+            "dead_lettered, or held (not acknowledged: the worker stops and reads them again).",
+            ["stage", "outcome"], registry=registry,
         ),
         event_to_sent_seconds=Histogram(
             "tidings_event_to_sent_seconds", "From the domain event's Kafka timestamp to the provider's acceptance.",

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     max_fires_per_tick: int = Field(
         10_000, ge=1, description="Timers one tick may fire on one partition; the rest fire on the next tick, in due order."
     )
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=64 * 1024,
+        description="The largest record Tidings writes (a rendered mail with its attachments' references, a "
+        "firings record). Faust's producer refuses larger ones; a mail over it is dead-lettered "
+        "message_too_large. Keep it at or below the producer's max.request.size and the topics' max.message.bytes.",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, description="Faust web server: /metrics and the health pages.")
 

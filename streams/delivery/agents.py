@@ -1,4 +1,4 @@
-"""Faust wiring of the sender: drain both outbound topics into SES, once per message id, at the quota.
+"""The sender's handler: drain both outbound topics into SES, once per message id, at the quota.
 
 Two agents, one per lane topic (``outbound-priority`` for ``high`` mails, ``outbound`` for the
 rest), each with ``TIDINGS_SENDER_CONCURRENCY`` actors, share one ``Pacer``
@@ -37,25 +37,27 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from streams.commits import CommitWatch
 from streams.delivery.ledger import (
     carries_redrive, failed_entry, from_earlier_run, retrying_entry, sending_entry, sent_entry, suppressed_entry,
 )
 from streams.delivery.mime import build_mime
-from streams.delivery.outbox import RAW, Outbox
+from streams.delivery.outbox import Outbox
 from streams.delivery.pacing import Pacer, TokenBucket, ses_shape
 from streams.delivery.policy import Action, attempts, decide, unknown_after_timeout
 from streams.delivery.status import FAILED, SENT, SUPPRESSED
-from streams.errors import OutcomeUnknown, PermanentDelivery, RejectedInput, RetryableDelivery, SendingBlocked
-from streams.ingest.deadletter import send_dead_letter
-from streams.ingest.pipeline import Rejection
+from streams.errors import OutcomeUnknown, PermanentDelivery, RetryableDelivery, SendingBlocked
+from streams.outcomes import Rejection
 from streams.rendering.render import CONFIGURATION_SET_HEADER, ses_tags
-from streams.state.tables import ledger_table
 
 if TYPE_CHECKING:
-    import faust
-
-    from streams.app import Runtime
+    from streams.clock import Clock
+    from streams.delivery.attachments import AttachmentStore
+    from streams.delivery.sender import EmailSender
+    from streams.metrics import Metrics
+    from streams.runtime.commits import CommitWatch
+    from streams.runtime.emit import RecordContext
+    from streams.settings import Settings
+    from streams.suppression.model import SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -66,71 +68,84 @@ RETRY_MAX_DELAY_SECONDS = 30.0  # long enough to ride out throttling, short enou
 SEND_LEAD_SECONDS = 0.025
 
 
-def register(app: faust.App, rt: Runtime) -> None:
-    settings, codec, sender, store, m, clock = rt.settings, rt.codec, rt.sender, rt.attachments, rt.metrics, rt.clock
-    priority_topic = app.topic(rt.topics.outbound_priority, **RAW)
-    outbound_topic = app.topic(rt.topics.outbound, **RAW)
-    dead_letter = app.topic(rt.topics.dead_letter, **RAW)
-    outbox = Outbox(app, rt)
-    ledger = ledger_table(app, settings)
-    bucket = TokenBucket.for_quota(settings.ses_max_send_rate)
-    pacer = Pacer(bucket, concurrency=settings.sender_concurrency)
-    in_flight: dict[str, asyncio.Event] = {}
-    # What a crash can send twice: a permit is taken before each request and given back once the
-    # commit carrying its outcome is done (streams/commits.py). See streams/delivery/policy.py.
-    # A quarter is kept for the high lane, so a password reset never waits for a permit that a
-    # backlog of reminders holds.
-    high_share = max(1, settings.sender_max_uncommitted // 4)
-    permits = {
-        "high": asyncio.Semaphore(high_share),
-        "rest": asyncio.Semaphore(max(1, settings.sender_max_uncommitted - high_share)),
-    }
-    watch: CommitWatch = app.commits
-    m.sender_uncommitted_limit.set(settings.sender_max_uncommitted)
-    hold = _Hold(m)
-    m.send_rate_limit.set(bucket.rate)
+class Sender:
+    """The sender's per-record handler, for both lanes, with every collaborator injected.
 
-    async def on_assignment(sender: Any, tps: Any, **kwargs: Any) -> None:
-        # The account's quota is shared by all workers; each takes its partitions' share of it.
-        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == rt.topics.outbound}
-        share = max(len(owned), 1) / settings.partitions
-        bucket.set_rate(*ses_shape(settings.ses_max_send_rate * share))
-        m.send_rate_limit.set(bucket.rate)
+    ``ledger`` is the ledger table's rows (message id -> entry); a write that fails raises
+    ``InfrastructureFailure`` (the runtime's rows do that), which the guard answers by holding the
+    record and stopping the worker. ``watch`` tells when a partition's ledger writes are
+    committed (``streams/runtime/commits.py``). ``client`` is the SES client (or a twin).
+    """
 
-    app.on_partitions_assigned.connect(on_assignment)
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        decode: Callable[[bytes | None], Any],
+        encode: Callable[[str, dict[str, Any]], bytes],
+        client: EmailSender,
+        attachments: AttachmentStore,
+        ledger: MutableMapping[str, Any],
+        suppressions: SuppressionList,
+        watch: CommitWatch,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.decode = decode
+        self.client = client
+        self.store = attachments
+        self.ledger = ledger
+        self.suppressions = suppressions
+        self.watch = watch
+        self.m = metrics
+        self.clock = clock
+        self.outbox = Outbox(encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
+        self.bucket = TokenBucket.for_quota(settings.ses_max_send_rate)
+        self.pacer = Pacer(self.bucket, concurrency=settings.sender_concurrency)
+        self.in_flight: dict[str, asyncio.Event] = {}
+        # What a crash can send twice: a permit is taken before each request and given back once
+        # the commit carrying its outcome is done (streams/runtime/commits.py). See
+        # streams/delivery/policy.py. A quarter is kept for the high lane, so a password reset
+        # never waits for a permit that a backlog of reminders holds.
+        high_share = max(1, settings.sender_max_uncommitted // 4)
+        self.permits = {
+            "high": asyncio.Semaphore(high_share),
+            "rest": asyncio.Semaphore(max(1, settings.sender_max_uncommitted - high_share)),
+        }
+        self.hold = _Hold(metrics)
+        metrics.sender_uncommitted_limit.set(settings.sender_max_uncommitted)
+        metrics.send_rate_limit.set(self.bucket.rate)
 
-    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        watch.release_all()
+    def share_quota(self, owned_partitions: int) -> None:
+        """The account's quota is shared by all workers; each takes its partitions' share of it."""
+        share = max(owned_partitions, 1) / self.settings.partitions
+        self.bucket.set_rate(*ses_shape(self.settings.ses_max_send_rate * share))
+        self.m.send_rate_limit.set(self.bucket.rate)
 
-    app.on_partitions_revoked.connect(on_revoked)
+    async def priority(self, ctx: RecordContext) -> None:
+        await self.handle(ctx, lambda mail: "high")
 
-    async def commit_waiting() -> None:
-        stale = watch.waiting_longer_than(settings.commit_interval_seconds)
-        if stale:
-            upto = watch.snapshot()
-            done = await app.consumer.commit_transactions_of(stale, rt.topics.outbound)
-            log.debug("committed the transactions of partitions %s, whose outcomes waited (%s)", done, stale)
-            watch.committed(done, upto)
+    async def outbound(self, ctx: RecordContext) -> None:
+        await self.handle(ctx, lambda mail: "bulk" if mail.get("priority") == "bulk" else "normal")
 
-    app.timer(settings.commit_interval_seconds, name="tidings.commit_waiting_outcomes")(commit_waiting)
-
-    async def release_when_committed(permit: asyncio.Semaphore, partition: int, seq: int) -> None:
+    async def _release_when_committed(self, permit: asyncio.Semaphore, partition: int, seq: int) -> None:
         try:
-            await watch.wait(partition, seq)
+            await self.watch.wait(partition, seq)
         finally:
             permit.release()
 
-    async def prepare(mail: dict[str, Any]) -> bytes:
+    async def _prepare(self, mail: dict[str, Any]) -> bytes:
         """The raw message, built before the mail's turn at the pacer, not after: between the
         grant and the request's arrival at SES should be as little as possible (see pacing.py)."""
-        files = [(a, await store.fetch(a["uri"])) for a in mail.get("attachments", ())]
+        files = [(a, await self.store.fetch(a["uri"])) for a in mail.get("attachments", ())]
         # Almost a millisecond of CPU (streams/delivery/mime.py): off the event loop that also runs ingest.
         return await asyncio.to_thread(build_mime, mail, files)
 
-    async def request(mail: dict[str, Any], raw: bytes) -> str:
-        return await sender.send(
+    async def _request(self, mail: dict[str, Any], raw: bytes) -> str:
+        return await self.client.send(
             not_before=time.monotonic() + SEND_LEAD_SECONDS,
-            gap=1.0 / bucket.rate,
+            gap=1.0 / self.bucket.rate,
             from_address=mail["from_address"],
             to_address=mail["to_address"],
             raw=raw,
@@ -138,24 +153,23 @@ def register(app: faust.App, rt: Runtime) -> None:
             configuration_set=mail.get("headers", {}).get(CONFIGURATION_SET_HEADER),
         )
 
-    async def handle(event: Any, lane_of: Any) -> None:
-        msg = event.message
-        try:
-            mail = codec.decode(event.value).record
-        except RejectedInput as e:
-            await _dead_letter(Rejection("deliver", e.reason, e.detail), msg)
-            return
+    async def handle(self, ctx: RecordContext, lane_of: Callable[[dict[str, Any]], str]) -> None:
+        msg = ctx.source
+        mail = self.decode(msg.value).record  # RejectedInput: the guard dead-letters it
         message_id = mail["message_id"]
-        while (other := in_flight.get(message_id)) is not None:
+        # Records of one id handled at once by two actors (a duplicate record in the same batch)
+        # would both find no ledger entry; the second waits for the first's outcome instead.
+        while (other := self.in_flight.get(message_id)) is not None:
             await other.wait()
-        done = in_flight[message_id] = asyncio.Event()
+        done = self.in_flight[message_id] = asyncio.Event()
         try:
-            await _handle(mail, msg, lane_of(mail), redrive=carries_redrive(msg.headers))
+            await self._handle(ctx, mail, lane_of(mail), redrive=carries_redrive(msg.headers))
         finally:
-            del in_flight[message_id]
+            del self.in_flight[message_id]
             done.set()
 
-    async def _handle(mail: dict[str, Any], msg: Any, lane: str, *, redrive: bool) -> None:
+    async def _handle(self, ctx: RecordContext, mail: dict[str, Any], lane: str, *, redrive: bool) -> None:
+        settings, m, clock, ledger = self.settings, self.m, self.clock, self.ledger
         message_id, tenant, trigger = mail["message_id"], mail["tenant_id"], f"{mail['pack']}/{mail['trigger']}"
         entry = ledger.get(message_id)
         action = decide(entry, redrive=redrive, policy=settings.unknown_outcome)
@@ -164,19 +178,19 @@ def register(app: faust.App, rt: Runtime) -> None:
             if entry is not None and from_earlier_run(entry):
                 # Its record is read again, so its offset was not committed: the status written
                 # with this outcome may have been aborted with it. Report it once more.
-                await _report(mail, entry, msg)
+                self._report(ctx, mail, entry)
             return
         if action is not Action.SEND:
             m.unknown_outcomes.labels("crash", settings.unknown_outcome).inc()
             log.warning("%s: an earlier attempt (%s) has no recorded outcome; policy %s", message_id, entry, action.value)
             if action is Action.DEAD_LETTER_UNKNOWN:
-                await _fail(mail, msg, "outcome_unknown", "the worker stopped between the request and its answer")
+                self._fail(ctx, mail, "outcome_unknown", "the worker stopped between the request and its answer")
                 return
         # Suppression (streams/suppression/): a bounced, complaining or unsubscribed recipient.
-        if (s := rt.suppressions.lookup(tenant, mail["to_address"], mail.get("transactional", True))) is not None:
+        if (s := self.suppressions.lookup(tenant, mail["to_address"], mail.get("transactional", True))) is not None:
             now = clock.now()
             ledger[message_id] = suppressed_entry(s.reason, now)
-            await outbox.status(mail, SUPPRESSED, now, msg.partition, reason=s.reason)
+            self.outbox.status(ctx, mail, SUPPRESSED, now, reason=s.reason)
             m.mails_suppressed.labels(tenant, s.reason).inc()
             return
         tried = attempts(entry)
@@ -187,26 +201,26 @@ def register(app: faust.App, rt: Runtime) -> None:
         async def back_off(error: Exception | None, what: str) -> None:
             nonlocal delay
             m.send_retries.labels(_reason(error)).inc()
-            log.warning("%s not %s (%s); retrying in %.1fs", message_id, what, error, delay)
+            log.warning("%s not %s (%s); retrying in %.1fs", message_id, what, _reason(error), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
 
         while True:
             if not probing:  # while sending is blocked, only the actors that met the block probe SES
-                await hold.wait()
+                await self.hold.wait()
             if raw is None:
                 try:
-                    raw = await prepare(mail)
+                    raw = await self._prepare(mail)
                 except PermanentDelivery as e:  # an attachment missing or too large, a malformed header
-                    await _fail(mail, msg, str(e).split(":")[0], str(e))
+                    self._fail(ctx, mail, str(e).split(":")[0], str(e))
                     return
                 except RetryableDelivery as e:  # the attachment store did not answer: nothing was sent
                     await back_off(e, "prepared")
                     continue
-            permit = permits["high" if lane == "high" else "rest"]
+            permit = self.permits["high" if lane == "high" else "rest"]
             await permit.acquire()
             try:
-                async with pacer.slot(lane):
+                async with self.pacer.slot(lane):
                     if queued:
                         m.send_queue_seconds.labels(lane).observe(max(0.0, (clock.now() - mail["created_at"]).total_seconds()))
                         queued = False
@@ -214,99 +228,76 @@ def register(app: faust.App, rt: Runtime) -> None:
                     ledger[message_id] = sending_entry(tried, clock.now())
                     m.sends_in_flight.inc()
                     try:
-                        provider_id = await request(mail, raw)
+                        provider_id = await self._request(mail, raw)
                     except (RetryableDelivery, OutcomeUnknown, PermanentDelivery) as e:
                         error: Exception | None = e
+                    except OSError as e:
+                        # The client let a connection error through: the request may have left.
+                        error = OutcomeUnknown(f"{type(e).__name__} from the SES client")
                     except Exception as e:
-                        log.exception("sending %s failed unexpectedly", message_id)
+                        log.error("sending %s failed unexpectedly: %s", message_id, type(e).__name__)
                         error = e
                     else:
                         error = None
                     finally:
                         m.sends_in_flight.dec()
-                done = await _record_outcome(mail, msg, error, provider_id if error is None else "", tried)
+                done = self._record_outcome(ctx, mail, error, provider_id if error is None else "", tried)
             except BaseException:
-                permit.release()  # stopping mid-request: nothing left to wait for
+                permit.release()  # stopping mid-request, or the ledger failed: nothing left to wait for
                 raise
             # The outcome is in the ledger; the permit comes back when it is committed.
-            asyncio.ensure_future(release_when_committed(permit, msg.partition, watch.written()))
+            asyncio.ensure_future(self._release_when_committed(permit, ctx.partition, self.watch.written()))
             if done:
                 return
             probing = isinstance(error, SendingBlocked)
             await back_off(error, "sent")
 
-    async def _record_outcome(mail: dict[str, Any], msg: Any, error: Exception | None, provider_id: str, tried: int) -> bool:
+    def _record_outcome(self, ctx: RecordContext, mail: dict[str, Any], error: Exception | None, provider_id: str, tried: int) -> bool:
         """Write what one request did into the ledger (and status, dead letters); True if the mail is done."""
+        settings, m, clock = self.settings, self.m, self.clock
         message_id, tenant, trigger = mail["message_id"], mail["tenant_id"], f"{mail['pack']}/{mail['trigger']}"
         if error is None:
-            hold.clear()
+            self.hold.clear()
             now = clock.now()
-            ledger[message_id] = sent_entry(provider_id, now)
-            await outbox.status(mail, SENT, now, msg.partition, provider_id=provider_id)
+            self.ledger[message_id] = sent_entry(provider_id, now)
+            self.outbox.status(ctx, mail, SENT, now, provider_id=provider_id)
             m.emails_sent.labels(tenant, trigger).inc()
             m.event_to_sent_seconds.labels(trigger).observe(max(0.0, (now - mail["source_timestamp"]).total_seconds()))
             return True
         if isinstance(error, PermanentDelivery):
             # Only the provider's answers get here; our own findings (attachment_missing,
-            # malformed_mail) fail the mail in prepare(), before its turn.
-            await _fail(mail, msg, "rejected_by_provider", str(error))
+            # malformed_mail) fail the mail in _prepare(), before its turn.
+            self._fail(ctx, mail, "rejected_by_provider", str(error))
             return True
         if isinstance(error, OutcomeUnknown):
             m.unknown_outcomes.labels("no_answer", settings.unknown_outcome).inc()
             log.warning("%s: no answer from the provider (%s); policy %s", message_id, error, settings.unknown_outcome)
             if unknown_after_timeout(settings.unknown_outcome) is Action.DEAD_LETTER_UNKNOWN:
-                await _fail(mail, msg, "outcome_unknown", str(error))
+                self._fail(ctx, mail, "outcome_unknown", str(error))
                 return True
         elif not isinstance(error, RetryableDelivery):
-            await _fail(mail, msg, "internal_error", "see worker log")
+            self._fail(ctx, mail, "internal_error", f"{type(error).__name__} (see the worker log)")
             return True
         if isinstance(error, SendingBlocked):
-            hold.block(_reason(error))
-        ledger[message_id] = retrying_entry(tried, _reason(error), clock.now())
+            self.hold.block(_reason(error))
+        self.ledger[message_id] = retrying_entry(tried, _reason(error), clock.now())
         return False
 
-    async def _report(mail: dict[str, Any], entry: dict[str, Any], msg: Any) -> None:
+    def _report(self, ctx: RecordContext, mail: dict[str, Any], entry: dict[str, Any]) -> None:
         at = dt.datetime.fromisoformat(entry["at"])
         state = entry["state"]
         if state == "sent":
-            await outbox.status(mail, SENT, at, msg.partition, provider_id=entry["provider_id"])
+            self.outbox.status(ctx, mail, SENT, at, provider_id=entry["provider_id"])
         elif state == "failed":
-            await outbox.status(mail, FAILED, at, msg.partition, reason=entry["reason"])
+            self.outbox.status(ctx, mail, FAILED, at, reason=entry["reason"])
         else:
-            await outbox.status(mail, state.upper(), at, msg.partition, reason=entry.get("reason"))
+            self.outbox.status(ctx, mail, state.upper(), at, reason=entry.get("reason"))
 
-    async def _fail(mail: dict[str, Any], msg: Any, reason: str, detail: str) -> None:
-        now = clock.now()
-        ledger[mail["message_id"]] = failed_entry(reason, now)
-        await _dead_letter(Rejection("deliver", reason, detail, mail["message_id"]), msg)
-        await outbox.status(mail, FAILED, now, msg.partition, reason=reason)
-
-    async def _dead_letter(rejection: Rejection, msg: Any) -> None:
-        await send_dead_letter(dead_letter, msg, rejection, m)
-
-    async def send_priority(stream: Any) -> None:
-        async for event in stream.events():
-            await handle(event, lambda mail: "high")
-
-    async def send_outbound(stream: Any) -> None:
-        async for event in stream.events():
-            await handle(event, lambda mail: "bulk" if mail.get("priority") == "bulk" else "normal")
-
-    concurrency = settings.sender_concurrency
-    app.agent(priority_topic, name="tidings.deliver_priority", concurrency=concurrency)(send_priority)
-    app.agent(outbound_topic, name="tidings.deliver", concurrency=concurrency)(send_outbound)
-
-    # Faust writes a topic inside the exactly-once transaction only when some agent subscribes to
-    # it (see streams/ingest/agents.py); reading the statuses back also gives per-state totals.
-    async def audit_delivery_status(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                status = codec.decode(event.value).record["status"]
-            except Exception:  # written by Tidings itself; a foreign record is counted, not fatal
-                status = "undecodable"
-            m.delivery_status_records.labels(str(status)).inc()
-
-    app.agent(app.topic(rt.topics.delivery_status, **RAW), name="tidings.delivery_status_audit")(audit_delivery_status)
+    def _fail(self, ctx: RecordContext, mail: dict[str, Any], reason: str, detail: str) -> None:
+        now = self.clock.now()
+        self.ledger[mail["message_id"]] = failed_entry(reason, now)
+        ctx.dead_letter(Rejection("deliver", reason, detail, mail["message_id"]))
+        self.outbox.status(ctx, mail, FAILED, now, reason=reason)
 
 
 def _reason(error: Exception | None) -> str:

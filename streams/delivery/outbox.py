@@ -1,42 +1,48 @@
 """Where a rendered mail goes: the outbound topic of its lane, and a QUEUED delivery status.
 
 Both rendering stages use it (event mails in ``streams/ingest/agents.py``, timed mails in
-``streams/triggers/agents.py``), inside the transaction of the record that caused the mail and on
-its partition (see ``streams/topics.py``). ``high`` mails (password resets, MFA) go to
-``<prefix>outbound-priority``, everything else to ``<prefix>outbound``: a separate topic is what
-keeps a password reset from waiting behind a million reminders, since records of one partition
-are read in order and Faust pauses only the partitions whose buffer is full.
+``streams/triggers/agents.py``), and the sender reports its outcomes through it. Every record is
+emitted through the input's ``RecordContext`` (``streams/runtime/emit.py``): inside the
+transaction of the record that caused the mail and on its partition (see ``streams/topics.py``).
+``high`` mails (password resets, MFA) go to ``<prefix>outbound-priority``, everything else to
+``<prefix>outbound``: a separate topic is what keeps a password reset from waiting behind a
+million reminders, since records of one partition are read in order and Faust pauses only the
+partitions whose buffer is full.
+
+The output names below are the ones the composition root declares (``streams/app.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from streams.delivery.status import QUEUED, SCHEMA, status_record
 
-if TYPE_CHECKING:
-    import faust
+OUTBOUND, OUTBOUND_PRIORITY, DELIVERY_STATUS = "outbound", "outbound-priority", "delivery-status"
 
-    from streams.app import Runtime
 
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+class Emits(Protocol):
+    def emit(self, output: str, key: bytes | None, value: bytes | None, headers: Any = None) -> None: ...
 
 
 class Outbox:
-    def __init__(self, app: faust.App, rt: Runtime) -> None:
-        self._names = rt.topics
-        self._codec = rt.codec
-        self._lanes = {name: app.topic(name, **RAW) for name in (rt.topics.outbound, rt.topics.outbound_priority)}
-        self._status = app.topic(rt.topics.delivery_status, **RAW)
+    def __init__(self, encode: Callable[[str, dict[str, Any]], bytes], on_status: Callable[[str], None] = lambda s: None) -> None:
+        self._encode = encode
+        self._on_status = on_status
 
-    async def put(self, record: dict[str, Any], payload: bytes, partition: int) -> None:
-        """Queue one rendered mail (``payload`` is ``record`` encoded) for the sender."""
-        topic = self._lanes[self._names.outbound_for(record.get("priority", "normal"))]
-        await topic.send(key=record["message_id"].encode(), value=payload, partition=partition)
-        await self.status(record, QUEUED, record["created_at"], partition)
+    def put(self, ctx: Emits, record: dict[str, Any], payload: bytes) -> None:
+        """Queue one rendered mail (``payload`` is ``record`` encoded) for the sender.
 
-    async def status(self, mail: dict[str, Any], state: str, at: dt.datetime, partition: int, **details: str) -> None:
+        Raises ``RecordTooLarge`` (nothing queued) if the broker would refuse the mail.
+        """
+        lane = OUTBOUND_PRIORITY if record.get("priority", "normal") == "high" else OUTBOUND
+        ctx.emit(lane, record["message_id"].encode(), payload)
+        self.status(ctx, record, QUEUED, record["created_at"])
+
+    def status(self, ctx: Emits, mail: dict[str, Any], state: str, at: dt.datetime, **details: str) -> None:
         """One state change of ``mail`` on the delivery-status topic."""
         record = status_record(mail, state, at, **details)
-        await self._status.send(key=mail["message_id"].encode(), value=self._codec.encode(SCHEMA, record), partition=partition)
+        ctx.emit(DELIVERY_STATUS, mail["message_id"].encode(), self._encode(SCHEMA, record))
+        self._on_status(state)

@@ -16,7 +16,7 @@ for the records in flight before its last commit. A read timeout or a dropped co
 same question asked while running (``OutcomeUnknown`` from the sender).
 
 How many mails that can be. A request takes a permit before it starts and gives it back only when
-the commit carrying its outcome is done (``streams/commits.py``), so at any moment at most
+the commit carrying its outcome is done (``streams/runtime/commits.py``), so at any moment at most
 ``TIDINGS_SENDER_MAX_UNCOMMITTED`` mails may have reached SES without a committed outcome; after a
 crash these, and only these, can find ``sending`` (or nothing, when even the mark was not
 committed and the worker starts on another disk) and go again. A restart on the same disk also

@@ -15,22 +15,13 @@ from streams.codecs.avro import Decoded, SingleObjectCodec
 from streams.codecs.wire import TopicDecoders
 from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
 from streams.ingest.redact import redact
+from streams.outcomes import Rejection
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers.evaluate import event_firings, field_at
 from streams.triggers.rules import Catalog
 
 OUTBOUND_SCHEMA = "tidings.outbound.RenderedEmail"
-
-
-@dataclass(frozen=True)
-class Rejection:
-    stage: str
-    reason: str
-    detail: str
-    message_id: str | None = None
-    replacement: bytes | None = None  # dead-letter these bytes instead of the input (secrets redacted)
-    redacted: tuple[str, ...] = ()
 
 
 @dataclass
@@ -91,6 +82,10 @@ class IngestPipeline:
     def state_rejection(self, error: RejectedInput, result: IngestResult) -> Rejection:
         """A rejection of an accepted event by the state stage (its state does not fit the rules)."""
         return self._rejection("state", error, result.decoded)
+
+    def mail_rejection(self, error: RejectedInput, result: IngestResult, message_id: str) -> Rejection:
+        """A rejection of one mail of an accepted event (it cannot be encoded or sent as it is)."""
+        return self._rejection("render", error, result.decoded, message_id)
 
     def _rejection(
         self, stage: str, error: RejectedInput, decoded: Decoded | None, message_id: str | None = None

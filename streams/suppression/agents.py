@@ -1,4 +1,4 @@
-"""Faust wiring of suppression: SES events and unsubscribes in, suppression records out.
+"""The feedback handler of suppression: SES events and unsubscribes in, suppression records out.
 
 One agent reads ``<prefix>ses-events`` (SES's event-publishing JSON) and ``<prefix>unsubscribes``
 (Avro ``tidings.feedback.Unsubscribed``), asks ``streams/suppression/feedback.py`` what each
@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from streams.errors import ConfigurationError, RejectedInput, UnknownEventType
-from streams.ingest.deadletter import send_dead_letter
-from streams.ingest.pipeline import Rejection
+from streams.errors import ConfigurationError, UnknownEventType
+from streams.outcomes import Rejection
 from streams.suppression.feedback import UNSUBSCRIBE_EVENT, Feedback, ses_feedback, unsubscribe_feedback
 from streams.suppression.model import Suppression, merge
 
 if TYPE_CHECKING:
-    import faust
-
-    from streams.app import Runtime
+    from streams.clock import Clock
+    from streams.metrics import Metrics
+    from streams.runtime.emit import RecordContext
+    from streams.suppression.feed import SuppressionWriter
+    from streams.suppression.model import SuppressionList
+    from streams.tenants.model import TenantDirectory
 
 log = logging.getLogger(__name__)
 
@@ -35,67 +38,67 @@ RETRY_FIRST_DELAY_SECONDS = 0.5
 RETRY_MAX_DELAY_SECONDS = 30.0  # a broker back from a restart is noticed within half a minute
 
 
-def register(app: faust.App, rt: Runtime) -> None:
-    inputs = app.topic(
-        rt.topics.ses_events, rt.topics.unsubscribes,
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    )
-    dead_letter = app.topic(
-        rt.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    m = rt.metrics
+class FeedbackHandler:
+    """Turns one SES event or unsubscribe into suppressions (written before the record is done)."""
 
-    def tenant_known(tenant_id: str) -> bool:
-        return rt.tenants.get(tenant_id) is not None
+    def __init__(
+        self,
+        *,
+        ses_events_topic: str,
+        decode: Callable[[bytes | None], Any],
+        tenants: TenantDirectory,
+        suppressions: SuppressionList,
+        writer: SuppressionWriter,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self.ses_events_topic = ses_events_topic
+        self.decode = decode
+        self.tenants = tenants
+        self.suppressions = suppressions
+        self.writer = writer
+        self.m = metrics
+        self.clock = clock
 
-    def interpret(topic: str, value: bytes | None) -> Feedback:
-        if topic == rt.topics.ses_events:
-            return ses_feedback(value, tenant_known, rt.clock.now())
-        decoded = rt.codec.decode(value)
+    def _tenant_known(self, tenant_id: str) -> bool:
+        return self.tenants.get(tenant_id) is not None
+
+    def _interpret(self, topic: str, value: bytes | None) -> Feedback:
+        if topic == self.ses_events_topic:
+            return ses_feedback(value, self._tenant_known, self.clock.now())
+        decoded = self.decode(value)
         if decoded.type_name != UNSUBSCRIBE_EVENT:
             raise UnknownEventType(f"{decoded.type_name} on the unsubscribes topic; expected {UNSUBSCRIBE_EVENT}")
-        return unsubscribe_feedback(decoded.record, tenant_known)
+        return unsubscribe_feedback(decoded.record, self._tenant_known)
 
-    async def write(entries: list[Suppression]) -> None:
+    async def _write(self, entries: list[Suppression]) -> None:
         delay = RETRY_FIRST_DELAY_SECONDS
         while True:
             try:
-                await asyncio.to_thread(rt.suppression_writer.suppress, entries)
+                await asyncio.to_thread(self.writer.suppress, entries)
                 return
             except ConfigurationError as e:
                 log.warning("cannot write suppressions (%s); retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
 
-    async def feedback(stream):  # type: ignore[no-untyped-def]
-        async for event in stream.events():
-            msg = event.message
-            # The label of a record that fails before its type is known.
-            kind = "unknown" if msg.topic == rt.topics.ses_events else UNSUBSCRIBE_EVENT
-            try:
-                result = interpret(msg.topic, event.value)
-            except RejectedInput as e:
-                m.feedback_events.labels(kind, "dead_lettered").inc()
-                await _dead_letter(Rejection("feedback", e.reason, e.detail), msg)
-                continue
-            except Exception:
-                log.exception("feedback failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                m.feedback_events.labels(kind, "dead_lettered").inc()
-                await _dead_letter(Rejection("feedback", "internal_error", "see worker log"), msg)
-                continue
-            # Never narrow what is held: an unsubscribe after a bounce keeps the bounce's scope.
-            entries = [e for s in result.suppressions if (e := merge(rt.suppressions.get(s.tenant_id, s.address), s))]
-            if entries:
-                await write(entries)
-            if result.invalid_recipients:
-                detail = f"{result.invalid_recipients} listed recipient(s) are no email address; the others were applied"
-                await _dead_letter(Rejection("feedback", "invalid_recipient", detail), msg)
-            outcome = "suppressed" if result.suppressions else "ignored"
-            m.feedback_events.labels(result.event_type, outcome).inc()
-            if result.ignored:
-                log.info("feedback %s[%s]@%s: nothing to suppress (%s)", msg.topic, msg.partition, msg.offset, result.ignored)
-
-    async def _dead_letter(rejection: Rejection, msg) -> None:  # type: ignore[no-untyped-def]
-        await send_dead_letter(dead_letter, msg, rejection, m)
-
-    app.agent(inputs, name="tidings.feedback")(feedback)
+    async def __call__(self, ctx: RecordContext) -> None:
+        msg = ctx.source
+        # The label of a record that fails before its type is known.
+        kind = "unknown" if msg.topic == self.ses_events_topic else UNSUBSCRIBE_EVENT
+        try:
+            result = self._interpret(msg.topic, msg.value)
+        except Exception:
+            self.m.feedback_events.labels(kind, "dead_lettered").inc()
+            raise  # the guard dead-letters it: its reason, or internal_error
+        # Never narrow what is held: an unsubscribe after a bounce keeps the bounce's scope.
+        entries = [e for s in result.suppressions if (e := merge(self.suppressions.get(s.tenant_id, s.address), s))]
+        if entries:
+            await self._write(entries)
+        if result.invalid_recipients:
+            detail = f"{result.invalid_recipients} listed recipient(s) are no email address; the others were applied"
+            ctx.dead_letter(Rejection("feedback", "invalid_recipient", detail))
+        outcome = "suppressed" if result.suppressions else "ignored"
+        self.m.feedback_events.labels(result.event_type, outcome).inc()
+        if result.ignored:
+            log.info("feedback %s[%s]@%s: nothing to suppress (%s)", msg.topic, msg.partition, msg.offset, result.ignored)

@@ -18,17 +18,14 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from faust.web import Request, Response, View
-
 from streams.errors import ConfigurationError
 from streams.suppression.feedback import UNSUBSCRIBE_EVENT
 from streams.suppression.model import normalize_address, record_key
 from streams.suppression.token import BadToken
 
 if TYPE_CHECKING:
-    import faust
-
     from streams.app import Runtime
+    from streams.runtime.app import Wiring
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +45,32 @@ _DONE_PAGE = """<!doctype html>
 _BAD_PAGE = "This unsubscribe link is not valid. Please use the link from the email itself.\n"
 
 
-def register(app: faust.App, rt: Runtime) -> None:
-    class Unsubscribe(View):
-        async def get(self, request: Request, token: str) -> Response:
-            if rt.unsubscribe_tokens is None or not _valid(token):
-                return self.text(_BAD_PAGE, status=400)
-            return self.html(_CONFIRM_PAGE)
+HTML, TEXT = "text/html", "text/plain"
 
-        async def post(self, request: Request, token: str) -> Response:
-            if rt.unsubscribe_tokens is None:
-                return self.text(_BAD_PAGE, status=400)
-            try:
-                tenant_id, address = rt.unsubscribe_tokens.verify(token)
-            except BadToken:
-                log.info("refused an unsubscribe with a token this deployment did not issue")
-                return self.text(_BAD_PAGE, status=400)
-            record = _unsubscribed(tenant_id, address, rt.clock.now())
-            value = rt.codec.encode(UNSUBSCRIBE_EVENT, record)
-            key = record_key(tenant_id, normalize_address(address) or address)
-            try:
-                await asyncio.to_thread(rt.suppression_writer.publish_raw, rt.topics.unsubscribes, key, value)
-            except ConfigurationError as e:
-                log.warning("could not publish a one-click unsubscribe: %s", e)
-                return self.text("Please try again in a minute.\n", status=503)
-            return self.html(_DONE_PAGE)
+
+def register(wiring: Wiring, rt: Runtime) -> None:
+    async def get(token: str) -> tuple[int, str, str]:
+        if rt.unsubscribe_tokens is None or not _valid(token):
+            return 400, TEXT, _BAD_PAGE
+        return 200, HTML, _CONFIRM_PAGE
+
+    async def post(token: str) -> tuple[int, str, str]:
+        if rt.unsubscribe_tokens is None:
+            return 400, TEXT, _BAD_PAGE
+        try:
+            tenant_id, address = rt.unsubscribe_tokens.verify(token)
+        except BadToken:
+            log.info("refused an unsubscribe with a token this deployment did not issue")
+            return 400, TEXT, _BAD_PAGE
+        record = _unsubscribed(tenant_id, address, rt.clock.now())
+        value = rt.codec.encode(UNSUBSCRIBE_EVENT, record)
+        key = record_key(tenant_id, normalize_address(address) or address)
+        try:
+            await asyncio.to_thread(rt.suppression_writer.publish_raw, rt.topics.unsubscribes, key, value)
+        except ConfigurationError as e:
+            log.warning("could not publish a one-click unsubscribe: %s", e)
+            return 503, TEXT, "Please try again in a minute.\n"
+        return 200, HTML, _DONE_PAGE
 
     def _valid(token: str) -> bool:
         assert rt.unsubscribe_tokens is not None
@@ -81,7 +80,7 @@ def register(app: faust.App, rt: Runtime) -> None:
         except BadToken:
             return False
 
-    app.page(PATH, name="unsubscribe")(Unsubscribe)
+    wiring.page(PATH, get=get, post=post, name="unsubscribe")
 
 
 def _unsubscribed(tenant_id: str, address: str, now: dt.datetime) -> dict[str, Any]:

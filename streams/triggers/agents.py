@@ -1,20 +1,21 @@
-"""Faust wiring of the timed triggers: the tick agent, the firing renderer and the internal ticker.
+"""The timed triggers' handlers: the tick handler and the firing renderer.
 
 Time enters as records on the ticks topic, one per partition and interval, each carrying
 ``now``. Faust cannot write tables from ``@app.timer`` (DESIGN invariant 3), and a stream can:
-the tick agent pops the partition's due timers from the in-memory index, revalidates them,
+the tick handler pops the partition's due timers from the in-memory index, revalidates them,
 updates the ``timers`` table and writes firing records, all in the tick's exactly-once
-transaction on that partition. The firings agent renders them into the outbound topic, like the
-ingest agent renders event triggers. Splitting the two keeps a tick that finds ten thousand due
-timers short: deciding is cheap, rendering is not.
+transaction on that partition. The firings handler renders them into the outbound topic, like
+the ingest handler renders event triggers. Splitting the two keeps a tick that finds ten
+thousand due timers short: deciding is cheap, rendering is not.
 
-Where ``now`` comes from is a setting: the leader worker's clock (``tick_source=internal``) or
-whoever publishes ticks (``external``: tests and replays run months in seconds with
-``tidings-tick``). A tick's ``now`` is the only clock the timers see, so a replay of the ticks
-fires the same timers.
+Where ``now`` comes from is a setting: the leader worker's clock (``tick_source=internal``,
+``streams/app.py`` publishes the ticks) or whoever publishes ticks (``external``: tests and
+replays run months in seconds with ``tidings-tick``). A tick's ``now`` is the only clock the
+timers see, so a replay of the ticks fires the same timers.
 
 The index is per worker and in memory; after a rebalance every partition is rebuilt from the
-``timers`` table before its next tick (``TimerIndex``).
+``timers`` table before its next tick (``TimerIndex``). Both handlers run under the runtime's
+guard (``streams/runtime/guard.py``); neither knows Faust.
 """
 
 from __future__ import annotations
@@ -25,20 +26,23 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from streams.delivery.outbox import Outbox
 from streams.errors import RejectedInput
-from streams.ingest.deadletter import dead_letter_headers
-from streams.ingest.pipeline import Rejection
+from streams.outcomes import Rejection
+from streams.runtime.emit import record_size
+from streams.runtime.guard import INFRASTRUCTURE
 from streams.state import values
-from streams.triggers.engine import firings_value
+from streams.triggers.engine import Fired, firings_value
 
 if TYPE_CHECKING:
-    import faust
-
-    from streams.app import Runtime
-    from streams.state.tables import StateTables
+    from streams.ingest.pipeline import IngestPipeline
+    from streams.metrics import Metrics
+    from streams.runtime.emit import RecordContext
+    from streams.runtime.tables import StateTables
+    from streams.triggers.engine import TimedEngine
 
 log = logging.getLogger(__name__)
 
@@ -61,128 +65,151 @@ def parse_tick(value: bytes | None) -> dt.datetime:
     return now
 
 
-def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    ticks = app.topic(rt.topics.ticks, **raw)
-    firings = app.topic(rt.topics.firings, **raw)
-    outbox = Outbox(app, rt)
-    dead_letter = app.topic(rt.topics.dead_letter, **raw)
-    engine, m, pipeline = rt.timed, rt.metrics, rt.pipeline
+class TickHandler:
+    """Fires one partition's due timers at a tick's ``now``.
 
-    async def on_assignment_change(sender: Any, tps: Any, **kwargs: Any) -> None:
-        engine.index.invalidate()
+    ``send_firings(partition, value)`` queues a firings record behind the chunk's table writes in
+    the producer buffer (the runtime's ``send_soon``): part of the tick's transaction, sent
+    without waiting for the broker to take the previous chunk.
+    """
 
-    app.on_partitions_assigned.connect(on_assignment_change)
-    # Set while no tick is being decided. Rendering waits for it: deciding ten thousand due
-    # timers takes a fraction of a second, rendering their mails takes a minute, and sharing the
-    # event loop fairly would make the last timers of a wave fire many seconds late.
-    idle = asyncio.Event()
-    idle.set()
-    app.on_partitions_revoked.connect(on_assignment_change)
+    def __init__(
+        self,
+        engine: TimedEngine,
+        tables: StateTables,
+        metrics: Metrics,
+        *,
+        max_fires_per_tick: int,
+        max_record_bytes: int,
+        send_firings: Callable[[int, bytes], None],
+    ) -> None:
+        self.engine = engine
+        self.tables = tables
+        self.m = metrics
+        self.max_fires_per_tick = max_fires_per_tick
+        self.max_record_bytes = max_record_bytes
+        self.send_firings = send_firings
+        # Set while no tick is being decided. Rendering waits for it: deciding ten thousand due
+        # timers takes a fraction of a second, rendering their mails takes a minute, and sharing
+        # the event loop fairly would make the last timers of a wave fire many seconds late.
+        self.idle = asyncio.Event()
+        self.idle.set()
 
-    async def dead_letter_send(msg: Any, rejection: Rejection, value: bytes) -> None:
-        log.warning("dead-lettered %s[%s]@%s: %s (%s)", msg.topic, msg.partition, msg.offset, rejection.reason, rejection.detail)
-        await dead_letter.send(
-            key=msg.key, value=value, partition=msg.partition,
-            headers=dead_letter_headers(rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset),
-        )
-        m.failures.labels(rejection.stage, rejection.reason).inc()
-        m.dead_letters.labels(rejection.stage, rejection.reason).inc()
+    def invalidate(self) -> None:
+        """Partitions moved: every index partition is rebuilt before its next tick."""
+        self.engine.index.invalidate()
 
-    async def tick(stream):  # type: ignore[no-untyped-def]
-        async for event in stream.events():
-            msg = event.message
-            try:
-                now = parse_tick(event.value)
-            except RejectedInput as e:
-                await dead_letter_send(msg, Rejection("tick", e.reason, e.detail), msg.value or b"")
-                continue
-            p = msg.partition
-            if not engine.index.ready(p):
-                started = time.perf_counter()
-                count = engine.rebuild(p, tables.partition_items(tables.timers, p))
-                # The index is millions of long-lived objects: left to the collector, a full
-                # collection over them (hundreds of ms at a million timers) falls in whatever
-                # runs when it triggers, a wave of firings included. Frozen, collections skip
-                # them; what is garbage now is collected first, so nothing is frozen with it.
-                gc.collect()
-                gc.freeze()
-                m.timer_index_rebuild_seconds.observe(time.perf_counter() - started)
-                log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
-            idle.clear()
-            try:
-                rows = tables.partition_rows(p)
-                spent, budget = 0.0, rt.settings.max_fires_per_tick
-                while budget > 0:
-                    # In chunks, each chunk's firings written as soon as it is decided: the first
-                    # mails of a large wave do not wait for the last timer of the partition.
-                    started = time.perf_counter()
-                    try:
-                        fired = engine.on_tick(rows.states, rows.timers, p, now, limit=min(FIRINGS_PER_RECORD, budget))
-                    finally:
-                        rows.send_changelog()  # before any await: see TickRows.send_changelog
-                    spent += time.perf_counter() - started
-                    if fired.firings:
-                        # decided_at (wall clock) is for operators and the benchmark: when these
-                        # timers fired, as opposed to the tick's "now" they were judged against.
-                        # Queued behind the chunk's table writes in the producer buffer, like
-                        # them part of the tick's transaction (the commit waits for the buffer):
-                        # awaiting the send instead waited for the broker to take the previous
-                        # chunk, a round trip per hundred timers, a third of a wave's time.
-                        firings.send_soon(key=None, value=firings_value(fired, time.time()), partition=p)
-                    budget -= fired.entities
-                    if fired.entities < FIRINGS_PER_RECORD:
-                        break
-                    await asyncio.sleep(0)  # the other agents' turn (a password reset) between chunks
-                m.tick_seconds.observe(spent)
-            finally:
-                idle.set()
-            m.ticks.inc()
-            m.timers_pending.set(engine.index.pending())
-
-    app.agent(ticks, name="tidings.ticks")(tick)
-
-    async def render_firings(stream):  # type: ignore[no-untyped-def]
-        async for event in stream.events():
-            await idle.wait()
-            msg = event.message
-            try:
-                batch = values.loads(event.value)["firings"]
-            except (ValueError, KeyError, TypeError) as e:
-                await dead_letter_send(msg, Rejection("render", "corrupt_firing", str(e)[:200]), msg.value or b"")
-                continue
-            for firing in batch:
-                await idle.wait()
+    async def __call__(self, ctx: RecordContext) -> None:
+        now = parse_tick(ctx.source.value)
+        p = ctx.partition
+        engine = self.engine
+        if not engine.index.ready(p):
+            started = time.perf_counter()
+            count = engine.rebuild(p, self.tables.partition_items(self.tables.timers, p))
+            # The index is millions of long-lived objects: left to the collector, a full
+            # collection over them (hundreds of ms at a million timers) falls in whatever runs
+            # when it triggers, a wave of firings included. Frozen, collections skip them; what
+            # is garbage now is collected first, so nothing is frozen with it.
+            gc.collect()
+            gc.freeze()
+            self.m.timer_index_rebuild_seconds.observe(time.perf_counter() - started)
+            log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
+        self.idle.clear()
+        try:
+            rows = self.tables.partition_rows(p)
+            spent, budget = 0.0, self.max_fires_per_tick
+            while budget > 0:
+                # In chunks, each chunk's firings written as soon as it is decided: the first
+                # mails of a large wave do not wait for the last timer of the partition.
                 started = time.perf_counter()
                 try:
-                    outcome = engine.render_firing(firing, rt.topics.firings)
-                except Exception:
-                    log.exception("rendering a firing failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                    outcome = None
-                if outcome is None:
-                    await dead_letter_send(msg, Rejection("render", "internal_error", "see worker log"), _firing_ref(firing))
+                    fired = engine.on_tick(rows.states, rows.timers, p, now, limit=min(FIRINGS_PER_RECORD, budget))
+                finally:
+                    rows.send_changelog()  # before any await: see TickRows.send_changelog
+                spent += time.perf_counter() - started
+                # decided_at (wall clock) is for operators and the benchmark: when these timers
+                # fired, as opposed to the tick's "now" they were judged against.
+                for value in self._records(fired, time.time()):
+                    self.send_firings(p, value)
+                budget -= fired.entities
+                if fired.entities < FIRINGS_PER_RECORD:
+                    break
+                await asyncio.sleep(0)  # the other agents' turn (a password reset) between chunks
+            self.m.tick_seconds.observe(spent)
+        finally:
+            self.idle.set()
+        self.m.ticks.inc()
+        self.m.timers_pending.set(engine.index.pending())
+
+    def _records(self, fired: Fired, decided_at: float) -> Iterator[bytes]:
+        """The chunk's firings as records the broker accepts: halved until each fits.
+
+        A firing carries its entity's state; a hundred large states can exceed the broker's
+        limit. One firing that alone is too large cannot be sent: it is counted and logged
+        (its timer is done; the entity's state is what must shrink).
+        """
+        if not fired.firings:
+            return
+        value = firings_value(fired, decided_at)
+        if record_size(None, value) <= self.max_record_bytes:
+            yield value
+            return
+        if len(fired.firings) == 1:
+            firing = fired.firings[0]
+            trigger = firing["timer"][1].split("#", 1)[0]
+            self.m.timers_skipped.labels(firing["tenant_id"], trigger, "too_large").inc()
+            log.error("a firing of %s is %s bytes, over the broker's %s: not sent", trigger, len(value), self.max_record_bytes)
+            return
+        half = len(fired.firings) // 2
+        for part in (slice(None, half), slice(half, None)):
+            yield from self._records(Fired(firings=fired.firings[part], states=fired.states[part]), decided_at)
+
+
+class FiringsHandler:
+    """Renders a firings record's mails into the outbound topics."""
+
+    def __init__(self, engine: TimedEngine, pipeline: IngestPipeline, metrics: Metrics, idle: asyncio.Event) -> None:
+        self.engine = engine
+        self.pipeline = pipeline
+        self.m = metrics
+        self.idle = idle
+        self.outbox = Outbox(pipeline.codec.encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
+
+    async def __call__(self, ctx: RecordContext) -> None:
+        msg = ctx.source
+        try:
+            batch = values.loads(msg.value)["firings"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise RejectedInput(str(e)[:200], reason="corrupt_firing") from None
+        for firing in batch:
+            await self.idle.wait()
+            started = time.perf_counter()
+            try:
+                outcome = self.engine.render_firing(firing, msg.topic)
+            except RejectedInput as e:
+                ctx.dead_letter(Rejection("render", e.reason, e.detail), _firing_ref(firing))
+                continue
+            except INFRASTRUCTURE:
+                raise  # the guard holds the record: a dependency failed, not this firing
+            except Exception as e:
+                # One firing's bug: its mails are dead-lettered, the batch's other firings go on.
+                log.error("rendering a firing failed on %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, type(e).__name__)
+                ctx.dead_letter(Rejection("render", "internal_error", f"{type(e).__name__} (see the worker log)"), _firing_ref(firing))
+                continue
+            rendered = 0
+            for mail in outcome.mails:
+                record = mail.record
+                try:
+                    self.outbox.put(ctx, record, self.pipeline.encode(record))
+                except RejectedInput as e:
+                    outcome.rejections.append((record["message_id"], e))
                     continue
-                if outcome.mails:
-                    m.render_seconds.observe((time.perf_counter() - started) / len(outcome.mails))
-                for mail in outcome.mails:
-                    record = mail.record
-                    await outbox.put(record, pipeline.encode(record), msg.partition)
-                    m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
-                for message_id, error in outcome.rejections:
-                    rejection = Rejection("render", error.reason, error.detail, message_id or None)
-                    await dead_letter_send(msg, rejection, _firing_ref(firing))
-
-    app.agent(firings, name="tidings.firings")(render_firings)
-
-    if rt.settings.tick_source == "internal":
-        interval = rt.settings.tick_interval_seconds
-
-        async def publish_ticks() -> None:
-            value = tick_value(rt.clock.now())
-            for p in range(rt.settings.partitions):
-                await ticks.send(key=None, value=value, partition=p)
-
-        app.timer(interval, on_leader=True, name="tidings.ticker")(publish_ticks)
+                rendered += 1
+                self.m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
+            if rendered:
+                self.m.render_seconds.observe((time.perf_counter() - started) / rendered)
+            for message_id, error in outcome.rejections:
+                ctx.dead_letter(Rejection("render", error.reason, error.detail, message_id or None), _firing_ref(firing))
 
 
 def _firing_ref(firing: dict[str, Any]) -> bytes:

@@ -149,8 +149,9 @@ class TimedEngine:
     def _plan(self, table: str, state: Mapping[str, Any], tenant: Tenant, done: Mapping[str, str], now: dt.datetime) -> list[Timer]:
         try:
             return plan(self.catalog.timed_for(table), state, tenant, done, now)
-        except (ConfigurationError, TypeError, ValueError) as e:
-            raise InvalidEvent(f"the {table} state does not fit its timed triggers: {e}", reason="bad_state") from None
+        except (ConfigurationError, TypeError, ValueError, ArithmeticError) as e:
+            # ArithmeticError: a date pushed past year 9999 by a tenant's "x days" (OverflowError).
+            raise InvalidEvent(f"the {table} state does not fit its timed triggers: {type(e).__name__}: {e}", reason="bad_state") from None
 
     # -- ticks ----------------------------------------------------------------------------------
 
@@ -285,10 +286,14 @@ class TimedEngine:
     ) -> list[Timer]:
         try:
             return plan_trigger(trigger, fields, tenant, done, now, only_slot)
-        except (ConfigurationError, TypeError, ValueError) as e:
-            # Cannot happen for a state that was planned on ingest, unless the packs changed
-            # under it; keeping the timer would retry forever, so it is dropped and logged.
-            log.error("timers of %s dropped: %s", trigger.key, e)
+        except Exception as e:
+            # Cannot happen for a state that was planned on ingest, unless the packs or the
+            # tenant changed under it (a tenant's "x days" so large the date overflows); keeping
+            # the timer would retry forever, so it is dropped and logged. Whatever the cause, it
+            # must not escape: the chunk's other timers, other tenants' among them, were already
+            # taken from the index and would be lost with it.
+            log.error("timers of %s for tenant %s dropped: %s", trigger.key, tenant.tenant_id, type(e).__name__)
+            self.metrics.timers_skipped.labels(tenant.tenant_id, trigger.key, "unplannable").inc()
             return []
 
     # -- firings --------------------------------------------------------------------------------

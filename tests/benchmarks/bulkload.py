@@ -32,7 +32,7 @@ from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
 from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT, Settings
-from streams.state.tables import KEY_CODEC, TIMERS_TABLE
+from streams.runtime.tables import KEY_CODEC, TIMERS_TABLE
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers.engine import TimedEngine
 from streams.triggers.rules import Catalog

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.commits import CommitWatch
+from streams.runtime.commits import CommitWatch
 
 
 def test_a_write_is_committed_by_the_first_commit_of_its_partition_that_started_after_it() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faust.serializers import codecs
 
-from streams.state.tables import KEY_CODEC
+from streams.runtime.tables import KEY_CODEC
 
 
 def test_a_non_ascii_table_key_is_written_as_json_escapes_and_read_back() -> None:

@@ -7,7 +7,7 @@ crash rolls it back. The sender needs to know that moment to bound what a crash 
 (``streams/delivery/agents.py``): it holds a permit from each request until the commit that
 carries the request's outcome.
 
-``CommitWatch`` is fed by the consumer (``streams/transport.py``): it snapshots the write counter
+``CommitWatch`` is fed by the consumer (``streams/runtime/transport.py``): it snapshots the write counter
 before a commit and, once the commit succeeded, marks every write up to the snapshot as committed
 for the partition numbers the commit covered.
 """

@@ -54,7 +54,7 @@ highwater it is given minus one, would only notice the end after ``_slurp_change
 twice (10 s per recovery).
 
 Table writes of a tick, in batches: ``ChangelogBatch`` carries the changelog records that one chunk
-of a tick wrote on one partition (``streams/state/tables.py``, ``PartitionRows``), and takes one
+of a tick wrote on one partition (``streams/runtime/tables.py``, ``PartitionRows``), and takes one
 place in the producer buffer instead of one per record. Faust's path costs tens of microseconds a
 record (a future message, the buffer, a transactional send each), which was as much as deciding a
 due timer. The buffer's task appends the records to aiokafka record batches (``send_batch``) in the
@@ -63,7 +63,7 @@ record the ingest agent queued before stays before it) and keeps ``drain`` and t
 are: the commit waits for the batch like for any record put before it.
 
 Which writes a commit made durable: ``_commit_offsets`` then tells the app's ``CommitWatch``
-(``streams/commits.py``), and ``commit_transactions_of`` commits the open transactions of partitions
+(``streams/runtime/commits.py``), and ``commit_transactions_of`` commits the open transactions of partitions
 whose offsets cannot move, for the sender's bound on what a crash can send twice.
 
 Records lost at a start or a rebalance. ``Recovery.on_recovery_completed`` (and ``_resume_streams``)
@@ -162,7 +162,7 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         await super()._add_gap(tp, offset_from, offset_to - 1)
 
     async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
-        watch = getattr(self.app, "commits", None)  # streams/commits.py
+        watch = getattr(self.app, "commits", None)  # streams/runtime/commits.py
         upto = watch.snapshot() if watch is not None else 0
         if self.in_transaction:
             # Table changelog records are queued (send_soon) and sent by a background task; Faust
@@ -181,7 +181,7 @@ class TidingsConsumer(aiokafka_driver.Consumer):
     async def commit_transactions_of(self, partitions: Iterable[int], topic: str) -> set[int]:
         """Commit the open transactions of these partition numbers now, moving no offset.
 
-        For ``CommitWatch.waiting_longer_than`` (``streams/commits.py``): table writes that must
+        For ``CommitWatch.waiting_longer_than`` (``streams/runtime/commits.py``): table writes that must
         become durable while the partition's offsets cannot move. Other agents' writes on the same
         partition number commit with them, ahead of their input offsets: if the worker then dies,
         those inputs are processed again and write the same records once more, which the ledger

@@ -13,7 +13,7 @@ defaults, 16 MiB x 8 tables (seven of state and timers, the delivery ledger) x 4
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,10 @@ import faust
 import rocksdict
 from faust.serializers import codecs
 
-from streams.transport import ChangelogBatch
+from streams.runtime.transport import ChangelogBatch
 
 if TYPE_CHECKING:
     from streams.settings import Settings
-    from streams.triggers.rules import Catalog
 
 TIMERS_TABLE = "timers"
 KEY_CODEC = "tidings-key"
@@ -102,7 +101,7 @@ class TickRows:
 
         Call it in the same step of the event loop as the writes (no ``await`` in between): the
         buffer then holds them in the order the local database took them, relative to every
-        other table write (see ``streams/transport.py``). Returns the number of records.
+        other table write (see ``streams/runtime/transport.py``). Returns the number of records.
         """
         queued = len(self.changes)
         if queued:
@@ -265,7 +264,8 @@ def ledger_table(app: faust.App, settings: Settings) -> Any:
     ))
 
 
-def create_tables(app: faust.App, settings: Settings, catalog: Catalog) -> StateTables:
+def create_tables(app: faust.App, settings: Settings, names: Iterable[str]) -> StateTables:
+    """One table per entity of the packs (``names``: ``storage.bookings`` ...) and the timers table."""
     def table(name: str) -> Any:
         return app.tables.add(RestoredTable(
             app,
@@ -277,4 +277,4 @@ def create_tables(app: faust.App, settings: Settings, catalog: Catalog) -> State
             options=rocksdb_options(settings),
         ))
 
-    return StateTables(states={name: table(name) for name in catalog.tables()}, timers=table(TIMERS_TABLE))
+    return StateTables(states={name: table(name) for name in names}, timers=table(TIMERS_TABLE))

@@ -1,0 +1,232 @@
+"""The Faust app Tidings runs on, and the few ways the composition root wires stages into it.
+
+``new_app(settings)`` configures faust-streaming once (exactly-once, RocksDB, the transport of
+``streams/runtime/transport.py``); ``Wiring`` is all the composition root (``streams/app.py``)
+uses of it: guarded agents, timers, partition hooks, a producer for the ticks, table rows, web
+pages. No stage module sees ``faust.App``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from streams.errors import ConfigurationError, InfrastructureFailure
+from streams.runtime.agents import RAW, TransactionalWriter, guarded_agent
+from streams.runtime.commits import CommitWatch
+from streams.runtime.emit import Outputs, RecordContext
+from streams.runtime.guard import Guard, Outcome
+from streams.runtime.tables import StateTables, create_tables, ledger_table
+from streams.runtime.transport import TidingsTransport
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PageHandler = Callable[..., Awaitable[tuple[int, str, "str | bytes"]]]
+
+
+class TidingsApp(faust.App):  # type: ignore[misc]
+    """A Faust app that runs ``before_agents`` before its consumer subscribes (topics exist,
+    tenants read), ``after_stop`` after it stopped, and whose graceful stop always ends its
+    exactly-once transactions cleanly (``streams/runtime/transport.py``)."""
+
+    commits: CommitWatch  # fed by the consumer's commits (streams/runtime/transport.py)
+    before_agents: Callable[[], Awaitable[None]] | None = None
+    after_stop: Callable[[], None] | None = None
+
+    async def on_first_start(self) -> None:
+        if self.before_agents is not None:
+            await self.before_agents()
+        await super().on_first_start()
+
+    def _new_transport(self) -> TidingsTransport:
+        url = self.conf.broker_consumer[0]
+        if url.scheme not in ("kafka", "aiokafka"):
+            raise ConfigurationError(f"Tidings runs on Kafka (kafka://), not {url}")
+        return TidingsTransport(self.conf.broker_consumer, self)
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        if self.after_stop is not None:
+            self.after_stop()
+
+
+def new_app(settings: Settings) -> TidingsApp:
+    app = TidingsApp(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        processing_guarantee=settings.processing_guarantee,
+        broker_commit_interval=settings.commit_interval_seconds,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        producer_max_request_size=max(settings.max_record_bytes + 64 * 1024, 1_048_576),
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        # No standby replicas: faust-streaming 0.15 seeks a standby changelog partition to a
+        # missing (None) offset when it was not among the newly assigned ones, and its recovery
+        # crashes ("Offset must be a positive integer"). A worker taking over a partition
+        # restores it from the changelog instead (see the benchmark's restart figure).
+        table_standby_replicas=0,
+        # Faust refuses to recover a table whose local store is ahead of its changelog. Under
+        # exactly-once that is normal after a crash: the store kept writes whose transaction was
+        # aborted (streams/runtime/tables.py says which tables keep them and which restore).
+        recovery_consistency_check=False,
+    )
+    app.commits = CommitWatch()
+    return app
+
+
+class LedgerRows(MutableMapping[str, Any]):
+    """The delivery ledger as rows; a write the store refuses is an ``InfrastructureFailure``."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> Any:
+        return self._table[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._table.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        try:
+            self._table[key] = value
+        except Exception as e:
+            raise InfrastructureFailure(f"the delivery ledger refused a write: {type(e).__name__}") from e
+
+    def __delitem__(self, key: str) -> None:
+        try:
+            del self._table[key]
+        except KeyError:
+            raise
+        except Exception as e:
+            raise InfrastructureFailure(f"the delivery ledger refused a delete: {type(e).__name__}") from e
+
+    def __iter__(self) -> Any:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+class Wiring:
+    """What the composition root may do with the app: declare, register, hook."""
+
+    def __init__(self, app: TidingsApp, settings: Settings, outputs: dict[str, str], dead_letter_topic: str,
+                 on_dead_letter: Callable[[Any], None], count: Callable[[str, Outcome], None]) -> None:
+        self.app = app
+        self.settings = settings
+        self.outputs = Outputs(
+            topics=outputs,
+            dead_letter_topic=dead_letter_topic,
+            max_record_bytes=settings.max_record_bytes,
+            writer=TransactionalWriter(app),
+            on_dead_letter=on_dead_letter,
+        )
+        self._count = count
+
+    @property
+    def commits(self) -> CommitWatch:
+        return self.app.commits
+
+    def agent(
+        self,
+        stage: str,
+        topics: Sequence[str],
+        name: str,
+        handler: Callable[[RecordContext], Awaitable[None]],
+        *,
+        concurrency: int = 1,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        guard = Guard(stage, self.outputs, count=self._count)
+        guarded_agent(self.app, topics, name, guard, handler, concurrency=concurrency, before=before)
+
+    def tables(self, names: Iterable[str]) -> StateTables:
+        """The entity tables (one per name) and the timers table, co-partitioned with the inputs."""
+        return create_tables(self.app, self.settings, names)
+
+    def ledger(self) -> LedgerRows:
+        return LedgerRows(ledger_table(self.app, self.settings))
+
+    def every(self, seconds: float, fn: Callable[[], Awaitable[None]], *, name: str, on_leader: bool = False) -> None:
+        self.app.timer(seconds, on_leader=on_leader, name=name)(fn)
+
+    def on_assigned(self, fn: Callable[[set[tuple[str, int]]], Awaitable[None] | None]) -> None:
+        """``fn(assignment)`` after every rebalance, with every (topic, partition) this worker holds."""
+        async def hook(sender: Any, tps: Any, **kwargs: Any) -> None:
+            result = fn({(tp.topic, tp.partition) for tp in self.app.consumer.assignment()})
+            if result is not None:
+                await result
+
+        self.app.on_partitions_assigned.connect(hook)
+
+    def on_revoked(self, fn: Callable[[], None]) -> None:
+        async def hook(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            fn()
+
+        self.app.on_partitions_revoked.connect(hook)
+
+    def producer_for(self, topic: str) -> Callable[[int, bytes], Awaitable[None]]:
+        """``send(partition, value)`` to ``topic`` outside any input's transaction (the ticker)."""
+        channel = self.app.topic(topic, **RAW)
+
+        async def send(partition: int, value: bytes) -> None:
+            await channel.send(key=None, value=value, partition=partition)
+
+        return send
+
+    def send_soon_to(self, topic: str) -> Callable[[int, bytes], None]:
+        """``send(partition, value)`` queued in the producer buffer behind the table writes made so
+        far, in the current record's transaction (the tick's firings; the topic must be consumed
+        by an agent of this app, as the firings topic is)."""
+        channel = self.app.topic(topic, **RAW)
+
+        def send(partition: int, value: bytes) -> None:
+            channel.send_soon(key=None, value=value, partition=partition)
+
+        return send
+
+    async def commit_waiting(self, partitions: set[int], topic: str) -> set[int]:
+        """Commit the open transactions of ``partitions`` now (``CommitWatch.waiting_longer_than``)."""
+        return await self.app.consumer.commit_transactions_of(partitions, topic)  # type: ignore[no-any-return]
+
+    def page(self, path: str, *, get: PageHandler | None = None, post: PageHandler | None = None, name: str) -> None:
+        """Serve ``path`` on the worker's web port. A handler takes the path's parameters and
+        returns ``(status, content type, body)``; it never sees Faust's request or view."""
+        from faust.web import Request, Response, View
+
+        def answer(view: View, result: tuple[int, str, str | bytes]) -> Response:
+            status, content_type, body = result
+            data = body.encode() if isinstance(body, str) else body
+            return view.bytes(data, content_type=content_type, status=status)
+
+        class Page(View):  # type: ignore[misc]
+            async def get(self, request: Request, **params: str) -> Response:
+                if get is None:
+                    return self.text("method not allowed\n", status=405)
+                return answer(self, await get(**params))
+
+            async def post(self, request: Request, **params: str) -> Response:
+                if post is None:
+                    return self.text("method not allowed\n", status=405)
+                return answer(self, await post(**params))
+
+        self.app.page(path, name=name)(Page)
+
+    def metrics_page(self, registry: CollectorRegistry) -> None:
+        async def page(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        self.app.page("/metrics")(page)

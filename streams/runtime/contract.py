@@ -1,0 +1,131 @@
+"""What Tidings relies on inside faust-streaming and aiokafka, pinned to the versions it was read on.
+
+The runtime overrides or reads private methods of both libraries (``transport.py``,
+``tables.py``, ``agents.py``, ``guard.py``). A new release can change any of them without notice,
+so the versions are pinned exactly (``pyproject.toml``, ``constraints.txt``) and every method
+listed below is fingerprinted: its signature and a hash of its source, as installed.
+``tests/unit/test_runtime_contract.py`` fails when an installed version or any fingerprint
+differs, and names what changed.
+
+To upgrade faust-streaming or aiokafka:
+
+1. change the pins in ``pyproject.toml`` and ``constraints.txt`` and reinstall (``make install``);
+2. run ``python -m streams.runtime.contract``: it lists each listed method whose signature or
+   source changed; read each change against the override or read that depends on it (the
+   ``why`` below says where), and fix the runtime where the behaviour moved;
+3. ``python -m streams.runtime.contract --write`` records the new fingerprints, and the whole
+   test suite (the restart, rebalance and crash tests above all) must pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import importlib.metadata
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+PINNED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+FINGERPRINTS = Path(__file__).with_name("contract.json")
+
+# (module, attribute path, why Tidings depends on it)
+RELIED_ON: tuple[tuple[str, str, str], ...] = (
+    ("faust.streams", "Stream._py_aiter", "acks a record in its finally, even when the agent raised (guard.py holds it)"),
+    ("faust.types.tuples", "Message.ack", "a record with a raised refcount is not acked (guard.hold)"),
+    ("faust.types.tuples", "Message.incref", "guard.hold"),
+    ("faust.transport.consumer", "TransactionManager.send", "the transactional id of a send: {app id}-{group}-{partition} (agents.TransactionalWriter)"),
+    ("faust.transport.consumer", "Consumer._add_gap", "overridden: the record just received is not part of the gap"),
+    ("faust.transport.consumer", "Consumer._drain_messages", "calls _add_gap(tp, r_offset + 1, offset)"),
+    ("faust.transport.consumer", "Consumer._commit_offsets", "overridden: flush the changelog buffer, feed the CommitWatch"),
+    ("faust.transport.consumer", "Consumer.perform_seek", "overridden: stop the flow when called"),
+    ("faust.transport.consumer", "Consumer.wait_empty", "the graceful stop waits for unacked records, then commits"),
+    ("faust.transport.consumer", "Consumer.on_stop", "overridden: a failed final commit must not hang the stop"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._highwaters", "overridden: changelog ends asked from the broker"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread.seek_to_committed", "overridden"),
+    ("faust.transport.drivers.aiokafka", "Producer.send", "takes transactional_id; _trn_locks and _transaction_producers"),
+    ("faust.transport.drivers.aiokafka", "Producer.commit_transactions", "overridden: open a transaction first if none"),
+    ("faust.transport.drivers.aiokafka", "Producer.begin_transaction", "creates _transaction_producers and _trn_locks"),
+    ("faust.transport.producer", "ProducerBuffer._send_pending", "overridden: ChangelogBatch entries"),
+    ("faust.transport.producer", "ProducerBuffer.put", "overridden: counts for drain"),
+    ("faust.transport.producer", "ProducerBuffer._handle_pending", "the task that calls _send_pending"),
+    ("faust.stores.rocksdb", "Store._db_for_partition", "PartitionRows reads and writes a partition's database"),
+    ("faust.stores.rocksdb", "Store._iteritems", "partition_items reads _dbs like this"),
+    ("faust.tables.base", "Collection._verify_source_topic_partitions", "overridden by CoPartitionedTable"),
+    ("faust.tables.base", "Collection.persisted_offset", "overridden by RestoredTable"),
+    ("faust.assignor.partition_assignor", "PartitionAssignor.group_for_topic", "TransactionalWriter and send_changelog_batch"),
+    ("aiokafka.producer.producer", "AIOKafkaProducer.create_batch", "ChangelogBatch records appended as record batches"),
+    ("aiokafka.producer.producer", "AIOKafkaProducer.send_batch", "ChangelogBatch"),
+    ("aiokafka.producer.transaction_manager", "TransactionManager.__init__", "_txn_manager.state read by _transaction_ended"),
+)
+
+
+def _resolve(module: str, path: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def fingerprint(module: str, path: str) -> dict[str, str]:
+    obj = _resolve(module, path)
+    obj = getattr(obj, "fun", obj)  # mode's @Service.task wraps the method in a ServiceTask
+    obj = inspect.unwrap(obj)
+    source = inspect.getsource(obj)
+    return {
+        "signature": str(inspect.signature(obj)),
+        "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+    }
+
+
+def installed_versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in PINNED}
+
+
+def current() -> dict[str, Any]:
+    return {
+        "versions": installed_versions(),
+        "methods": {f"{module}:{path}": fingerprint(module, path) for module, path, _ in RELIED_ON},
+    }
+
+
+def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What changed between the recorded fingerprints and the installed libraries, one line each."""
+    out = [
+        f"{name} is {now['versions'].get(name)}, the runtime was written against {version}"
+        for name, version in recorded["versions"].items()
+        if now["versions"].get(name) != version
+    ]
+    why = {f"{module}:{path}": reason for module, path, reason in RELIED_ON}
+    for key, fp in now["methods"].items():
+        old = recorded["methods"].get(key)
+        if old is None:
+            out.append(f"{key}: not fingerprinted yet (run python -m streams.runtime.contract --write)")
+        elif old["signature"] != fp["signature"]:
+            out.append(f"{key}: signature {old['signature']} -> {fp['signature']} ({why[key]})")
+        elif old["source_sha256"] != fp["source_sha256"]:
+            out.append(f"{key}: source changed ({why[key]})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streams.runtime.contract", description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true", help="record the installed fingerprints")
+    args = parser.parse_args(argv)
+    now = current()
+    if args.write:
+        FINGERPRINTS.write_text(json.dumps(now, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"wrote {FINGERPRINTS}")
+        return 0
+    changed = differences(json.loads(FINGERPRINTS.read_text(encoding="utf-8")), now)
+    for line in changed:
+        print(line)
+    print("no change" if not changed else f"{len(changed)} change(s)")
+    return 1 if changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
