@@ -9,18 +9,18 @@ pages. No stage module sees ``faust.App``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streams.errors import ConfigurationError, InfrastructureFailure
+from streams.errors import ConfigurationError
 from streams.runtime.agents import RAW, TransactionalWriter, guarded_agent
 from streams.runtime.commits import CommitWatch
 from streams.runtime.emit import Outputs, RecordContext
 from streams.runtime.guard import Guard, Outcome
-from streams.runtime.tables import StateTables, create_tables, ledger_table
+from streams.runtime.tables import GuardedRows, StateTables, create_tables, ledger_table
 from streams.runtime.transport import TidingsTransport
 from streams.settings import Settings
 
@@ -54,6 +54,21 @@ class TidingsApp(faust.App):  # type: ignore[misc]
         if self.after_stop is not None:
             self.after_stop()
 
+    def _new_web(self) -> Any:
+        """Faust's web driver with none of Faust's own pages: only what Tidings registers is served.
+
+        Faust serves ``/table/<table>/<key>/`` (any table row: a customer's name and address, a
+        ledger entry), ``/router/``, a status index at ``/`` and, in debug mode, ``/graph`` and
+        statistics, on the same port as ``/unsubscribe``, which operators expose to the internet.
+        """
+        from faust.web.drivers import by_url
+
+        base = by_url(self.conf.web)
+        closed = type("ClosedWeb", (base,), {
+            "default_blueprints": [], "production_blueprints": [], "debug_blueprints": [], "optional_blueprints": [],
+        })
+        return closed(self)
+
 
 def new_app(settings: Settings) -> TidingsApp:
     app = TidingsApp(
@@ -85,39 +100,6 @@ def new_app(settings: Settings) -> TidingsApp:
     )
     app.commits = CommitWatch()
     return app
-
-
-class LedgerRows(MutableMapping[str, Any]):
-    """The delivery ledger as rows; a write the store refuses is an ``InfrastructureFailure``."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def __getitem__(self, key: str) -> Any:
-        return self._table[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._table.get(key, default)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        try:
-            self._table[key] = value
-        except Exception as e:
-            raise InfrastructureFailure(f"the delivery ledger refused a write: {type(e).__name__}") from e
-
-    def __delitem__(self, key: str) -> None:
-        try:
-            del self._table[key]
-        except KeyError:
-            raise
-        except Exception as e:
-            raise InfrastructureFailure(f"the delivery ledger refused a delete: {type(e).__name__}") from e
-
-    def __iter__(self) -> Any:
-        return iter(self._table)
-
-    def __len__(self) -> int:
-        return len(self._table)
 
 
 class Wiring:
@@ -157,8 +139,9 @@ class Wiring:
         """The entity tables (one per name) and the timers table, co-partitioned with the inputs."""
         return create_tables(self.app, self.settings, names)
 
-    def ledger(self) -> LedgerRows:
-        return LedgerRows(ledger_table(self.app, self.settings))
+    def ledger(self) -> GuardedRows:
+        """The delivery ledger's rows (message id -> entry); a refused write holds the record."""
+        return GuardedRows(ledger_table(self.app, self.settings))
 
     def every(self, seconds: float, fn: Callable[[], Awaitable[None]], *, name: str, on_leader: bool = False) -> None:
         self.app.timer(seconds, on_leader=on_leader, name=name)(fn)

@@ -57,6 +57,8 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("faust.tables.base", "Collection._verify_source_topic_partitions", "overridden by CoPartitionedTable"),
     ("faust.tables.base", "Collection.persisted_offset", "overridden by RestoredTable"),
     ("faust.assignor.partition_assignor", "PartitionAssignor.group_for_topic", "TransactionalWriter and send_changelog_batch"),
+    ("faust.app.base", "App._new_web", "overridden: a web driver without Faust's own pages"),
+    ("faust.web.base", "Web._enabled_blueprints", "reads the four blueprint lists ClosedWeb empties"),
     ("aiokafka.producer.producer", "AIOKafkaProducer.create_batch", "ChangelogBatch records appended as record batches"),
     ("aiokafka.producer.producer", "AIOKafkaProducer.send_batch", "ChangelogBatch"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.__init__", "_txn_manager.state read by _transaction_ended"),

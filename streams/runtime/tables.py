@@ -21,6 +21,7 @@ import faust
 import rocksdict
 from faust.serializers import codecs
 
+from streams.errors import InfrastructureFailure
 from streams.runtime.transport import ChangelogBatch
 
 if TYPE_CHECKING:
@@ -50,6 +51,55 @@ class TableKeyCodec(codecs.Codec):  # type: ignore[misc]
 codecs.register(KEY_CODEC, TableKeyCodec())
 
 
+class GuardedRows(MutableMapping[str, Any]):
+    """A table as rows whose failed writes are ``InfrastructureFailure``.
+
+    RocksDB reports a full disk or a broken file as a plain ``Exception`` ("IO error: No space
+    left on device"); unwrapped, the guard would take it for a bug and dead-letter the record.
+    A write that fails is the store's failure, never the record's: the guard holds the record and
+    stops the worker (``streams/runtime/guard.py``).
+    """
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> Any:
+        return self.table[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        try:
+            self.table[key] = value
+        except Exception as e:
+            raise _store_failure(self.table, e) from e
+
+    def __delitem__(self, key: str) -> None:
+        try:
+            del self.table[key]
+        except KeyError:
+            raise
+        except Exception as e:
+            raise _store_failure(self.table, e) from e
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def _store_failure(table: Any, error: Exception) -> InfrastructureFailure:
+    return InfrastructureFailure(f"table {getattr(table, 'name', table)!s} refused a write: {type(error).__name__}: {error}"[:300])
+
+
+def _raw(table: Any) -> Any:
+    return table.table if isinstance(table, GuardedRows) else table
+
+
 @dataclass(frozen=True)
 class StateTables:
     states: dict[str, Any]  # table name -> faust.Table
@@ -62,7 +112,7 @@ class StateTables:
         partition in ``_dbs`` (faust-streaming 0.11+), which this reads. The in-memory store
         (tests with ``memory://``) is not partitioned, so all rows are returned.
         """
-        store = table.data
+        store = _raw(table).data
         dbs = getattr(store, "_dbs", None)
         if dbs is None:
             yield from ((k, v) for k, v in store.items())
@@ -82,7 +132,7 @@ class StateTables:
         return TickRows(
             states={name: PartitionRows.of(t, partition, changes) for name, t in self.states.items()},
             timers=PartitionRows.of(self.timers, partition, changes),
-            app=self.timers.app,
+            app=_raw(self.timers).app,
             changes=changes,
         )
 
@@ -148,9 +198,9 @@ class PartitionRows(MutableMapping[str, bytes]):
     @classmethod
     def of(cls, table: Any, partition: int, changes: ChangelogBatch) -> MutableMapping[str, bytes]:
         """The fast rows where the store is RocksDB; the table itself otherwise (``memory://``)."""
-        if getattr(table.data, "_dbs", None) is None:
+        if getattr(_raw(table).data, "_dbs", None) is None:
             return table  # type: ignore[no-any-return]
-        return cls(table, partition, changes)
+        return cls(_raw(table), partition, changes)
 
     def __getitem__(self, key: str) -> bytes:
         value = self._db.get(self._encode(key))
@@ -169,14 +219,20 @@ class PartitionRows(MutableMapping[str, bytes]):
 
     def __setitem__(self, key: str, value: bytes) -> None:
         raw_key = self._encode(key)
-        self._db.put(raw_key, value, self._write)
+        try:
+            self._db.put(raw_key, value, self._write)
+        except Exception as e:  # RocksDB's IO errors are plain Exceptions (see GuardedRows)
+            raise _store_failure(self._table, e) from e
         self.changes.add(self._topic, raw_key, value)
 
     def __delitem__(self, key: str) -> None:
         raw_key = self._encode(key)
         if self._db.get(raw_key) is None:
             raise KeyError(key)
-        self._db.delete(raw_key, self._write)
+        try:
+            self._db.delete(raw_key, self._write)
+        except Exception as e:
+            raise _store_failure(self._table, e) from e
         self.changes.add(self._topic, raw_key, None)
 
     def __iter__(self) -> Iterator[str]:
@@ -277,4 +333,4 @@ def create_tables(app: faust.App, settings: Settings, names: Iterable[str]) -> S
             options=rocksdb_options(settings),
         ))
 
-    return StateTables(states={name: table(name) for name in names}, timers=table(TIMERS_TABLE))
+    return StateTables(states={name: GuardedRows(table(name)) for name in names}, timers=GuardedRows(table(TIMERS_TABLE)))
