@@ -35,6 +35,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from streams.delivery.ledger import (

@@ -15,7 +15,9 @@ from streams.errors import InfrastructureFailure
 from streams.runtime.emit import Pending, RecordContext, Source
 from streams.runtime.guard import Guard, hold
 
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+def raw_topic(app: Any, *names: str) -> Any:
+    """A Faust topic (or several, read as one) of bytes keys and values: Tidings decodes itself."""
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
 class TransactionalWriter:
@@ -57,7 +59,7 @@ def guarded_agent(
     ``before`` is awaited ahead of each record (the firings agent waits for the tick agent to be
     idle there), outside the guard: it holds no record's outcome.
     """
-    channel = app.topic(*topics, **RAW)
+    channel = raw_topic(app, *topics)
 
     async def run(stream: Any) -> None:
         async for event in stream.events():

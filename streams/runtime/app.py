@@ -16,7 +16,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.errors import ConfigurationError
-from streams.runtime.agents import RAW, TransactionalWriter, guarded_agent
+from streams.runtime.agents import TransactionalWriter, guarded_agent, raw_topic
 from streams.runtime.commits import CommitWatch
 from streams.runtime.emit import Outputs, RecordContext
 from streams.runtime.guard import Guard, Outcome
@@ -153,17 +153,17 @@ class Wiring:
             if result is not None:
                 await result
 
-        self.app.on_partitions_assigned.connect(hook)
+        self.app.on_partitions_assigned.connect(hook)  # type: ignore[arg-type]  # mode's signal type wants signal=
 
     def on_revoked(self, fn: Callable[[], None]) -> None:
         async def hook(sender: Any, revoked: Any, **kwargs: Any) -> None:
             fn()
 
-        self.app.on_partitions_revoked.connect(hook)
+        self.app.on_partitions_revoked.connect(hook)  # type: ignore[arg-type]  # as above
 
     def producer_for(self, topic: str) -> Callable[[int, bytes], Awaitable[None]]:
         """``send(partition, value)`` to ``topic`` outside any input's transaction (the ticker)."""
-        channel = self.app.topic(topic, **RAW)
+        channel = raw_topic(self.app, topic)
 
         async def send(partition: int, value: bytes) -> None:
             await channel.send(key=None, value=value, partition=partition)
@@ -174,7 +174,7 @@ class Wiring:
         """``send(partition, value)`` queued in the producer buffer behind the table writes made so
         far, in the current record's transaction (the tick's firings; the topic must be consumed
         by an agent of this app, as the firings topic is)."""
-        channel = self.app.topic(topic, **RAW)
+        channel = raw_topic(self.app, topic)
 
         def send(partition: int, value: bytes) -> None:
             channel.send_soon(key=None, value=value, partition=partition)
@@ -183,7 +183,8 @@ class Wiring:
 
     async def commit_waiting(self, partitions: set[int], topic: str) -> set[int]:
         """Commit the open transactions of ``partitions`` now (``CommitWatch.waiting_longer_than``)."""
-        return await self.app.consumer.commit_transactions_of(partitions, topic)  # type: ignore[no-any-return]
+        consumer: Any = self.app.consumer  # a TidingsConsumer (streams/runtime/transport.py)
+        return await consumer.commit_transactions_of(partitions, topic)  # type: ignore[no-any-return]
 
     def page(self, path: str, *, get: PageHandler | None = None, post: PageHandler | None = None, name: str) -> None:
         """Serve ``path`` on the worker's web port. A handler takes the path's parameters and

@@ -52,6 +52,7 @@ class Source(Protocol):
     key: bytes | None
     value: bytes | None
     timestamp: float
+    headers: Any
 
 
 @dataclass(frozen=True)
