@@ -185,6 +185,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         dead_letter_topic=topics.dead_letter,
         on_dead_letter=dead_lettered,
         count=lambda stage, outcome: m.record_outcomes.labels(stage, outcome.value).inc(),
+        reports=frozenset({DELIVERY_STATUS}),
     )
     tables = wiring.tables(topics.catalog.tables())
 

@@ -106,7 +106,8 @@ class Wiring:
     """What the composition root may do with the app: declare, register, hook."""
 
     def __init__(self, app: TidingsApp, settings: Settings, outputs: dict[str, str], dead_letter_topic: str,
-                 on_dead_letter: Callable[[Any], None], count: Callable[[str, Outcome], None]) -> None:
+                 on_dead_letter: Callable[[Any], None], count: Callable[[str, Outcome], None],
+                 reports: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.settings = settings
         self.outputs = Outputs(
@@ -115,6 +116,7 @@ class Wiring:
             max_record_bytes=settings.max_record_bytes,
             writer=TransactionalWriter(app),
             on_dead_letter=on_dead_letter,
+            reports=reports,
         )
         self._count = count
 

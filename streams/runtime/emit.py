@@ -86,6 +86,9 @@ class Outputs:
     max_record_bytes: int
     writer: Writer
     on_dead_letter: Callable[[Rejection], None] = lambda rejection: None  # metrics
+    # Outputs that only report on the record (delivery statuses): a record whose other outputs
+    # are dead letters counts as dead-lettered, whatever it reported.
+    reports: frozenset[str] = frozenset()
 
     def context(self, source: Source, stage: str) -> RecordContext:
         return RecordContext(self, source, stage)

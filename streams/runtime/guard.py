@@ -136,7 +136,8 @@ class Guard:
 
 
 def _emitted_beyond_dead_letters(ctx: RecordContext) -> bool:
-    return any(p.topic != ctx.outputs.dead_letter_topic for p in ctx.pending)
+    quiet = {ctx.outputs.dead_letter_topic} | {ctx.outputs.topics[name] for name in ctx.outputs.reports}
+    return any(p.topic not in quiet for p in ctx.pending)
 
 
 def _frames(error: BaseException) -> str:

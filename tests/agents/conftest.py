@@ -68,6 +68,7 @@ class Runtime:
         self.held: list[BaseException] = []
         self.outputs = Outputs(
             topics=TOPICS, dead_letter_topic=DEAD_LETTER, max_record_bytes=max_record_bytes, writer=self.writer,
+            reports=frozenset({DELIVERY_STATUS}),
         )
         self.guard = Guard(stage, self.outputs, on_hold=lambda error, where: self.held.append(error))
 
