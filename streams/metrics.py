@@ -38,6 +38,7 @@ class Metrics(NamedTuple):
     send_queue_seconds: Histogram
     delivery_status_records: Counter
     record_outcomes: Counter
+    mails_skipped: Counter
     event_to_sent_seconds: Histogram
     render_seconds: Histogram
     tenants_loaded: Gauge
@@ -129,6 +130,11 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "Input records by how they ended (streams/runtime/guard.py): committed with their outputs, "
             "dead_lettered, or held (not acknowledged: the worker stops and reads them again).",
             ["stage", "outcome"], registry=registry,
+        ),
+        mails_skipped=Counter(
+            "tidings_mails_skipped_total",
+            "Mails of an event not sent on purpose, by reason: stale (the event is older than its trigger's max_age).",
+            ["tenant", "trigger", "reason"], registry=registry,
         ),
         event_to_sent_seconds=Histogram(
             "tidings_event_to_sent_seconds", "From the domain event's Kafka timestamp to the provider's acceptance.",

@@ -30,7 +30,10 @@ def booking_created(
     occurred_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     site, address = SITES.get(tenant_id, ("Central Storage", "1 Main Street"))
-    move_in = dt.date(2026, 12, 1) + dt.timedelta(days=n % 28)
+    # A month after the event, whenever it runs: a fixed date would pass, and the timed
+    # triggers of every booking (before and at the move-in) would then fire at once.
+    when = occurred_at if occurred_at is not None else dt.datetime.now(dt.timezone.utc)
+    move_in = when.date() + dt.timedelta(days=30 + n % 28)
     return {
         "envelope": new_envelope(tenant_id, now=occurred_at, producer="storage-manager"),
         "booking_id": booking_id or f"BK-{n:06d}",

@@ -76,6 +76,11 @@ class IngestHandler:
             except RejectedInput as e:
                 result.rejections.append(self.pipeline.state_rejection(e, result))
         self.m.events_consumed.labels(msg.topic, result.event_type).inc()
+        for firing in result.stale:
+            tenant_id = result.tenant.tenant_id if result.tenant is not None else ""
+            self.m.mails_skipped.labels(tenant_id, firing.trigger.key, "stale").inc()
+            log.info("%s: event %s[%s]@%s is older than %s's max age; not sent",
+                     firing.message_id, msg.topic, msg.partition, msg.offset, firing.trigger.key)
         for mail in queued:
             record = mail.record
             self.m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()

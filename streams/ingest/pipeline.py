@@ -18,7 +18,7 @@ from streams.ingest.redact import redact
 from streams.outcomes import Rejection
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.tenants.model import Tenant, TenantDirectory
-from streams.triggers.evaluate import event_firings, field_at
+from streams.triggers.evaluate import Firing, event_firings, field_at
 from streams.triggers.rules import Catalog
 
 OUTBOUND_SCHEMA = "tidings.outbound.RenderedEmail"
@@ -34,6 +34,9 @@ class IngestResult:
     record: dict[str, Any] | None = None
     tenant: Tenant | None = None
     decoded: Decoded | None = None
+    # Mails of the event that are not sent because the event is older than their trigger's
+    # max_age (DESIGN invariant 10); the event still updates the entity state.
+    stale: list[Firing] = field(default_factory=list)
 
 
 class IngestPipeline:
@@ -70,6 +73,10 @@ class IngestPipeline:
         except RejectedInput as e:
             result.rejections.append(self._rejection("ingest", e, decoded))
             return result
+        age = now - field_at(record, "envelope.occurred_at")
+        result.stale = [f for f in firings if age > f.trigger.rule.age_limit]
+        if result.stale:
+            firings = [f for f in firings if f not in result.stale]
         result.record, result.tenant, result.decoded = record, tenant, decoded
         source = Source(topic=topic, event_id=str(record["envelope"]["event_id"]), timestamp=timestamp)
         for firing in firings:

@@ -16,6 +16,8 @@ event its pack does not route to a topic. Schemas and templates are checked agai
 
 from __future__ import annotations
 
+import datetime as dt
+
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,25 @@ class EventRule(BaseModel):
     priority: Priority = "normal"
     transactional: bool = Field(True, description="False: a mail the recipient may opt out of (List-Unsubscribe).")
     mails: tuple[MailRule, ...] = Field(min_length=1)
+    max_age: Span | None = Field(
+        None,
+        description="An event older than this when it is processed sends nothing (skipped, counted stale). "
+        "Default: 1 hour for high-priority mails (a password reset), 7 days for the others.",
+    )
+
+    @property
+    def age_limit(self) -> dt.timedelta:
+        if self.max_age is not None:
+            return self.max_age.delta
+        return STALE_HIGH if self.priority == "high" else STALE_DEFAULT
+
+
+# DESIGN invariant 10: nothing stale. A replayed or long-delayed event must not mail today what
+# was meant for a day long gone (a reset link an hour old is useless, a week-old "booking
+# confirmed" confuses); and the delivery ledger's retention (TIDINGS_LEDGER_RETENTION_DAYS) must
+# outlast every limit, so no re-read can send a mail whose id has left the ledger.
+STALE_HIGH = dt.timedelta(hours=1)
+STALE_DEFAULT = dt.timedelta(days=7)
 
 
 class Span(BaseModel):
@@ -93,6 +114,10 @@ class Span(BaseModel):
     @property
     def amount(self) -> int:
         return next(v for v in (self.days, self.hours, self.minutes) if v is not None)
+
+    @property
+    def delta(self) -> dt.timedelta:
+        return dt.timedelta(**{self.unit: self.amount})
 
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
