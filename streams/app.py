@@ -15,6 +15,7 @@ sender checks every mail against the whole list (``rt.suppressions``).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ def build_runtime(
     missing = [name for name in catalog.event_types() if not schemas.has(name)]
     if missing:
         raise ConfigurationError(f"packs route event types with no schema in {settings.schemas_dir}: {missing}")
+    _check_ledger_retention(settings, catalog)
     codec = SingleObjectCodec(schemas)
     topics = TopicNames.from_settings(settings, catalog)
     tenants = TenantDirectory()
@@ -119,6 +121,22 @@ def build_runtime(
         suppression_writer=SuppressionWriter(settings.kafka_bootstrap, topics.suppressions),
         unsubscribe_tokens=tokens,
     )
+
+
+def _check_ledger_retention(settings: Settings, catalog: Catalog) -> None:
+    """The ledger must remember an id longer than any event that could send it may be re-read
+    (DESIGN invariant 10): longer than every trigger's max_age and than the firings topic keeps
+    its records."""
+    from streams.topics import FIRINGS_RETENTION
+    from streams.triggers.rules import EventRule
+
+    ages = [t.rule.age_limit for t in catalog.triggers() if isinstance(t.rule, EventRule)]
+    longest = max([*ages, FIRINGS_RETENTION])
+    if dt.timedelta(days=settings.ledger_retention_days) <= longest:
+        raise ConfigurationError(
+            f"TIDINGS_LEDGER_RETENTION_DAYS={settings.ledger_retention_days} must be longer than the longest "
+            f"max_age of a trigger or the firings topic's retention ({longest}): a re-read event could send twice"
+        )
 
 
 def _decoders(settings: Settings, topics: TopicNames, codec: SingleObjectCodec) -> TopicDecoders:
@@ -199,6 +217,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         max_fires_per_tick=settings.max_fires_per_tick,
         max_record_bytes=settings.max_record_bytes,
         send_firings=wiring.send_soon_to(topics.firings),
+        expire_ledger=wiring.ledger_expiry().sweep,
     )
     wiring.on_assigned(lambda assignment: tick.invalidate())
     wiring.on_revoked(tick.invalidate)

@@ -39,6 +39,7 @@ class Metrics(NamedTuple):
     delivery_status_records: Counter
     record_outcomes: Counter
     mails_skipped: Counter
+    ledger_expired: Counter
     event_to_sent_seconds: Histogram
     render_seconds: Histogram
     tenants_loaded: Gauge
@@ -135,6 +136,11 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "tidings_mails_skipped_total",
             "Mails of an event not sent on purpose, by reason: stale (the event is older than its trigger's max_age).",
             ["tenant", "trigger", "reason"], registry=registry,
+        ),
+        ledger_expired=Counter(
+            "tidings_ledger_expired_total",
+            "Delivery-ledger rows deleted (with a changelog tombstone) for being older than TIDINGS_LEDGER_RETENTION_DAYS.",
+            registry=registry,
         ),
         event_to_sent_seconds=Histogram(
             "tidings_event_to_sent_seconds", "From the domain event's Kafka timestamp to the provider's acceptance.",

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         "firings record). Faust's producer refuses larger ones; a mail over it is dead-lettered "
         "message_too_large. Keep it at or below the producer's max.request.size and the topics' max.message.bytes.",
     )
+    ledger_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="Delivery-ledger rows older than this are deleted (and tombstoned in its changelog). It must "
+        "outlast every trigger's max_age: an event re-read after its id left the ledger would be sent again.",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, description="Faust web server: /metrics and the health pages.")
 

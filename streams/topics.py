@@ -42,6 +42,7 @@ writes the same suppression again, which changes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from streams.errors import ConfigurationError
@@ -102,9 +103,10 @@ class TopicNames:
 
 # Ticks are worth nothing once processed (the next one supersedes them); firings only until their
 # mails are rendered. Short retention keeps state snapshots in firings from lingering (least data).
+FIRINGS_RETENTION = dt.timedelta(days=7)
 TOPIC_CONFIG = {
     "ticks": {"retention.ms": str(60 * 60 * 1000)},
-    "firings": {"retention.ms": str(7 * 24 * 60 * 60 * 1000)},
+    "firings": {"retention.ms": str(int(FIRINGS_RETENTION.total_seconds() * 1000))},
 }
 
 # Read whole by every worker, never co-partitioned with anything: one partition is plenty.
@@ -133,11 +135,27 @@ def ensure_topics(settings: Settings, timeout: float = 30.0, catalog: Catalog | 
         for n in names.all()
         if n not in existing
     ]
+    # The tables' changelogs too, before the worker joins its group: Faust declares them itself,
+    # but a changelog created after the first assignment is missing from it ("Ignoring missing
+    # topic"), and a transactional write to it then has no transaction to join until the next
+    # rebalance.
+    new += [
+        NewTopic(name, settings.partitions, settings.replication_factor, config={"cleanup.policy": "compact"})
+        for name in changelog_names(settings, names.catalog)
+        if name not in existing
+    ]
     if names.tenants not in existing:
         new.append(_tenants_topic(names, settings))
     if names.suppressions not in existing:
         new.append(_suppressions_topic(names, settings))
     return _create(admin, new, timeout)
+
+
+def changelog_names(settings: Settings, catalog: Catalog) -> list[str]:
+    """The changelog topic of every table a worker keeps: entity state, timers, the ledger."""
+    from streams.runtime.tables import LEDGER_TABLE, TIMERS_TABLE, changelog_topic
+
+    return [changelog_topic(settings.app_id, t) for t in (*catalog.tables(), TIMERS_TABLE, LEDGER_TABLE)]
 
 
 def ensure_tenants_topic(settings: Settings, timeout: float = 30.0) -> bool:

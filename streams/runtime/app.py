@@ -8,6 +8,7 @@ pages. No stage module sees ``faust.App``.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from streams.runtime.agents import TransactionalWriter, guarded_agent, raw_topic
 from streams.runtime.commits import CommitWatch
 from streams.runtime.emit import Outputs, RecordContext
 from streams.runtime.guard import Guard, Outcome
-from streams.runtime.tables import GuardedRows, StateTables, create_tables, ledger_table
+from streams.runtime.tables import GuardedRows, LedgerExpiry, StateTables, create_tables, ledger_table
 from streams.runtime.transport import TidingsTransport
 from streams.settings import Settings
 
@@ -119,6 +120,7 @@ class Wiring:
             reports=reports,
         )
         self._count = count
+        self._ledger: GuardedRows | None = None
 
     @property
     def commits(self) -> CommitWatch:
@@ -143,7 +145,13 @@ class Wiring:
 
     def ledger(self) -> GuardedRows:
         """The delivery ledger's rows (message id -> entry); a refused write holds the record."""
-        return GuardedRows(ledger_table(self.app, self.settings))
+        if self._ledger is None:
+            self._ledger = GuardedRows(ledger_table(self.app, self.settings))
+        return self._ledger
+
+    def ledger_expiry(self) -> LedgerExpiry:
+        """Ages the ledger out, a slice per tick (``LedgerExpiry.sweep``)."""
+        return LedgerExpiry(self.ledger(), dt.timedelta(days=self.settings.ledger_retention_days))
 
     def every(self, seconds: float, fn: Callable[[], Awaitable[None]], *, name: str, on_leader: bool = False) -> None:
         self.app.timer(seconds, on_leader=on_leader, name=name)(fn)

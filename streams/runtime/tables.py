@@ -12,6 +12,7 @@ defaults, 16 MiB x 8 tables (seven of state and timers, the delivery ledger) x 4
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ if TYPE_CHECKING:
     from streams.settings import Settings
 
 TIMERS_TABLE = "timers"
+LEDGER_TABLE = "delivery-ledger"
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's name for a table's changelog topic (``Table.changelog_topic``)."""
+    return f"{app_id}-{table}-changelog"
 KEY_CODEC = "tidings-key"
 
 
@@ -126,9 +133,10 @@ class StateTables:
                 continue
             yield store._decode_key(raw_key), raw_value
 
-    def partition_rows(self, partition: int) -> TickRows:
-        """The entity tables and the timers table of one partition, as ``PartitionRows``."""
-        changes = ChangelogBatch(partition)
+    def partition_rows(self, partition: int, source_topic: str | None = None) -> TickRows:
+        """The entity tables and the timers table of one partition, as ``PartitionRows``;
+        ``source_topic`` is the input whose transaction the writes join (the ticks topic)."""
+        changes = ChangelogBatch(partition, source_topic)
         return TickRows(
             states={name: PartitionRows.of(t, partition, changes) for name, t in self.states.items()},
             timers=PartitionRows.of(self.timers, partition, changes),
@@ -242,6 +250,67 @@ class PartitionRows(MutableMapping[str, bytes]):
         raise TypeError("PartitionRows is for keyed access; use StateTables.partition_items to scan")
 
 
+class LedgerExpiry:
+    """Deletes delivery-ledger rows older than the retention, a slice of a partition at a time.
+
+    DESIGN invariant 10: the ledger must not grow without end, and its compacted changelog must
+    shrink with it, so each expired row is deleted from the local database *and* gets a tombstone
+    in the changelog, in the transaction of the tick that swept it (the ticks topic is
+    co-partitioned with the ledger, so the tick of partition *p* may write ledger rows of *p*).
+    Each call looks at ``rows`` rows from where the last call on that partition stopped, and
+    starts over at the end: a partition of a million rows is swept about every half hour at one
+    tick a second. A row's age is its entry's ``at`` (``streams/delivery/ledger.py``), against the
+    tick's ``now``, so a replay of ticks expires what it would have expired then.
+    """
+
+    def __init__(self, table: Any, retention: dt.timedelta, rows: int = 500) -> None:
+        self.table = _raw(table)
+        self.retention = retention
+        self.rows = rows
+        self._cursor: dict[int, bytes | None] = {}
+
+    def sweep(self, partition: int, now: dt.datetime, changes: ChangelogBatch) -> int:
+        """Expire up to ``rows`` rows' worth of one partition; returns how many were deleted."""
+        store = self.table.data
+        dbs = getattr(store, "_dbs", None)
+        db = dbs.get(partition) if dbs is not None else None
+        if db is None:
+            return 0
+        offset_key = getattr(store, "offset_key", b"__faust\0offset__")
+        topic = self.table.changelog_topic.get_topic_name()
+        cutoff = now - self.retention
+        it = db.iter()
+        start = self._cursor.get(partition)
+        if start is None:
+            it.seek_to_first()
+        else:
+            it.seek(start)
+        expired: list[bytes] = []
+        seen = 0
+        while it.valid() and seen < self.rows:
+            key = it.key()
+            seen += 1
+            if key != offset_key and _expired(it.value(), cutoff):
+                expired.append(key)
+            it.next()
+        self._cursor[partition] = it.key() if it.valid() else None
+        for key in expired:
+            try:
+                db.delete(key)
+            except Exception as e:
+                raise _store_failure(self.table, e) from e
+            changes.add(topic, key, None)
+        return len(expired)
+
+
+def _expired(raw: bytes | None, cutoff: dt.datetime) -> bool:
+    try:
+        at = dt.datetime.fromisoformat(json.loads(raw or b"")["at"])
+    except (ValueError, KeyError, TypeError):
+        return False  # not an entry this code wrote: left alone
+    return at.tzinfo is not None and at < cutoff
+
+
 _JSON_KEYS: dict[str, bool] = {}  # table name -> its keys are plain json.dumps
 _NO_WAL = rocksdict.WriteOptions()
 _NO_WAL.disable_wal = True
@@ -312,7 +381,7 @@ def ledger_table(app: faust.App, settings: Settings) -> Any:
     """
     return app.tables.add(CoPartitionedTable(
         app,
-        name="delivery-ledger",
+        name=LEDGER_TABLE,
         beacon=app.tables.beacon,
         key_type=str,
         partitions=settings.partitions,

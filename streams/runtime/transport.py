@@ -285,7 +285,7 @@ class TidingsProducer(aiokafka_driver.Producer):
                 await _send_batches(self._ensure_producer(), topic, batch.partition, records)
                 continue
             # Faust's own choice of transaction for a record on (topic, partition).
-            tid = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(topic)}-{batch.partition}"
+            tid = f"{self.app.conf.id}-{_group(self.app.assignor, topic, batch.source_topic)}-{batch.partition}"
             lock = self._trn_locks.get(tid)
             producer = self._transaction_producers.get(tid)
             if lock is None or producer is None:
@@ -361,10 +361,14 @@ def changelog_ends(bootstrap: str, partitions: list[TP], tail: int = 64, timeout
 class ChangelogBatch:
     """Changelog records of table writes on one partition, queued as one entry of the producer buffer."""
 
-    __slots__ = ("partition", "records")
+    __slots__ = ("partition", "records", "source_topic")
 
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, source_topic: str | None = None) -> None:
         self.partition = partition
+        # The input whose transaction these writes belong to: its co-partitioned group names the
+        # transaction when a changelog is not (yet) in the assignor's topic groups (a changelog
+        # created after the group's last assignment).
+        self.source_topic = source_topic
         self.records: dict[str, list[tuple[bytes, bytes | None]]] = {}  # changelog topic -> (key, value)
 
     def add(self, topic: str, key: bytes, value: bytes | None) -> None:
@@ -378,7 +382,7 @@ class ChangelogBatch:
 
     def take(self) -> ChangelogBatch:
         """A batch with the records added so far; this one starts empty again."""
-        taken = ChangelogBatch(self.partition)
+        taken = ChangelogBatch(self.partition, self.source_topic)
         taken.records, self.records = self.records, {}
         return taken
 
@@ -392,6 +396,15 @@ async def _send_batches(producer: Any, topic: str, partition: int, records: list
             builder.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
     if builder.record_count():
         await producer.send_batch(builder, topic, partition=partition)
+
+
+def _group(assignor: Any, topic: str, fallback: str | None) -> int:
+    try:
+        return int(assignor.group_for_topic(topic))
+    except KeyError:
+        if fallback is None:
+            raise
+        return int(assignor.group_for_topic(fallback))
 
 
 def _transaction_ended(producer: Any) -> bool:

@@ -82,6 +82,7 @@ class TickHandler:
         max_fires_per_tick: int,
         max_record_bytes: int,
         send_firings: Callable[[int, bytes], None],
+        expire_ledger: Callable[[int, dt.datetime, Any], int] | None = None,
     ) -> None:
         self.engine = engine
         self.tables = tables
@@ -89,6 +90,9 @@ class TickHandler:
         self.max_fires_per_tick = max_fires_per_tick
         self.max_record_bytes = max_record_bytes
         self.send_firings = send_firings
+        # Ticks also age the delivery ledger (runtime.tables.LedgerExpiry): its rows share the
+        # tick's partition and transaction, and a tick comes every second on every partition.
+        self.expire_ledger = expire_ledger
         # Set while no tick is being decided. Rendering waits for it: deciding ten thousand due
         # timers takes a fraction of a second, rendering their mails takes a minute, and sharing
         # the event loop fairly would make the last timers of a wave fire many seconds late.
@@ -116,7 +120,7 @@ class TickHandler:
             log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
         self.idle.clear()
         try:
-            rows = self.tables.partition_rows(p)
+            rows = self.tables.partition_rows(p, ctx.source.topic)
             spent, budget = 0.0, self.max_fires_per_tick
             while budget > 0:
                 # In chunks, each chunk's firings written as soon as it is decided: the first
@@ -136,6 +140,11 @@ class TickHandler:
                     break
                 await asyncio.sleep(0)  # the other agents' turn (a password reset) between chunks
             self.m.tick_seconds.observe(spent)
+            if self.expire_ledger is not None:
+                expired = self.expire_ledger(p, now, rows.changes)
+                rows.send_changelog()
+                if expired:
+                    self.m.ledger_expired.inc(expired)
         finally:
             self.idle.set()
         self.m.ticks.inc()

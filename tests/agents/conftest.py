@@ -155,7 +155,7 @@ class MemoryTables:
     def partition_items(self, table: Any, partition: int) -> Iterator[tuple[str, bytes]]:
         return iter(list(table.items()))
 
-    def partition_rows(self, partition: int) -> Any:
+    def partition_rows(self, partition: int, source_topic: str | None = None) -> Any:
         return SimpleNamespace(states=self.states, timers=self.timers, send_changelog=lambda: 0)
 
 
