@@ -4,6 +4,11 @@ Template files live at ``templates/<pack>/<template>/<locale>/{subject.txt,body.
 and extend the brand layouts in ``templates/_layouts/``. The HTML's CSS is inlined (css-inline). The render context is the event record
 (its fields at the top level, as merge tags), plus ``recipient``, ``brand``, ``locale`` and
 ``time_zone``. Any failure of one mail raises ``RenderFailed`` for that mail only.
+
+Each mail renders under one ``RenderBudget`` (``streams/rendering/budget.py``): its three parts
+and its attachment names share one meter of loop iterations and calls, CPU time and characters
+produced, and each part is held to its own size. A mail over budget fails with the budget named
+in the detail (``render budget 'iterations' exceeded: ...``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import Template, TemplateError
 
 from streams.errors import InvalidRecipient, RenderFailed
+from streams.rendering.budget import BudgetExceeded, RenderBudget, metered, part_check
 from streams.rendering.environment import OverrideLoader, build_environment
 from streams.rendering.locale import Fallback, choose_locale, normalize
 from streams.suppression.token import TokenSigner
@@ -109,8 +115,12 @@ def _override_locales(tenant: Tenant, pack: str, template: str) -> frozenset[str
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path, *, unsubscribe_tokens: TokenSigner | None = None) -> None:
+    def __init__(
+        self, templates_dir: Path, *, unsubscribe_tokens: TokenSigner | None = None, budget: RenderBudget | None = None
+    ) -> None:
         self.templates_dir = templates_dir
+        # Per mail; a deployment sets it with TIDINGS_RENDER_* (RenderBudget.from_settings).
+        self.budget = budget if budget is not None else RenderBudget()
         # Signs the one-click unsubscribe links; without it (previews, tools) only a mailto is offered.
         self.unsubscribe_tokens = unsubscribe_tokens
         self.env = build_environment(templates_dir)
@@ -153,13 +163,9 @@ class Renderer:
             "time_zone": recipient.get("time_zone") or tenant.time_zone,
         }
         base = f"{pack}/{template}/{locale}"
-        try:
-            subject, html, text = (self._template(tenant, f"{base}/{part}").render(context) for part in PARTS)
-        except TemplateError as e:
-            where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
-            raise RenderFailed(f"{base}{where}: {type(e).__name__}: {e.message}") from None
-        except Exception as e:  # a tenant template can raise anything (ZeroDivisionError ...)
-            raise RenderFailed(f"{base}: {type(e).__name__} while rendering") from None
+        with metered(self.budget):
+            subject, html, text = self._parts(tenant, base, context)
+            attachments = self._attachments(firing, context, base)
         try:
             html = self._inliner.inline(html)
         except ValueError as e:  # css_inline raises on CSS it cannot parse
@@ -167,7 +173,6 @@ class Renderer:
         subject = single_line(subject)
         if not subject:
             raise RenderFailed(f"{base}/subject.txt renders empty")
-        attachments = self._attachments(firing, context, base)
         outbound = {
             "message_id": firing.message_id,
             "tenant_id": tenant.tenant_id,
@@ -194,6 +199,25 @@ class Renderer:
             "created_at": now,
         }
         return Rendered(outbound, fallback)
+
+    def _parts(self, tenant: Tenant, base: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
+        """The three parts rendered under the active meter; any failure is this mail's ``RenderFailed``."""
+        out = []
+        part = PARTS[0]
+        try:
+            for part in PARTS:
+                out.append(part_check(self.budget, part, self._template(tenant, f"{base}/{part}").render(context)))
+        except BudgetExceeded as e:
+            raise RenderFailed(f"{base}/{part}: {e}") from None
+        except TemplateError as e:
+            where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+            raise RenderFailed(f"{base}{where}: {type(e).__name__}: {e.message}") from None
+        except RecursionError:
+            raise RenderFailed(f"{base}/{part}: nested too deeply to compile or render") from None
+        except Exception as e:  # a tenant template can raise anything (ZeroDivisionError ...)
+            raise RenderFailed(f"{base}: {type(e).__name__} while rendering") from None
+        subject, html, text = out
+        return subject, html, text
 
     def _headers(self, tenant: Tenant, trigger: str, transactional: bool, to_address: str) -> dict[str, str]:
         headers = {"X-Tidings-Trigger": trigger, "X-Tidings-Tenant": tenant.tenant_id}
@@ -226,5 +250,7 @@ class Renderer:
                 filename = single_line(self.env.from_string(rule.filename).render(context)).replace("/", "-")
             except TemplateError as e:
                 raise RenderFailed(f"{base}: attachment file name: {e.message}") from None
+            except BudgetExceeded as e:
+                raise RenderFailed(f"{base}: attachment file name: {e}") from None
             out.append({"uri": uri, "filename": filename or "attachment", "content_type": rule.content_type})
         return out
