@@ -133,7 +133,9 @@ class Update:
     """What one record did to the list."""
 
     outcome: Outcome
-    reason: str  # the suppression's reason when applied; "none" otherwise (a fixed metric label)
+    # The suppression's reason when applied, why not when rejected ("invalid", "check_failed"),
+    # "none" when removed: a fixed set of metric labels.
+    reason: str
     detail: str = ""
 
 
@@ -167,7 +169,7 @@ class SuppressionList:
         if value is None:
             parts = split_key(key) if key else None
             if parts is None:
-                return Update("rejected", "none", "tombstone without a <tenant_id>/<address> key")
+                return Update("rejected", "invalid", "tombstone without a <tenant_id>/<address> key")
             tenant_id, address = parts
             with self._write:
                 self._entries.pop((tenant_id, address), None)
@@ -175,7 +177,11 @@ class SuppressionList:
         try:
             entry = decode(key, value)
         except ValueError as e:
-            return Update("rejected", "none", str(e))
+            return Update("rejected", "invalid", str(e)[:MAX_DETAIL_CHARS])
+        except RecursionError:
+            return Update("rejected", "invalid", "the value is nested too deeply")
+        except Exception as e:  # noqa: BLE001 - no record may stop the feed that applies them
+            return Update("rejected", "check_failed", f"could not be decoded: {type(e).__name__}")
         with self._write:
             self._entries[(entry.tenant_id, entry.address)] = entry
         return Update("applied", entry.reason)
