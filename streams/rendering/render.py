@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
-from email_validator import EmailNotValidError, validate_email
 from jinja2 import Template, TemplateError
 
 from streams.errors import InvalidRecipient, RenderFailed
+from streams.rendering.address import AddressError, sendable
 from streams.rendering.budget import BudgetExceeded, RenderBudget, metered, part_check
 from streams.rendering.environment import OverrideLoader, build_environment
 from streams.rendering.locale import Fallback, choose_locale, normalize
@@ -148,9 +148,9 @@ class Renderer:
     ) -> Rendered:
         recipient = firing.recipient
         try:
-            to_address = validate_email(str(recipient["email"]), check_deliverability=False).normalized
-        except EmailNotValidError as e:
-            raise InvalidRecipient(f"{firing.mail.role} address is not deliverable: {e}") from None
+            to_address = sendable(str(recipient["email"]))
+        except AddressError as e:
+            raise InvalidRecipient(f"{firing.mail.role} address cannot be sent to: {e}") from None
         pack, template = firing.trigger.pack, firing.mail.template
         available = self.locales_of(pack, template) | _override_locales(tenant, pack, template)
         locale, fallback = choose_locale(recipient.get("locale"), tenant.languages, tenant.default_language, available)

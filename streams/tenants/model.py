@@ -27,6 +27,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streams.errors import ConfigurationError
+from streams.rendering.address import AddressError, sendable
 
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Z]{2})?$")
@@ -43,6 +44,15 @@ def _address(value: str) -> str:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as e:
         raise ValueError(f"{value!r} is not an email address: {e}") from None
+
+
+def _sendable(value: str) -> str:
+    """An address mail is sent from or replies go to: its sendable form (``streams/rendering/address.py``)."""
+    _address(value)
+    try:
+        return sendable(value)
+    except AddressError as e:
+        raise ValueError(f"{value!r} cannot be sent from or to (SES needs an ASCII local part): {e}") from None
 
 
 class Brand(_Frozen):
@@ -84,7 +94,7 @@ class SenderIdentity(_Frozen):
     @field_validator("from_address", "reply_to")
     @classmethod
     def _addresses(cls, value: str | None) -> str | None:
-        return None if value is None else _address(value)
+        return None if value is None else _sendable(value)
 
 
 class UnsubscribeSetting(_Frozen):
@@ -116,10 +126,7 @@ class UnsubscribeSetting(_Frozen):
     def _mailbox(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        address = _address(value)
-        if not address.isascii():
-            raise ValueError(f"{value!r}: a List-Unsubscribe mailbox must be an ASCII address")
-        return address
+        return _sendable(value)
 
     @model_validator(mode="after")
     def _something(self) -> UnsubscribeSetting:
