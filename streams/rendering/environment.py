@@ -25,12 +25,14 @@ from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, T
 from jinja2.runtime import Context
 
 from streams.rendering.budget import BudgetedEnvironment
+from streams.rendering.locale import babel_locale
 
 TEMPLATE_CACHE_SIZE = 5000  # every trigger x language x part of every pack stays compiled
 
 
 def _babel_locale(context: Context) -> str:
-    return str(context.get("format_locale") or context.get("locale", "en")).replace("-", "_")
+    # format_locale is resolved by the renderer; a template that sets it to something else still formats.
+    return babel_locale(context.get("format_locale"), context.get("locale")).replace("-", "_")
 
 
 @pass_context

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 from jinja2 import Template, TemplateError
@@ -27,7 +28,7 @@ from streams.errors import InvalidRecipient, RenderFailed
 from streams.rendering.address import AddressError, sendable
 from streams.rendering.budget import BudgetExceeded, RenderBudget, metered, part_check
 from streams.rendering.environment import OverrideLoader, build_environment
-from streams.rendering.locale import Fallback, choose_locale, normalize
+from streams.rendering.locale import LAST_RESORT, Fallback, babel_locale, choose_locale, normalize
 from streams.suppression.token import TokenSigner
 from streams.tenants.model import Tenant
 from streams.triggers.evaluate import Firing
@@ -92,17 +93,28 @@ class Rendered:
     fallback: Fallback
 
 
-def format_locale(requested: str | None, template_locale: str) -> str:
+def format_locale(requested: str | None, template_locale: str, tenant_default: str = LAST_RESORT) -> str:
     """The locale for dates and money: the recipient's region when it speaks the template's language.
 
     Templates are chosen by language (an ``en`` template serves en-GB and en-US alike), but a
-    British reader expects "1 December 2026" and a US reader "December 1, 2026".
+    British reader expects "1 December 2026" and a US reader "December 1, 2026". A region Babel
+    does not know (``en-EU``, ``de-XX``) falls back to the language, then the tenant's default,
+    then English (``streams/rendering/locale.py``), so it never fails the mail.
     """
-    if requested:
-        tag = normalize(requested)
-        if tag.split("-")[0] == template_locale.split("-")[0]:
-            return tag
-    return template_locale
+    tag = normalize(requested) if requested else None
+    same_language = tag if tag is not None and tag.split("-")[0] == template_locale.split("-")[0] else None
+    return babel_locale(same_language, template_locale, tenant_default)
+
+
+def _zone_or(requested: object, default: str) -> str:
+    """The recipient's IANA time zone when it is one, else the tenant's (a bad zone in an event is not the mail's end)."""
+    if isinstance(requested, str) and requested and len(requested) <= 64:
+        try:
+            ZoneInfo(requested)
+            return requested
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return default
 
 
 def _override_locales(tenant: Tenant, pack: str, template: str) -> frozenset[str]:
@@ -159,8 +171,8 @@ class Renderer:
             "recipient": recipient,
             "brand": tenant.brand.model_dump(),
             "locale": locale,
-            "format_locale": format_locale(recipient.get("locale"), locale),
-            "time_zone": recipient.get("time_zone") or tenant.time_zone,
+            "format_locale": format_locale(recipient.get("locale"), locale, tenant.default_language),
+            "time_zone": _zone_or(recipient.get("time_zone"), tenant.time_zone),
         }
         base = f"{pack}/{template}/{locale}"
         with metered(self.budget):
