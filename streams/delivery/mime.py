@@ -73,8 +73,12 @@ MAX_WORD = 900
 def fold(line: str, linesep: str = "\r\n") -> str:
     """``line`` folded at spaces (before a space, as RFC 5322 folds) into lines of about ``SOFT_LINE``."""
     out: list[str] = []
+    name, _, value = line.partition(": ")
+    words = value.split(" ")
+    # Never fold between the header name and the first word: a value must not start with a space.
+    words[0] = f"{name}: {words[0]}"
     current = ""
-    for i, word in enumerate(line.split(" ")):
+    for i, word in enumerate(words):
         piece = word if i == 0 else " " + word
         if current and len(current) + len(piece) > SOFT_LINE and word:
             out.append(current)

@@ -55,13 +55,13 @@ def _param_problem(name: str, value: Any) -> str | None:
     """Why a trigger parameter is out of bounds, or None; the trigger's own checks come after."""
     if name in PARAM_BOUNDS and isinstance(value, int) and not isinstance(value, bool):
         low, high = PARAM_BOUNDS[name]
-        if not low <= value <= high:
+        if value > high:  # below low: the trigger's own check says what it takes
             return f"{name} must be between {low} and {high}, not {value}"
     elif name == "steps" and isinstance(value, list):
         low, high = PARAM_BOUNDS["days"]
         if len(value) > MAX_STEPS:
             return f"steps takes at most {MAX_STEPS} steps, not {len(value)}"
-        if any(isinstance(v, int) and not isinstance(v, bool) and not low <= v <= high for v in value):
+        if any(isinstance(v, int) and not isinstance(v, bool) and v > high for v in value):
             return f"each step must be between {low} and {high} days"
     elif isinstance(value, bool) or value is None:
         return None

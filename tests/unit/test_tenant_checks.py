@@ -93,12 +93,12 @@ def test_a_file_that_kills_the_yaml_parser_is_one_problem_line(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"days": 10_000_000}, "days must be between 1 and 366"), ({"days": 0}, "days must be"),
+    [({"days": 10_000_000}, "days must be between 1 and 366"), ({"days": 0}, "days must be"), ({"hours": 100_000}, "must be"),
      ({"steps": [3, 10, 100_000]}, "each step must be between 1 and 366"), ({"steps": list(range(1, 30))}, "at most 12 steps")],
 )
 def test_trigger_parameters_are_bounded(tmp_path: Path, params: dict[str, object], message: str) -> None:
     data = tenant_data(REPO_ROOT / "deploy" / "tenants" / "lagerhaus-nord.yaml")
-    key = "storage/invoice.overdue" if "steps" in params else "storage/booking.before_move_out"
+    key = "storage/invoice.after_due" if "steps" in params else "storage/booking.before_move_out"
     data = {**data, "templates": {}, "triggers": {**data["triggers"], key: {"enabled": True, "params": params}}}
     path = tmp_path / "lagerhaus-nord.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
