@@ -51,3 +51,6 @@ def poisoned_records(data: dict[str, Any] | None = None) -> dict[str, bytes]:
     ).encode()
     out["unsendable_sender"] = json.dumps({**data, "sender": {**data["sender"], "from_address": "jürgen@example.org"}}).encode()
     return out
+
+# Legal Jinja of legal size whose CSS inlining would cost seconds (rules x elements).
+CSS_BOMB = "<style>" + "p{color:red}" * 5000 + "</style>" + "<p>x</p>" * 20000

@@ -6,8 +6,9 @@ and extend the brand layouts in ``templates/_layouts/``. The HTML's CSS is inlin
 ``time_zone``. Any failure of one mail raises ``RenderFailed`` for that mail only.
 
 Each mail renders under one ``RenderBudget`` (``streams/rendering/budget.py``): its three parts
-and its attachment names share one meter of loop iterations and calls, CPU time and characters
-produced, and each part is held to its own size. A mail over budget fails with the budget named
+share one meter of loop iterations and calls, CPU time and characters produced (attachment file
+names get a meter of their own), and each part is held to its own size. Compiling is outside the
+meter: a template compiles once per worker, at a cost its size (``MAX_TEMPLATE_CHARS``) bounds. A mail over budget fails with the budget named
 in the detail (``render budget 'iterations' exceeded: ...``).
 """
 
@@ -26,7 +27,7 @@ from jinja2 import Template, TemplateError
 
 from streams.errors import InvalidRecipient, RenderFailed
 from streams.rendering.address import AddressError, sendable
-from streams.rendering.budget import BudgetExceeded, RenderBudget, metered, part_check
+from streams.rendering.budget import BudgetExceeded, RenderBudget, css_check, metered, part_check
 from streams.rendering.environment import OverrideLoader, build_environment
 from streams.rendering.locale import LAST_RESORT, Fallback, babel_locale, choose_locale, normalize
 from streams.suppression.token import TokenSigner
@@ -175,11 +176,14 @@ class Renderer:
             "time_zone": _zone_or(recipient.get("time_zone"), tenant.time_zone),
         }
         base = f"{pack}/{template}/{locale}"
+        subject, html, text = self._parts(tenant, base, context)
         with metered(self.budget):
-            subject, html, text = self._parts(tenant, base, context)
             attachments = self._attachments(firing, context, base)
         try:
-            html = self._inliner.inline(html)
+            css_check(html)
+            html = part_check(self.budget, "body.html", self._inliner.inline(html))
+        except BudgetExceeded as e:
+            raise RenderFailed(f"{base}/body.html: {e}") from None
         except ValueError as e:  # css_inline raises on CSS it cannot parse
             raise RenderFailed(f"{base}/body.html: CSS could not be inlined: {e}") from None
         subject = single_line(subject)
@@ -213,12 +217,17 @@ class Renderer:
         return Rendered(outbound, fallback)
 
     def _parts(self, tenant: Tenant, base: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
-        """The three parts rendered under the active meter; any failure is this mail's ``RenderFailed``."""
-        out = []
+        """The three parts: compiled first (outside the meter: compiling costs what the template's size
+        allows, once per worker), then rendered under the active meter; any failure is this mail's ``RenderFailed``."""
         part = PARTS[0]
         try:
+            templates = []
             for part in PARTS:
-                out.append(part_check(self.budget, part, self._template(tenant, f"{base}/{part}").render(context)))
+                templates.append(self._template(tenant, f"{base}/{part}"))
+            with metered(self.budget):
+                out = []
+                for part, template in zip(PARTS, templates, strict=True):
+                    out.append(part_check(self.budget, part, template.render(context)))
         except BudgetExceeded as e:
             raise RenderFailed(f"{base}/{part}: {e}") from None
         except TemplateError as e:

@@ -24,6 +24,7 @@ from streams.settings import REPO_ROOT
 from streams.tenants.model import TenantDirectory
 from streams.triggers.evaluate import event_firings
 from streams.triggers.rules import Catalog
+from tests.hostile import CSS_BOMB
 from tests.unit.conftest import NOW
 
 BUDGET = RenderBudget()
@@ -200,8 +201,23 @@ def test_an_override_over_budget_fails_that_mail_naming_the_budget(tmp_path: Pat
     (folder / "subject.txt").write_text("{{ 'S' * 1001 }}")
     with pytest.raises(RenderFailed, match=r"subject.txt: render budget 'subject' exceeded"):
         Renderer(tmp_path).render(firing, tenant, event, Source("t", "e", NOW), NOW)
+    (folder / "subject.txt").write_text("Hi")
+    (folder / "body.html").write_text(CSS_BOMB)
+    started = time.thread_time()
+    with pytest.raises(RenderFailed, match=r"body.html: render budget 'css' exceeded"):
+        Renderer(tmp_path).render(firing, tenant, event, Source("t", "e", NOW), NOW)
+    assert time.thread_time() - started < CPU_CEILING
     small = RenderBudget(max_html_chars=100, max_text_chars=100)
     (folder / "subject.txt").write_text("Hi")
     (folder / "body.html").write_text("{{ 'h' * 150 }}")
     with pytest.raises(RenderFailed, match=r"render budget '(html|output)' exceeded"):
         Renderer(tmp_path, budget=small).render(firing, tenant, event, Source("t", "e", NOW), NOW)
+
+
+def test_a_deployment_sets_the_budgets_with_settings() -> None:
+    from streams.settings import Settings
+
+    settings = Settings(render_max_iterations=500, render_max_cpu_seconds=1.5, render_max_html_chars=10_000)
+    budget = RenderBudget.from_settings(settings)
+    assert (budget.max_iterations, budget.max_cpu_seconds, budget.max_html_chars) == (500, 1.5, 10_000)
+    assert RenderBudget.from_settings(Settings()) == RenderBudget()
