@@ -53,4 +53,4 @@ def poisoned_records(data: dict[str, Any] | None = None) -> dict[str, bytes]:
     return out
 
 # Legal Jinja of legal size whose CSS inlining would cost seconds (rules x elements).
-CSS_BOMB = "<style>" + "p{color:red}" * 5000 + "</style>" + "<p>x</p>" * 20000
+CSS_BOMB = "<style>{{ 'p{color:red}' * 5000 }}</style>{{ ('<p>x</p>' * 20000)|safe }}"

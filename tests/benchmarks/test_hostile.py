@@ -12,7 +12,8 @@ templates chosen to make the single largest step the budget allows (a filter ove
   finishing time minus its own render time, with one hostile event ahead of it each time.
 
 Printed and written to ``.tidings/bench/hostile.json``; the README quotes the figures. Nothing is
-asserted beyond every hostile mail failing.
+asserted beyond every hostile mail failing (the slow single steps are legal mails). CPU figures are
+thread CPU time and hold on a loaded machine; wall figures grow with the machine's load.
 """
 
 from __future__ import annotations
@@ -117,4 +118,6 @@ def test_the_worst_a_hostile_tenant_costs_per_event() -> None:
     out.write_text(json.dumps({**report, "cases": rows}, indent=2))
     print("\nHostile tenant benchmark (default budgets):")
     print(json.dumps(report, indent=2))
-    assert not [r["template"] for r in rows if r["outcome"] == "rendered"]
+    # The slow single steps are legal mails (within every budget); every hostile template fails.
+    hostile = len(KNOWN) + len(GENERATED)
+    assert not [r["template"] for r in rows[:hostile] if r["outcome"] == "rendered"]
