@@ -30,6 +30,7 @@ from streams.delivery.sender import EmailSender, create_sender
 from streams.errors import ConfigurationError
 from streams.ingest.pipeline import IngestPipeline
 from streams.metrics import Metrics
+from streams.rendering.budget import RenderBudget
 from streams.rendering.render import Renderer
 from streams.settings import Settings
 from streams.suppression.feed import SuppressionFeed, SuppressionWriter
@@ -37,7 +38,7 @@ from streams.suppression.model import SuppressionList
 from streams.suppression.token import TokenSigner
 from streams.tenants.feed import TenantFeed
 from streams.tenants.model import Tenant, TenantDirectory
-from streams.tenants.validate import pack_problems
+from streams.tenants.validate import safe_pack_problems
 from streams.topics import TopicNames, ensure_topics
 from streams.outcomes import Rejection
 from streams.runtime.app import TidingsApp, Wiring, new_app
@@ -87,7 +88,7 @@ def build_runtime(
     metrics = metrics_module.create()
     secret = settings.unsubscribe_secret
     tokens = TokenSigner(secret.get_secret_value()) if secret is not None else None
-    renderer = Renderer(settings.templates_dir, unsubscribe_tokens=tokens)
+    renderer = Renderer(settings.templates_dir, unsubscribe_tokens=tokens, budget=RenderBudget.from_settings(settings))
     suppressions = SuppressionList()
     pipeline = IngestPipeline(
         codec=codec,
@@ -99,7 +100,7 @@ def build_runtime(
 
     def servable(tenant: Tenant) -> list[tuple[str, str]]:
         """The checks ``tidings-tenants publish`` runs, against this worker's packs and templates."""
-        problems = list(pack_problems(tenant, catalog, settings.templates_dir))
+        problems = safe_pack_problems(tenant, catalog, settings.templates_dir)
         if tokens is None and tenant.unsubscribe is not None and tenant.unsubscribe.base_url:
             problems.append(("unsubscribe.base_url", "this worker has no TIDINGS_UNSUBSCRIBE_SECRET to sign one-click links with"))
         return problems

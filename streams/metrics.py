@@ -56,6 +56,8 @@ class Metrics(NamedTuple):
     suppression_records: Counter
     suppression_entries: Gauge
     mails_suppressed: Counter
+    # issue 14: why a tenants-topic record was not applied (the suppressions feed labels its own).
+    tenant_records_rejected: Counter
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -209,6 +211,11 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         mails_suppressed=Counter(
             "tidings_mails_suppressed_total", "Mails not sent because their recipient is suppressed, by the reason.",
             ["tenant", "reason"], registry=registry,
+        ),
+        tenant_records_rejected=Counter(
+            "tidings_tenant_records_rejected_total",
+            "Records of the tenants topic this worker did not apply (the tenant's previous version stays), by reason.",
+            ["reason"], registry=registry,
         ),
     )
 

@@ -134,6 +134,20 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Issue 14: render budgets, per mail (streams/rendering/budget.py, README "Tenants"). The defaults are far
+    # above any template of the four packs; a mail over one is dead-lettered render_failed, naming it.
+    render_max_iterations: int = Field(
+        20_000, ge=100, description="Loop iterations plus calls (macros, filters, methods) one mail's templates may make."
+    )
+    render_max_cpu_seconds: float = Field(
+        0.1, gt=0, le=10, description="CPU time rendering one mail's three parts may take (compiling excluded)."
+    )
+    render_max_subject_chars: int = Field(1_000, ge=100, description="Characters a rendered subject may have.")
+    render_max_html_chars: int = Field(
+        256 * 1024, ge=4096, description="Characters the HTML part may have (also the largest value a template may build)."
+    )
+    render_max_text_chars: int = Field(128 * 1024, ge=1024, description="Characters the text part may have.")
+
     @property
     def broker_url(self) -> str:
         return ";".join(f"kafka://{hostport}" for hostport in self.kafka_bootstrap.split(","))

@@ -1,7 +1,8 @@
 """The Jinja2 environment every template renders in.
 
-Templates are untrusted input (tenants write their own), so they run in Jinja2's
-``SandboxedEnvironment`` with ``StrictUndefined`` (a misspelt merge tag is an error, not an empty
+Templates are untrusted input (tenants write their own), so they run in Jinja2's immutable
+sandbox with render budgets (``streams/rendering/budget.py``: every loop item, call, write and
+value counted or measured) and ``StrictUndefined`` (a misspelt merge tag is an error, not an empty
 string) and autoescaping for HTML. Compiled templates stay in Jinja2's cache for the life of the
 worker (``auto_reload`` off: a deployed template never changes under a running worker).
 
@@ -22,13 +23,16 @@ from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, get_currency_precision
 from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context, select_autoescape
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+
+from streams.rendering.budget import BudgetedEnvironment
+from streams.rendering.locale import babel_locale
 
 TEMPLATE_CACHE_SIZE = 5000  # every trigger x language x part of every pack stays compiled
 
 
 def _babel_locale(context: Context) -> str:
-    return str(context.get("format_locale") or context.get("locale", "en")).replace("-", "_")
+    # format_locale is resolved by the renderer; a template that sets it to something else still formats.
+    return babel_locale(context.get("format_locale"), context.get("locale")).replace("-", "_")
 
 
 @pass_context
@@ -76,8 +80,8 @@ class OverrideLoader(BaseLoader):
         return self.files.get_source(environment, template)
 
 
-def build_environment(templates_dir: Path) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+def build_environment(templates_dir: Path) -> BudgetedEnvironment:
+    env = BudgetedEnvironment(
         loader=OverrideLoader(templates_dir),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
@@ -89,4 +93,5 @@ def build_environment(templates_dir: Path) -> SandboxedEnvironment:
     )
     env.filters["date"] = _date
     env.filters["money"] = _money
+    env.budget_filters()
     return env

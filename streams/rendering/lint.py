@@ -41,7 +41,7 @@ from streams.rendering.merge_tags import Var, common_context, event_context, res
 from streams.rendering.render import PARTS
 from streams.settings import REPO_ROOT
 from streams.tenants.model import load_tenant
-from streams.tenants.validate import pack_problems
+from streams.tenants.validate import safe_pack_problems
 from streams.triggers.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, PackFile, TimedRule, Trigger
 
 LAYOUTS = "_layouts"
@@ -141,6 +141,15 @@ class _TemplateChecker:
         return out
 
     def _parse(self, source: str, name: str | None, file: str, offset: int) -> _Parsed:
+        """``_analyse``, which never raises: a tenant's text may be anything (the checks run on every record)."""
+        try:
+            return self._analyse(source, name, file, offset)
+        except RecursionError:
+            return _Parsed((), (Problem(file, offset, "nested too deeply to check (brackets, blocks or expressions)"),))
+        except Exception as e:  # noqa: BLE001 - any failure of the checker is a problem of this text, never a crash
+            return _Parsed((), (Problem(file, offset, f"cannot be checked: {type(e).__name__}: {str(e)[:200]}"),))
+
+    def _analyse(self, source: str, name: str | None, file: str, offset: int) -> _Parsed:
         try:
             ast = self.env.parse(source, name, file)
         except TemplateSyntaxError as e:
@@ -160,6 +169,8 @@ class _TemplateChecker:
                 self.env.compile(ast, name, file)
             except TemplateError as e:
                 problems.append(Problem(file, (getattr(e, "lineno", None) or 0) + offset, f"does not compile: {e}"))
+            except SyntaxError as e:  # Python's own limits on the compiled code (e.g. more than 20 nested loops)
+                problems.append(Problem(file, offset, f"does not compile: {e.msg}"))
         from_context = meta.find_undeclared_variables(ast) - _stored_names(ast) - set(env.globals)
         uses = tuple(
             _Use(use.path, use.line + offset) for use in _uses(ast) if isinstance(use.path[0], str) and use.path[0] in from_context
@@ -483,7 +494,7 @@ def _tenant_problems(tenant_file: Path, catalog: Catalog, templates_dir: Path, s
     except ConfigurationError as e:
         yield Problem(file, 0, str(e).removeprefix(f"{tenant_file}: "))
         return
-    for field_name, message in pack_problems(tenant, catalog, templates_dir):
+    for field_name, message in safe_pack_problems(tenant, catalog, templates_dir):
         if field_name.startswith("triggers."):
             line = _line_of(tenant_file, field_name.removeprefix("triggers."))
         else:

@@ -4,6 +4,12 @@ Template files live at ``templates/<pack>/<template>/<locale>/{subject.txt,body.
 and extend the brand layouts in ``templates/_layouts/``. The HTML's CSS is inlined (css-inline). The render context is the event record
 (its fields at the top level, as merge tags), plus ``recipient``, ``brand``, ``locale`` and
 ``time_zone``. Any failure of one mail raises ``RenderFailed`` for that mail only.
+
+Each mail renders under one ``RenderBudget`` (``streams/rendering/budget.py``): its three parts
+share one meter of loop iterations and calls, CPU time and characters produced (attachment file
+names get a meter of their own), and each part is held to its own size. Compiling is outside the
+meter: a template compiles once per worker, at a cost its size (``MAX_TEMPLATE_CHARS``) bounds. A mail over budget fails with the budget named
+in the detail (``render budget 'iterations' exceeded: ...``).
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
-from email_validator import EmailNotValidError, validate_email
 from jinja2 import Template, TemplateError
 
 from streams.errors import InvalidRecipient, RenderFailed
+from streams.rendering.address import AddressError, sendable
+from streams.rendering.budget import BudgetExceeded, RenderBudget, css_check, metered, part_check
 from streams.rendering.environment import OverrideLoader, build_environment
-from streams.rendering.locale import Fallback, choose_locale, normalize
+from streams.rendering.locale import LAST_RESORT, Fallback, babel_locale, choose_locale, normalize
 from streams.suppression.token import TokenSigner
 from streams.tenants.model import Tenant
 from streams.triggers.evaluate import Firing
@@ -86,17 +94,28 @@ class Rendered:
     fallback: Fallback
 
 
-def format_locale(requested: str | None, template_locale: str) -> str:
+def format_locale(requested: str | None, template_locale: str, tenant_default: str = LAST_RESORT) -> str:
     """The locale for dates and money: the recipient's region when it speaks the template's language.
 
     Templates are chosen by language (an ``en`` template serves en-GB and en-US alike), but a
-    British reader expects "1 December 2026" and a US reader "December 1, 2026".
+    British reader expects "1 December 2026" and a US reader "December 1, 2026". A region Babel
+    does not know (``en-EU``, ``de-XX``) falls back to the language, then the tenant's default,
+    then English (``streams/rendering/locale.py``), so it never fails the mail.
     """
-    if requested:
-        tag = normalize(requested)
-        if tag.split("-")[0] == template_locale.split("-")[0]:
-            return tag
-    return template_locale
+    tag = normalize(requested) if requested else None
+    same_language = tag if tag is not None and tag.split("-")[0] == template_locale.split("-")[0] else None
+    return babel_locale(same_language, template_locale, tenant_default)
+
+
+def _zone_or(requested: object, default: str) -> str:
+    """The recipient's IANA time zone when it is one, else the tenant's (a bad zone in an event is not the mail's end)."""
+    if isinstance(requested, str) and requested and len(requested) <= 64:
+        try:
+            ZoneInfo(requested)
+            return requested
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return default
 
 
 def _override_locales(tenant: Tenant, pack: str, template: str) -> frozenset[str]:
@@ -109,8 +128,12 @@ def _override_locales(tenant: Tenant, pack: str, template: str) -> frozenset[str
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path, *, unsubscribe_tokens: TokenSigner | None = None) -> None:
+    def __init__(
+        self, templates_dir: Path, *, unsubscribe_tokens: TokenSigner | None = None, budget: RenderBudget | None = None
+    ) -> None:
         self.templates_dir = templates_dir
+        # Per mail; a deployment sets it with TIDINGS_RENDER_* (RenderBudget.from_settings).
+        self.budget = budget if budget is not None else RenderBudget()
         # Signs the one-click unsubscribe links; without it (previews, tools) only a mailto is offered.
         self.unsubscribe_tokens = unsubscribe_tokens
         self.env = build_environment(templates_dir)
@@ -138,9 +161,9 @@ class Renderer:
     ) -> Rendered:
         recipient = firing.recipient
         try:
-            to_address = validate_email(str(recipient["email"]), check_deliverability=False).normalized
-        except EmailNotValidError as e:
-            raise InvalidRecipient(f"{firing.mail.role} address is not deliverable: {e}") from None
+            to_address = sendable(str(recipient["email"]))
+        except AddressError as e:
+            raise InvalidRecipient(f"{firing.mail.role} address cannot be sent to: {e}") from None
         pack, template = firing.trigger.pack, firing.mail.template
         available = self.locales_of(pack, template) | _override_locales(tenant, pack, template)
         locale, fallback = choose_locale(recipient.get("locale"), tenant.languages, tenant.default_language, available)
@@ -149,25 +172,23 @@ class Renderer:
             "recipient": recipient,
             "brand": tenant.brand.model_dump(),
             "locale": locale,
-            "format_locale": format_locale(recipient.get("locale"), locale),
-            "time_zone": recipient.get("time_zone") or tenant.time_zone,
+            "format_locale": format_locale(recipient.get("locale"), locale, tenant.default_language),
+            "time_zone": _zone_or(recipient.get("time_zone"), tenant.time_zone),
         }
         base = f"{pack}/{template}/{locale}"
+        subject, html, text = self._parts(tenant, base, context)
+        with metered(self.budget):
+            attachments = self._attachments(firing, context, base)
         try:
-            subject, html, text = (self._template(tenant, f"{base}/{part}").render(context) for part in PARTS)
-        except TemplateError as e:
-            where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
-            raise RenderFailed(f"{base}{where}: {type(e).__name__}: {e.message}") from None
-        except Exception as e:  # a tenant template can raise anything (ZeroDivisionError ...)
-            raise RenderFailed(f"{base}: {type(e).__name__} while rendering") from None
-        try:
-            html = self._inliner.inline(html)
+            css_check(html)
+            html = part_check(self.budget, "body.html", self._inliner.inline(html))
+        except BudgetExceeded as e:
+            raise RenderFailed(f"{base}/body.html: {e}") from None
         except ValueError as e:  # css_inline raises on CSS it cannot parse
             raise RenderFailed(f"{base}/body.html: CSS could not be inlined: {e}") from None
         subject = single_line(subject)
         if not subject:
             raise RenderFailed(f"{base}/subject.txt renders empty")
-        attachments = self._attachments(firing, context, base)
         outbound = {
             "message_id": firing.message_id,
             "tenant_id": tenant.tenant_id,
@@ -194,6 +215,30 @@ class Renderer:
             "created_at": now,
         }
         return Rendered(outbound, fallback)
+
+    def _parts(self, tenant: Tenant, base: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
+        """The three parts: compiled first (outside the meter: compiling costs what the template's size
+        allows, once per worker), then rendered under the active meter; any failure is this mail's ``RenderFailed``."""
+        part = PARTS[0]
+        try:
+            templates = []
+            for part in PARTS:
+                templates.append(self._template(tenant, f"{base}/{part}"))
+            with metered(self.budget):
+                out = []
+                for part, template in zip(PARTS, templates, strict=True):
+                    out.append(part_check(self.budget, part, template.render(context)))
+        except BudgetExceeded as e:
+            raise RenderFailed(f"{base}/{part}: {e}") from None
+        except TemplateError as e:
+            where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+            raise RenderFailed(f"{base}{where}: {type(e).__name__}: {e.message}") from None
+        except RecursionError:
+            raise RenderFailed(f"{base}/{part}: nested too deeply to compile or render") from None
+        except Exception as e:  # a tenant template can raise anything (ZeroDivisionError ...)
+            raise RenderFailed(f"{base}: {type(e).__name__} while rendering") from None
+        subject, html, text = out
+        return subject, html, text
 
     def _headers(self, tenant: Tenant, trigger: str, transactional: bool, to_address: str) -> dict[str, str]:
         headers = {"X-Tidings-Trigger": trigger, "X-Tidings-Tenant": tenant.tenant_id}
@@ -226,5 +271,7 @@ class Renderer:
                 filename = single_line(self.env.from_string(rule.filename).render(context)).replace("/", "-")
             except TemplateError as e:
                 raise RenderFailed(f"{base}: attachment file name: {e.message}") from None
+            except BudgetExceeded as e:
+                raise RenderFailed(f"{base}: attachment file name: {e}") from None
             out.append({"uri": uri, "filename": filename or "attachment", "content_type": rule.content_type})
         return out

@@ -3,8 +3,9 @@
 ``SuppressionFeed`` is a ``TopicFollower`` (``streams/compacted.py``) applying each record to the
 worker's ``SuppressionList``: read whole before the worker sends anything, then followed, so a
 bounce recorded by any worker stops the next mail on every worker. A record that cannot be used
-(no key, not JSON, a key that does not match its value) is logged and counted and changes
-nothing.
+(no key, not JSON, nested too deeply, a key that does not match its value: any failure) is logged
+and counted (``tidings_suppression_records_total{outcome="rejected", reason=...}``), changes
+nothing, and the feed goes on.
 
 ``SuppressionWriter`` publishes suppressions and lifts, acknowledged by the broker before it
 returns; the agent, the unsubscribe endpoint and ``tidings-suppress`` use it.
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from streams.compacted import AckedProducer, TopicFollower
 from streams.metrics import Metrics
-from streams.suppression.model import Suppression, SuppressionList, record_key
+from streams.suppression.model import Suppression, SuppressionList, Update, record_key
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,11 @@ class SuppressionFeed(TopicFollower):
         log.info("suppressions topic %s read: %d suppressed addresses", self.topic, len(self.entries))
 
     def apply(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        update = self.entries.apply_record(key, value)
+        """Apply one record; never raises, so no record can stop the feed."""
+        try:
+            update = self.entries.apply_record(key, value)
+        except Exception as e:  # noqa: BLE001 - apply_record does not raise; this guards the thread against its bugs
+            update = Update("rejected", "check_failed", f"could not be applied: {type(e).__name__}")
         if update.outcome == "rejected":
             self.rejected += 1
             log.warning("suppressions topic %s[%d]@%d: ignored a record: %s", self.topic, partition, offset, update.detail)

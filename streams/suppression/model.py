@@ -1,8 +1,10 @@
 """The suppression list and its records on ``<prefix>suppressions``. Pure: no Kafka here.
 
 A record is keyed ``<tenant_id>/<address>`` (UTF-8; a tenant id never holds ``/``) with the
-address normalised as the renderer normalises recipients (email-validator: the domain lower-cased
-and IDNA-encoded, the local part as written), so a mail's ``to_address`` finds its entry. The
+address in its identity form (``streams/rendering/address.py``: lower-cased, the domain in ASCII),
+so a bounce for ``Jana.Mueller@`` suppresses ``jana.mueller@`` and a mail's ``to_address`` in any
+spelling finds its entry. Records written before that rule (keyed by the address as written, the
+domain in Unicode) are still read, and held under the identity. The
 value is JSON: tenant, address, reason (``bounce``, ``complaint``, ``unsubscribe``, ``manual``),
 scope (``all``, or ``non_transactional`` for an unsubscribe: receipts and password resets still
 go out), when, and a short detail. A tombstone (null value) lifts the suppression.
@@ -22,6 +24,8 @@ from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
 
+from streams.rendering.address import identity_or_none
+
 Reason = Literal["bounce", "complaint", "unsubscribe", "manual"]
 Scope = Literal["all", "non_transactional"]
 Outcome = Literal["applied", "removed", "rejected"]
@@ -33,7 +37,12 @@ _MAX_KEY_IN_DETAIL = 80
 
 
 def normalize_address(address: str) -> str | None:
-    """The address as suppression keys hold it, or None if it is no email address."""
+    """The address as suppression keys hold it (its identity), or None if it is no address a mail goes to."""
+    return identity_or_none(address)
+
+
+def _legacy_form(address: str) -> str | None:
+    """How keys were written before the identity rule: email-validator's normalised form."""
     try:
         return validate_email(address, check_deliverability=False).normalized
     except (EmailNotValidError, TypeError):
@@ -104,7 +113,7 @@ def decode(key: bytes | None, value: bytes) -> Suppression:
     address = normalize_address(fields["address"])
     if address is None:
         raise ValueError("address is not an email address")
-    if record_key(fields["tenant_id"], address) != key:
+    if record_key(fields["tenant_id"], address) != key and record_key(fields["tenant_id"], _legacy_form(fields["address"]) or "") != key:
         raise ValueError(f"the value's tenant and address do not match the record key {text_key[:_MAX_KEY_IN_DETAIL]!r}")
     try:
         at = dt.datetime.fromisoformat(fields["at"])
@@ -133,7 +142,9 @@ class Update:
     """What one record did to the list."""
 
     outcome: Outcome
-    reason: str  # the suppression's reason when applied; "none" otherwise (a fixed metric label)
+    # The suppression's reason when applied, why not when rejected ("invalid", "check_failed"),
+    # "none" when removed: a fixed set of metric labels.
+    reason: str
     detail: str = ""
 
 
@@ -167,15 +178,20 @@ class SuppressionList:
         if value is None:
             parts = split_key(key) if key else None
             if parts is None:
-                return Update("rejected", "none", "tombstone without a <tenant_id>/<address> key")
+                return Update("rejected", "invalid", "tombstone without a <tenant_id>/<address> key")
             tenant_id, address = parts
+            address = normalize_address(address) or address
             with self._write:
                 self._entries.pop((tenant_id, address), None)
             return Update("removed", "none")
         try:
             entry = decode(key, value)
         except ValueError as e:
-            return Update("rejected", "none", str(e))
+            return Update("rejected", "invalid", str(e)[:MAX_DETAIL_CHARS])
+        except RecursionError:
+            return Update("rejected", "invalid", "the value is nested too deeply")
+        except Exception as e:  # noqa: BLE001 - no record may stop the feed that applies them
+            return Update("rejected", "check_failed", f"could not be decoded: {type(e).__name__}")
         with self._write:
             self._entries[(entry.tenant_id, entry.address)] = entry
         return Update("applied", entry.reason)

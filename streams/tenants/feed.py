@@ -3,7 +3,9 @@
 ``TenantFeed`` is how a worker knows its tenants: a ``TopicFollower`` (``streams/compacted.py``:
 a plain consumer thread that reads the whole topic from the beginning, then follows it) that
 applies each record of ``<prefix>tenants`` to a ``TenantDirectory`` (``streams/tenants/records.py``),
-so a published change reaches the next event without a restart. The worker waits for
+so a published change reaches the next event without a restart. No record stops it: one that
+cannot be applied, for whatever reason, is logged, counted in ``tidings_tenant_records_rejected_total``
+by reason, and the tenant's previous version stays. The worker waits for
 ``wait_caught_up`` before its agents consume, so no event is judged against a half-read tenant list.
 
 The CLI uses the same feed to read the topic once (``read_tenants``) and ``publish`` /
@@ -64,17 +66,23 @@ class TenantFeed(TopicFollower):
         log.info("tenants topic %s read: %d tenants", self.topic, len(self.directory))
 
     def apply(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        update = apply_record(self.directory, key, value, self.check)
+        """Apply one record; never raises, so no record can stop the feed (``apply_record`` rejects what it cannot use)."""
+        try:
+            update = apply_record(self.directory, key, value, self.check)
+        except Exception as e:  # noqa: BLE001 - apply_record does not raise; this guards the thread against its bugs
+            update = Update("rejected", None, f"could not be applied: {type(e).__name__}", "check_failed")
         if update.outcome == "rejected":
             log.warning(
-                "tenants topic %s[%d]@%d: ignored the record for tenant %r, the previous version stays: %s",
-                self.topic, partition, offset, update.tenant_id, update.detail,
+                "tenants topic %s[%d]@%d: ignored the record for tenant %r (%s), the previous version stays: %s",
+                self.topic, partition, offset, update.tenant_id, update.reason, update.detail,
             )
             self.rejected = [*self.rejected[-(KEEP_REJECTIONS - 1):], Rejected(partition, offset, update)]
         else:
             log.info("tenants topic %s[%d]@%d: %s tenant %s", self.topic, partition, offset, update.outcome, update.tenant_id)
         if self.metrics is not None:
             self.metrics.tenant_updates.labels(update.outcome).inc()
+            if update.outcome == "rejected":
+                self.metrics.tenant_records_rejected.labels(update.reason).inc()
             self.metrics.tenants_loaded.set(len(self.directory))
 
 

@@ -14,6 +14,7 @@ a ``TenantDirectory`` up to date from that topic (``streams/tenants/feed.py``).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -27,11 +28,55 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streams.errors import ConfigurationError
+from streams.rendering.address import AddressError, sendable
 
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Z]{2})?$")
 # Characters that would end a URL inside a List-Unsubscribe header (<url>, <url>) or fold it.
 _URL_UNSAFE = re.compile(r"[\s<>,\"\x00-\x1f\x7f]")
+
+
+# Bounds of a tenant's trigger parameters (README "Tenants"): what a reminder, a dunning run or an
+# absence check can sensibly ask for. Anything beyond is a typo or an attack, and an unbounded
+# figure overflows date arithmetic at the tick.
+PARAM_BOUNDS: dict[str, tuple[int, int]] = {
+    "days": (1, 366),  # a reminder at most a year before or after its date
+    "hours": (1, 24 * 31),
+    "minutes": (1, 60 * 24 * 7),
+}
+MAX_STEPS = 12  # dunning steps, each a number of days within PARAM_BOUNDS["days"]
+MAX_FIGURE = 1_000_000  # any other whole number a pack's conditions name (min_slots ...)
+MAX_PARAM_TEXT = 100
+# A tenant template (one part in one language) at most this long: the packs' longest is ~5 KB.
+MAX_TEMPLATE_CHARS = 64 * 1024
+
+
+def _param_problem(name: str, value: Any) -> str | None:
+    """Why a trigger parameter is out of bounds, or None; the trigger's own checks come after."""
+    if name in PARAM_BOUNDS and isinstance(value, int) and not isinstance(value, bool):
+        low, high = PARAM_BOUNDS[name]
+        if value > high:  # below low: the trigger's own check says what it takes
+            return f"{name} must be between {low} and {high}, not {value}"
+    elif name == "steps" and isinstance(value, list):
+        low, high = PARAM_BOUNDS["days"]
+        if len(value) > MAX_STEPS:
+            return f"steps takes at most {MAX_STEPS} steps, not {len(value)}"
+        if any(isinstance(v, int) and not isinstance(v, bool) and v > high for v in value):
+            return f"each step must be between {low} and {high} days"
+    elif isinstance(value, bool) or value is None:
+        return None
+    elif isinstance(value, int):
+        if abs(value) > MAX_FIGURE:
+            return f"{name} must be between -{MAX_FIGURE} and {MAX_FIGURE}, not a number that large"
+    elif isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > MAX_FIGURE:
+            return f"{name} must be a finite number between -{MAX_FIGURE} and {MAX_FIGURE}"
+    elif isinstance(value, str):
+        if len(value) > MAX_PARAM_TEXT:
+            return f"{name} is longer than {MAX_PARAM_TEXT} characters"
+    elif not isinstance(value, list):
+        return f"{name} must be a number, a text or a list of days, not {type(value).__name__}"
+    return None
 
 
 class _Frozen(BaseModel):
@@ -43,6 +88,15 @@ def _address(value: str) -> str:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as e:
         raise ValueError(f"{value!r} is not an email address: {e}") from None
+
+
+def _sendable(value: str) -> str:
+    """An address mail is sent from or replies go to: its sendable form (``streams/rendering/address.py``)."""
+    _address(value)
+    try:
+        return sendable(value)
+    except AddressError as e:
+        raise ValueError(f"{value!r} cannot be sent from or to (SES needs an ASCII local part): {e}") from None
 
 
 class Brand(_Frozen):
@@ -84,7 +138,7 @@ class SenderIdentity(_Frozen):
     @field_validator("from_address", "reply_to")
     @classmethod
     def _addresses(cls, value: str | None) -> str | None:
-        return None if value is None else _address(value)
+        return None if value is None else _sendable(value)
 
 
 class UnsubscribeSetting(_Frozen):
@@ -116,10 +170,7 @@ class UnsubscribeSetting(_Frozen):
     def _mailbox(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        address = _address(value)
-        if not address.isascii():
-            raise ValueError(f"{value!r}: a List-Unsubscribe mailbox must be an ASCII address")
-        return address
+        return _sendable(value)
 
     @model_validator(mode="after")
     def _something(self) -> UnsubscribeSetting:
@@ -136,8 +187,17 @@ class TriggerSetting(_Frozen):
         default_factory=dict,
         description="A timed trigger's parameters: the \"x days\" of a reminder ({days: 3}), the steps of a dunning "
         "trigger ({steps: [3, 10, 20]}), its send_time ('HH:MM'), or a figure its conditions name ({min_slots: 5}). "
-        "Checked against the trigger when the tenant is published (streams/triggers/timers.py, param_problems).",
+        "Checked against the trigger when the tenant is published (streams/triggers/timers.py, param_problems), "
+        "and bounded here (PARAM_BOUNDS: days 1-366, hours 1-744, minutes 1-10080, at most 12 steps).",
     )
+
+    @field_validator("params")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problems = [p for name, v in value.items() if (p := _param_problem(str(name), v)) is not None]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class Tenant(_Frozen):
@@ -164,6 +224,14 @@ class Tenant(_Frozen):
         description="The tenant's own templates, '<pack>/<template>/<language>/<part>' -> Jinja2 source; "
         "in a tenant folder they are files under <tenant-file-stem>/templates/.",
     )
+
+    @field_validator("templates")
+    @classmethod
+    def _template_sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, source in value.items():
+            if len(source) > MAX_TEMPLATE_CHARS:
+                raise ValueError(f"template {key[:100]!r} has {len(source)} characters; a template may have {MAX_TEMPLATE_CHARS}")
+        return value
 
     @field_validator("languages")
     @classmethod

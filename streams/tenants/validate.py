@@ -56,6 +56,8 @@ def model_problems(data: Any) -> tuple[Tenant | None, list[tuple[str, str]]]:
         return Tenant.model_validate(data), []
     except ValidationError as e:
         return None, _pydantic_problems(e)
+    except Exception as e:  # noqa: BLE001 - RecursionError on nesting, anything else: a problem, never a crash
+        return None, [("<root>", unexpected(e))]
 
 
 def json_problems(value: bytes) -> tuple[Tenant | None, list[tuple[str, str]]]:
@@ -64,6 +66,30 @@ def json_problems(value: bytes) -> tuple[Tenant | None, list[tuple[str, str]]]:
         return Tenant.model_validate_json(value), []
     except ValidationError as e:
         return None, _pydantic_problems(e)
+    except Exception as e:  # noqa: BLE001
+        return None, [("<root>", unexpected(e))]
+
+
+def unexpected(error: BaseException) -> str:
+    """A check that failed in an unforeseen way, as a problem line: the type and a bounded message."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply to check"
+    return f"could not be checked: {type(error).__name__}: {str(error)[:200]}"
+
+
+def safe_pack_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> list[tuple[str, str]]:
+    """``pack_problems``, with any failure of the checks themselves reported as a problem.
+
+    The worker's tenant check and the CLI call this: a tenant's content is hostile input, and a
+    check that raises must reject that tenant, not stop the feed or print a traceback.
+    """
+    found: list[tuple[str, str]] = []
+    try:
+        for problem in pack_problems(tenant, catalog, templates_dir):
+            found.append(problem)
+    except Exception as e:  # noqa: BLE001
+        found.append(("<root>", unexpected(e)))
+    return found
 
 
 def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
@@ -149,7 +175,11 @@ def override_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> 
             yield f"templates.{key}", f"'{language}' is not a language the tenant offers {list(tenant.languages)}"
             continue
         overridden.setdefault((pack, template), set()).add((language, part))
-        for message in check_override(source, trigger, catalog, key, templates_dir):
+        try:
+            messages = check_override(source, trigger, catalog, key, templates_dir)
+        except Exception as e:  # noqa: BLE001 - one template's failure is that template's problem
+            messages = [unexpected(e)]
+        for message in messages:
             yield f"templates.{key}", message
     for (pack, template), have in sorted(overridden.items()):
         for language in tenant.languages:
@@ -206,11 +236,14 @@ def validate_files(
         except yaml.YAMLError as e:
             problems.append(TenantProblem(source, "<file>", f"not valid YAML: {e}".replace("\n", " ")))
             continue
+        except Exception as e:  # noqa: BLE001 - e.g. RecursionError on deeply nested YAML
+            problems.append(TenantProblem(source, "<file>", unexpected(e)))
+            continue
         tenant, found = model_problems(data)
         problems.extend(TenantProblem(source, field, message) for field, message in found)
         if tenant is None:
             continue
-        served = pack_problems(tenant, catalog, templates_dir)
+        served = safe_pack_problems(tenant, catalog, templates_dir)
         problems.extend(TenantProblem(source, field, message) for field, message in served)
         if tenant.tenant_id in seen:
             problems.append(TenantProblem(source, "tenant_id", f"tenant {tenant.tenant_id} is also defined in {seen[tenant.tenant_id]}"))

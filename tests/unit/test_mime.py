@@ -77,3 +77,51 @@ def test_a_non_ascii_attachment_name_survives_the_round_trip() -> None:
 
 def test_mime_version_is_declared_once_on_the_message() -> None:
     assert build_mime(MAIL).count(b"MIME-Version:") == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"from_name": "N" * 10_000},
+        {"from_name": "Lager " * 2_000},
+        {"to_name": "Jänä " * 3_000},
+        {"subject": "Ihre Buchung " * 1_000},
+        {"subject": "x" * 5_000},
+        {"subject": "ü" * 5_000},
+        {"headers": {"X-Tidings-Tenant": "y" * 5_000, "X-Tidings-Trigger": "a b " * 2_000}},
+    ],
+)
+def test_no_header_line_is_longer_than_998_octets_and_values_read_back(change: dict[str, object]) -> None:
+    raw = build_mime({**MAIL, **change})
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    for field, value in change.items():
+        if field == "subject":
+            assert msg["Subject"].strip() == value.strip()
+        elif field == "headers":
+            for name, text in value.items():  # type: ignore[attr-defined]
+                assert msg[name].strip() == text.strip()
+        else:
+            header = "From" if field == "from_name" else "To"
+            # Python's parser keeps a space between adjacent encoded-words of a display name (RFC 2047
+            # says to drop it); compare the characters, not the spacing.
+            shown = msg[header].addresses[0].display_name
+            assert shown.replace(" ", "") == str(value).replace(" ", "")
+
+
+def test_idn_domains_are_sent_in_ascii_in_every_address_header() -> None:
+    mail = {**MAIL, "from_address": "buchung@lagerhäuser.example", "reply_to": "service@lagerhäuser.example",
+            "to_address": "Jana@bücher.example"}
+    raw = build_mime(mail)
+    assert raw.split(b"\r\n\r\n", 1)[0].isascii()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["From"].addresses[0].addr_spec == "buchung@xn--lagerhuser-v5a.example"
+    assert msg["Reply-To"].addresses[0].addr_spec == "service@xn--lagerhuser-v5a.example"
+    assert msg["To"].addresses[0].addr_spec == "Jana@xn--bcher-kva.example"
+    assert msg["Message-ID"].endswith("@xn--lagerhuser-v5a.example>")
+
+
+def test_a_non_ascii_local_part_cannot_be_sent() -> None:
+    with pytest.raises(PermanentDelivery, match="^invalid_recipient: "):
+        build_mime({**MAIL, "to_address": "jürgen@example.org"})

@@ -18,7 +18,7 @@ from streams.errors import RejectedInput
 from streams.rendering.render import unsubscribe_headers
 from streams.settings import REPO_ROOT
 from streams.suppression.feedback import UNSUBSCRIBE_EVENT, ses_feedback, unsubscribe_feedback
-from streams.suppression.model import Suppression, SuppressionList, merge
+from streams.suppression.model import Suppression, SuppressionList, merge, normalize_address
 from streams.suppression.token import BadToken, TokenSigner
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.tenants.validate import model_problems, pack_problems
@@ -79,14 +79,33 @@ def test_a_suppression_belongs_to_one_tenant() -> None:
     assert entries.lookup("boxit-london", "gone@example.org", transactional=False) is None
 
 
-def test_lookup_normalises_the_domain_but_not_the_local_part() -> None:
+def test_one_address_is_one_suppression_whatever_its_spelling() -> None:
+    """The address rule (streams/rendering/address.py): identity is the lower-cased ASCII form."""
     entries = SuppressionList()
-    update = entries.apply_record(*_entry("Jana@Example.ORG").encode())
-    assert update.outcome == "rejected"  # the key must be the normalised address
-    key, value = Suppression(T, "Jana@example.org", "bounce", "all", NOW).encode()
+    # A bounce for Jana.Mueller@ is written under the identity and stops every spelling.
+    key, value = Suppression(T, normalize_address("Jana.Mueller@Bücher.Example") or "", "bounce", "all", NOW).encode()
+    assert key == f"{T}/jana.mueller@xn--bcher-kva.example".encode()
     assert entries.apply_record(key, value).outcome == "applied"
-    assert entries.lookup(T, "Jana@EXAMPLE.org", transactional=True) is not None
-    assert entries.lookup(T, "jana@example.org", transactional=True) is None
+    for spelling in ("jana.mueller@bücher.example", "JANA.MUELLER@xn--bcher-kva.example", "Jana.Mueller@BÜCHER.example"):
+        assert entries.lookup(T, spelling, transactional=True) is not None, spelling
+    # A record written before the rule (keyed as written, Unicode domain) is read and held under the identity.
+    legacy = SuppressionList()
+    old_key = f"{T}/Jana@bücher.example".encode()
+    old_value = json.dumps({"tenant_id": T, "address": "Jana@bücher.example", "reason": "bounce", "scope": "all", "at": NOW.isoformat()})
+    assert legacy.apply_record(old_key, old_value.encode()).outcome == "applied"
+    assert legacy.lookup(T, "jana@xn--bcher-kva.example", transactional=True) is not None
+    assert legacy.apply_record(old_key, None).outcome == "removed"
+    assert legacy.lookup(T, "jana@bücher.example", transactional=True) is None
+    # A key that matches neither form is still refused.
+    assert entries.apply_record(f"{T}/other@example.org".encode(), value).outcome == "rejected"
+
+
+def test_a_record_that_kills_a_parser_is_rejected_with_a_reason() -> None:
+    entries = SuppressionList()
+    nested = b"[" * 100_000 + b"]" * 100_000
+    update = entries.apply_record(f"{T}/a@example.org".encode(), nested)
+    assert update.outcome == "rejected" and update.reason in ("invalid", "check_failed")
+    assert entries.apply_record(*_entry("a@example.org").encode()).outcome == "applied"
 
 
 def test_records_apply_replace_and_a_tombstone_lifts() -> None:
@@ -219,7 +238,7 @@ def test_an_unsubscribe_suppresses_only_non_transactional_mail(codec) -> None:  
     record = codec.decode(codec.encode(UNSUBSCRIBE_EVENT, _unsubscribed())).record
     (entry,) = unsubscribe_feedback(record, _known).suppressions
     assert (entry.tenant_id, entry.address, entry.reason, entry.scope, entry.at) == (
-        T, "Reader@example.org", "unsubscribe", "non_transactional", NOW,
+        T, "reader@example.org", "unsubscribe", "non_transactional", NOW,
     )
     assert "preference_centre" in entry.detail
 
