@@ -53,6 +53,9 @@ class Metrics(NamedTuple):
     suppression_records: Counter
     suppression_entries: Gauge
     mails_suppressed: Counter
+    # Issue 15: producers in any language (partitioning, legacy fingerprints) and customers who leave.
+    mispartitioned_events: Counter
+    legacy_fingerprint_events: Counter
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -190,6 +193,18 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         mails_suppressed=Counter(
             "tidings_mails_suppressed_total", "Mails not sent because their recipient is suppressed, by the reason.",
             ["tenant", "reason"], registry=registry,
+        ),
+        mispartitioned_events=Counter(
+            "tidings_mispartitioned_events_total",
+            "Inbound records whose key Kafka's default partitioner puts on another partition than the one they "
+            "arrived on: their producer does not use the default partitioner. Processed all the same.",
+            ["topic"], registry=registry,
+        ),
+        legacy_fingerprint_events=Counter(
+            "tidings_legacy_fingerprint_events_total",
+            "Inbound records written under a schema fingerprint Tidings computed before it followed the Avro "
+            "specification (the producer kit before issue 15). Accepted; see README 'Schemas' for how long.",
+            ["topic", "event_type"], registry=registry,
         ),
     )
 

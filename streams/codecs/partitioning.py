@@ -15,6 +15,13 @@ that arrived elsewhere; it never rejects them, since the producer, not the recor
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -62,3 +69,40 @@ def misplaced(key: bytes | str | None, partition: int, partitions: int) -> bool:
     if key is None or partitions < 1:
         return False
     return default_partition(key, partitions) != partition
+
+
+class PartitionCheck:
+    """The worker's side of the contract: count, and now and then say, when a producer breaks it.
+
+    ``observe`` is called once per inbound record. A misplaced record is processed as usual (the
+    entity's state on this partition may then be split from the rest of it, which is what the
+    metric and the warning exist to make visible); the warning is logged at most once per topic per
+    ``WARN_INTERVAL_SECONDS`` so a misconfigured producer cannot flood the log.
+    """
+
+    WARN_INTERVAL_SECONDS = 60.0
+
+    def __init__(self, partitions: int, counter: Any, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.partitions = partitions
+        self.counter = counter  # tidings_mispartitioned_events_total, labelled by topic
+        self._monotonic = monotonic
+        self._last_warning: dict[str, float] = {}
+
+    def observe(self, topic: str, key: bytes | str | None, partition: int) -> bool:
+        if not misplaced(key, partition, self.partitions):
+            return False
+        self.counter.labels(topic).inc()
+        now = self._monotonic()
+        last = self._last_warning.get(topic)
+        if last is None or now - last >= self.WARN_INTERVAL_SECONDS:
+            self._last_warning[topic] = now
+            # The key is an entity id, not a secret; shortened all the same, it only has to be findable.
+            shown = key[:64] if isinstance(key, str) else bytes(key[:64]).decode("utf-8", "replace")  # type: ignore[index]
+            log.warning(
+                "record on %s[%d] has key %r, which Kafka's default partitioner puts on partition %d of %d: "
+                "its producer does not use Kafka's default partitioner (README 'Publishing events'); "
+                "further ones on this topic are only counted for %.0f s",
+                topic, partition, shown, default_partition(key, self.partitions), self.partitions,  # type: ignore[arg-type]
+                self.WARN_INTERVAL_SECONDS,
+            )
+        return True

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from streams.codecs.partitioning import PartitionCheck
 from streams.errors import RejectedInput
 from streams.delivery.outbox import Outbox
 from streams.ingest.deadletter import send_dead_letter
@@ -42,10 +43,12 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
     pipeline: IngestPipeline = rt.pipeline
     engine = rt.timed
     m = rt.metrics
+    partitioning = PartitionCheck(rt.settings.partitions, m.mispartitioned_events)
 
     async def ingest(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
             msg = event.message
+            partitioning.observe(msg.topic, msg.key, msg.partition)  # counted and warned, never rejected
             timestamp = dt.datetime.fromtimestamp(msg.timestamp, dt.timezone.utc)
             try:
                 started = time.perf_counter()
@@ -66,6 +69,8 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                     log.exception("state update failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
                     result.rejections.append(Rejection("state", "internal_error", "see worker log"))
             m.events_consumed.labels(msg.topic, result.event_type).inc()
+            if result.decoded is not None and result.decoded.legacy_fingerprint:
+                m.legacy_fingerprint_events.labels(msg.topic, result.event_type).inc()
             for mail, payload in payloads:
                 record = mail.record
                 await outbox.put(record, payload, msg.partition)

@@ -41,3 +41,25 @@ def test_misplaced() -> None:
     assert not misplaced(None, 3, 6)
     with pytest.raises(ValueError):
         default_partition("BK-1", 0)
+
+
+def test_partition_check_counts_every_misplaced_record_and_warns_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.codecs.partitioning import PartitionCheck
+    from streams.metrics import create
+
+    registry = CollectorRegistry()
+    metrics = create(registry)
+    clock = [1000.0]
+    check = PartitionCheck(6, metrics.mispartitioned_events, monotonic=lambda: clock[0])
+    right = default_partition("BK-1", 6)
+    wrong = (right + 1) % 6
+    assert not check.observe("t.bookings", b"BK-1", right)
+    with caplog.at_level("WARNING", logger="streams.codecs.partitioning"):
+        assert check.observe("t.bookings", b"BK-1", wrong)
+        assert check.observe("t.bookings", b"BK-1", wrong)
+        clock[0] += PartitionCheck.WARN_INTERVAL_SECONDS
+        assert check.observe("t.bookings", b"BK-1", wrong)
+    assert registry.get_sample_value("tidings_mispartitioned_events_total", {"topic": "t.bookings"}) == 3
+    assert len([r for r in caplog.records if "default partitioner" in r.getMessage()]) == 2
