@@ -5,6 +5,9 @@ nothing of Tidings. Maven compiles it and copies its jars into ``tests/java/targ
 change of ``pom.xml`` or the sources (a stamp holds their digest), because even an offline
 ``mvn compile`` costs tens of seconds on a busy machine; later runs start the JVM directly.
 
+``make install`` builds it (``python -m tests.java.probe build``), so the cross-language test
+never spends its time limit on Maven.
+
 Regenerate the committed reference vectors after adding or changing a schema::
 
     .venv/bin/python -m tests.java.probe vectors
@@ -94,6 +97,9 @@ def regenerate_vectors() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["vectors"]:
-        sys.exit("usage: python -m tests.java.probe vectors")
-    regenerate_vectors()
+    if sys.argv[1:] == ["vectors"]:
+        regenerate_vectors()
+    elif sys.argv[1:] == ["build"]:  # `make install` builds it, so no test pays for Maven
+        build()
+    else:
+        sys.exit("usage: python -m tests.java.probe vectors|build")
