@@ -56,6 +56,7 @@ class Metrics(NamedTuple):
     # Issue 15: producers in any language (partitioning, legacy fingerprints) and customers who leave.
     mispartitioned_events: Counter
     legacy_fingerprint_events: Counter
+    inactive_customers: Gauge
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -205,6 +206,12 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "Inbound records written under a schema fingerprint Tidings computed before it followed the Avro "
             "specification (the producer kit before issue 15). Accepted; see README 'Schemas' for how long.",
             ["topic", "event_type"], registry=registry,
+        ),
+        inactive_customers=Gauge(
+            "tidings_inactive_customers",
+            "Customers this worker knows as inactive (deactivated, not reactivated), all tenants; their mails "
+            "are counted in tidings_mails_suppressed_total{reason=\"customer_inactive\"}.",
+            registry=registry,
         ),
     )
 

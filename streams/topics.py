@@ -105,6 +105,8 @@ class TopicNames:
 TOPIC_CONFIG = {
     "ticks": {"retention.ms": str(60 * 60 * 1000)},
     "firings": {"retention.ms": str(7 * 24 * 60 * 60 * 1000)},
+    # Issue 15: every worker reads it whole at start, so a customer's latest status is kept for good.
+    "charging.customers": {"cleanup.policy": "compact"},
 }
 
 # Read whole by every worker, never co-partitioned with anything: one partition is plenty.

@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from streams.codecs.partitioning import PartitionCheck
+from streams.customers.feed import report_skipped
 from streams.errors import RejectedInput
 from streams.delivery.outbox import Outbox
 from streams.ingest.deadletter import send_dead_letter
@@ -75,6 +76,7 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                 record = mail.record
                 await outbox.put(record, payload, msg.partition)
                 m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
+            await report_skipped(outbox, m, result.skipped, rt.clock.now(), msg.partition)
             for rejection in result.rejections:
                 # A redacted copy, where the pipeline made one, in place of the original bytes.
                 await send_dead_letter(dead_letter, msg, rejection, m, value=rejection.replacement)

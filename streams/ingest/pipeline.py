@@ -13,6 +13,8 @@ from typing import Any
 
 from streams.codecs.avro import Decoded, SingleObjectCodec
 from streams.codecs.wire import TopicDecoders
+from streams.customers.model import InactiveCustomers
+from streams.delivery.status import firing_fields
 from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
 from streams.ingest.redact import redact
 from streams.rendering.render import Rendered, Renderer, Source
@@ -43,6 +45,8 @@ class IngestResult:
     record: dict[str, Any] | None = None
     tenant: Tenant | None = None
     decoded: Decoded | None = None
+    # Mails decided but not rendered: their recipient is an inactive customer (status fields).
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
 class IngestPipeline:
@@ -53,6 +57,7 @@ class IngestPipeline:
         tenants: TenantDirectory,
         renderer: Renderer,
         decoders: TopicDecoders | None = None,
+        inactive: InactiveCustomers | None = None,
     ):
         self.codec = codec
         self.decoders = decoders if decoders is not None else TopicDecoders(codec)
@@ -61,6 +66,7 @@ class IngestPipeline:
         # event is judged against the tenants as they are when it is processed.
         self.tenants = tenants
         self.renderer = renderer
+        self.inactive = inactive if inactive is not None else InactiveCustomers()
 
     def process(self, value: bytes | None, *, topic: str, timestamp: dt.datetime, now: dt.datetime) -> IngestResult:
         result = IngestResult()
@@ -81,6 +87,8 @@ class IngestPipeline:
             return result
         result.record, result.tenant, result.decoded = record, tenant, decoded
         source = Source(topic=topic, event_id=str(record["envelope"]["event_id"]), timestamp=timestamp)
+        firings, skipped = self.inactive.partition(tenant.tenant_id, firings)
+        result.skipped = [firing_fields(f, tenant.tenant_id, source.event_id) for f in skipped]
         for firing in firings:
             try:
                 result.mails.append(self.renderer.render(firing, tenant, record, source, now))

@@ -27,6 +27,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from streams.customers.feed import report_skipped
 from streams.delivery.outbox import Outbox
 from streams.errors import RejectedInput
 from streams.ingest.deadletter import dead_letter_headers
@@ -168,6 +169,7 @@ def register(app: faust.App, rt: Runtime, tables: StateTables) -> None:
                     record = mail.record
                     await outbox.put(record, pipeline.encode(record), msg.partition)
                     m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
+                await report_skipped(outbox, m, outcome.skipped, rt.clock.now(), msg.partition)
                 for message_id, error in outcome.rejections:
                     rejection = Rejection("render", error.reason, error.detail, message_id or None)
                     await dead_letter_send(msg, rejection, _firing_ref(firing))
