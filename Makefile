@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 	$(BIN)/python -m deploy.local.kafka_broker fetch
+	$(BIN)/python -m tests.java.probe build
 	@command -v chromium >/dev/null 2>&1 || echo "note: chromium is missing; the preview gallery test needs it: apt-get install chromium (Debian's package; .ci/run installs it)" >&2
 
 ## Start a broker, the SES emulator and a worker; publish sample events; show the mails sent.

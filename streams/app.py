@@ -34,6 +34,8 @@ from streams.rendering.budget import RenderBudget
 from streams.rendering.render import Renderer
 from streams.settings import Settings
 from streams.suppression.feed import SuppressionFeed, SuppressionWriter
+from streams.customers.feed import CustomerStatusFeed, customer_feeds
+from streams.customers.model import InactiveCustomers
 from streams.suppression.model import SuppressionList
 from streams.suppression.token import TokenSigner
 from streams.tenants.feed import TenantFeed
@@ -67,6 +69,7 @@ class Runtime:
     suppression_feed: SuppressionFeed
     suppression_writer: SuppressionWriter
     unsubscribe_tokens: TokenSigner | None  # None: no TIDINGS_UNSUBSCRIBE_SECRET, no one-click links
+    customer_feeds: tuple[CustomerStatusFeed, ...] = ()  # issue 15: keep pipeline.inactive and timed.inactive live
 
 
 def build_runtime(
@@ -90,12 +93,14 @@ def build_runtime(
     tokens = TokenSigner(secret.get_secret_value()) if secret is not None else None
     renderer = Renderer(settings.templates_dir, unsubscribe_tokens=tokens, budget=RenderBudget.from_settings(settings))
     suppressions = SuppressionList()
+    inactive = InactiveCustomers()
     pipeline = IngestPipeline(
         codec=codec,
         catalog=catalog,
         tenants=tenants,
         renderer=renderer,
         decoders=_decoders(settings, topics, codec),
+        inactive=inactive,
     )
 
     def servable(tenant: Tenant) -> list[tuple[str, str]]:
@@ -116,11 +121,12 @@ def build_runtime(
         attachments=attachments if attachments is not None else S3AttachmentStore(settings),
         metrics=metrics,
         clock=clock if clock is not None else SystemClock(),
-        timed=TimedEngine(catalog, tenants, renderer, metrics, max_fires_per_tick=settings.max_fires_per_tick),
+        timed=TimedEngine(catalog, tenants, renderer, metrics, max_fires_per_tick=settings.max_fires_per_tick, inactive=inactive),
         suppressions=suppressions,
         suppression_feed=SuppressionFeed(settings.kafka_bootstrap, topics.suppressions, suppressions, metrics=metrics),
         suppression_writer=SuppressionWriter(settings.kafka_bootstrap, topics.suppressions),
         unsubscribe_tokens=tokens,
+        customer_feeds=customer_feeds(settings.kafka_bootstrap, topics, pipeline.decoders, inactive, metrics),
     )
 
 
@@ -175,6 +181,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, rt.tenant_feed.wait_caught_up, rt.settings.tenants_catch_up_seconds)
         await loop.run_in_executor(None, rt.suppression_feed.wait_caught_up, rt.settings.suppressions_catch_up_seconds)
+        for feed in rt.customer_feeds:
+            feed.start()
+            await loop.run_in_executor(None, feed.wait_caught_up, rt.settings.tenants_catch_up_seconds)
         if not len(rt.tenants):
             log.warning(
                 "the tenants topic %s holds no tenant: every event is dead-lettered unknown_tenant until one is "
@@ -185,6 +194,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         rt.tenant_feed.stop()
         rt.suppression_feed.stop()
         rt.suppression_writer.close()
+        for feed in rt.customer_feeds:
+            feed.stop()
 
     app.before_agents, app.after_stop = before_agents, after_stop
 
@@ -209,7 +220,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     tables = wiring.tables(topics.catalog.tables())
 
     # Ingest: every inbound domain topic.
-    ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m)
+    ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m, settings.partitions)
     wiring.agent("ingest", topics.inbound, "tidings.ingest", ingest)
 
     # Timed triggers: ticks decide, firings render.
@@ -223,7 +234,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     wiring.on_assigned(lambda assignment: tick.invalidate())
     wiring.on_revoked(tick.invalidate)
     wiring.agent("tick", [topics.ticks], "tidings.ticks", tick)
-    firings = FiringsHandler(rt.timed, rt.pipeline, m, tick.idle)
+    firings = FiringsHandler(rt.timed, rt.pipeline, m, tick.idle, rt.clock)
     wiring.agent("render", [topics.firings], "tidings.firings", firings)
     if settings.tick_source == "internal":
         publish = wiring.producer_for(topics.ticks)

@@ -58,6 +58,10 @@ class Metrics(NamedTuple):
     mails_suppressed: Counter
     # issue 14: why a tenants-topic record was not applied (the suppressions feed labels its own).
     tenant_records_rejected: Counter
+    # Issue 15: producers in any language (partitioning, legacy fingerprints) and customers who leave.
+    mispartitioned_events: Counter
+    legacy_fingerprint_events: Counter
+    inactive_customers: Gauge
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -216,6 +220,24 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "tidings_tenant_records_rejected_total",
             "Records of the tenants topic this worker did not apply (the tenant's previous version stays), by reason.",
             ["reason"], registry=registry,
+        ),
+        mispartitioned_events=Counter(
+            "tidings_mispartitioned_events_total",
+            "Inbound records whose key Kafka's default partitioner puts on another partition than the one they "
+            "arrived on: their producer does not use the default partitioner. Processed all the same.",
+            ["topic"], registry=registry,
+        ),
+        legacy_fingerprint_events=Counter(
+            "tidings_legacy_fingerprint_events_total",
+            "Inbound records written under a schema fingerprint Tidings computed before it followed the Avro "
+            "specification (the producer kit before issue 15). Accepted; see README 'Schemas' for how long.",
+            ["topic", "event_type"], registry=registry,
+        ),
+        inactive_customers=Gauge(
+            "tidings_inactive_customers",
+            "Customers this worker knows as inactive (deactivated, not reactivated), all tenants; their mails "
+            "are counted in tidings_mails_suppressed_total{reason=\"customer_inactive\"}.",
+            registry=registry,
         ),
     )
 

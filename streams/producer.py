@@ -52,7 +52,12 @@ class EventPublisher:
             self._encoder = (
                 ConfluentCodec.for_url(registry, schemas) if isinstance(registry, str) else ConfluentCodec(registry, schemas)
             )
-        self._config = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": linger_ms}
+        # murmur2_random is Kafka's default partitioner (the Java client's): every producer of an entity,
+        # in any language, must put its events on the same partition (streams/codecs/partitioning.py).
+        self._config = {
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": linger_ms,
+            "partitioner": "murmur2_random",
+        }
         self._client: Producer | None = None
 
     @property

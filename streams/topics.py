@@ -107,6 +107,8 @@ FIRINGS_RETENTION = dt.timedelta(days=7)
 TOPIC_CONFIG = {
     "ticks": {"retention.ms": str(60 * 60 * 1000)},
     "firings": {"retention.ms": str(int(FIRINGS_RETENTION.total_seconds() * 1000))},
+    # Issue 15: every worker reads it whole at start, so a customer's latest status is kept for good.
+    "charging.customers": {"cleanup.policy": "compact"},
 }
 
 # Read whole by every worker, never co-partitioned with anything: one partition is plenty.

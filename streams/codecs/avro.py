@@ -28,6 +28,8 @@ class Decoded:
     record: dict[str, Any]
     writer: SchemaVersion
     reader: SchemaVersion
+    # Written under the fingerprint Tidings used before it followed the spec (see schemas.py).
+    legacy_fingerprint: bool = False
 
 
 class SingleObjectCodec:
@@ -50,7 +52,8 @@ class SingleObjectCodec:
             raise UndecodableRecord("empty value", reason="empty")
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise UndecodableRecord("not Avro single-object encoding (no C3 01 marker)", reason="not_avro")
-        writer = self.schemas.by_fingerprint(data[2:HEADER_SIZE])
+        fp = data[2:HEADER_SIZE]
+        writer = self.schemas.by_fingerprint(fp)
         if writer is None:
             raise UndecodableRecord(
                 f"unknown schema fingerprint {data[2:HEADER_SIZE].hex()}", reason="unknown_schema"
@@ -69,4 +72,6 @@ class SingleObjectCodec:
             )
         if not isinstance(record, dict):
             raise UndecodableRecord(f"{writer.name} is not a record schema", reason="unknown_schema")
-        return Decoded(type_name=writer.name, record=record, writer=writer, reader=reader)
+        return Decoded(
+            type_name=writer.name, record=record, writer=writer, reader=reader, legacy_fingerprint=fp != writer.fingerprint
+        )

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
-from fastavro.schema import expand_schema, fingerprint, parse_schema, to_parsing_canonical_form
+from fastavro.schema import parse_schema
 
 from streams.codecs.avro import Decoded
-from streams.codecs.schemas import SchemaRepository, SchemaVersion
+from streams.codecs.schemas import SchemaRepository, SchemaVersion, spec_fingerprint, standalone
 from streams.errors import TidingsError, UndecodableRecord
 
 MAGIC = 0
@@ -76,7 +76,7 @@ class ConfluentCodec:
         if name not in self._ids:
             from confluent_kafka.schema_registry import Schema
 
-            self._ids[name] = self.registry.register_schema(name, Schema(json.dumps(expand_schema(schema.parsed)), "AVRO"))
+            self._ids[name] = self.registry.register_schema(name, Schema(json.dumps(standalone(schema.parsed)), "AVRO"))
         out = io.BytesIO()
         out.write(bytes([MAGIC]))
         out.write(self._ids[name].to_bytes(4, "big"))
@@ -109,12 +109,11 @@ class ConfluentCodec:
         parsed = parse_schema(json.loads(registered.schema_str))
         if not isinstance(parsed, dict) or parsed.get("type") != "record":
             return None
-        canonical = to_parsing_canonical_form(expand_schema(parsed))
         return SchemaVersion(
             name=parsed["name"],
             version=0,
             parsed=parsed,
-            fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+            fingerprint=spec_fingerprint(parsed),
             path=Path(f"registry/{schema_id}"),
             group="registry",
         )

@@ -7,9 +7,23 @@ Layout (the files are the contract, see README "Schemas"):
     schemas/outbound/<namespace.Name>.v<N>.avsc         records Tidings itself produces
 
 The highest version of a name is the *reader* schema: decoding resolves whatever version the
-writer used (found by its CRC-64-AVRO fingerprint) to it. A fingerprint is computed on the
-parsing canonical form of the schema with its named types expanded, as the Avro specification
-defines it, so other languages' single-object encoders produce the same 8 bytes.
+writer used (found by its CRC-64-AVRO fingerprint) to it.
+
+Fingerprints follow the Avro specification: CRC-64-AVRO of the parsing canonical form of the
+schema *as a standalone document*, in which each named type (``tidings.common.Recipient`` ...) is
+defined in full where it is first used and referred to by its full name afterwards. That is what
+Java's ``SchemaNormalization.parsingFingerprint64`` and every conforming library hash, so their
+single-object encoders write the same 8 bytes. ``tests/java/vectors/fingerprints.json`` holds the
+Java reference library's fingerprint of every committed schema and ``tests/unit/test_fingerprints.py``
+compares.
+
+Up to 4b30df2 Tidings hashed a form in which *every* use of a named type was expanded in full.
+For a schema that uses a named type once the two forms are equal; for one that uses it twice
+(``AppointmentBooked``: advisor and customer are both ``Recipient``) they differ. Records written
+by the Python producer kit of that time carry the old fingerprint, so each version is also
+findable by its *legacy* fingerprint (``SchemaVersion.legacy_fingerprint``, set only where it
+differs); the codec marks such a record (``Decoded.legacy_fingerprint``) and the worker counts it
+(``tidings_legacy_fingerprint_events_total``). README "Schemas" says how long they are accepted.
 """
 
 from __future__ import annotations
@@ -46,6 +60,8 @@ class SchemaVersion:
     path: Path
     group: str
     secrets: tuple[str, ...] = ()
+    # The fingerprint Tidings computed before it followed the specification, where it differs.
+    legacy_fingerprint: bytes | None = None
 
     @property
     def short_name(self) -> str:
@@ -58,12 +74,17 @@ class SchemaRepository:
     def __init__(self, versions: list[SchemaVersion]) -> None:
         self._by_fingerprint: dict[bytes, SchemaVersion] = {}
         self._by_name: dict[str, dict[int, SchemaVersion]] = {}
+        self._legacy: dict[bytes, SchemaVersion] = {}
         for v in versions:
             clash = self._by_fingerprint.get(v.fingerprint)
             if clash is not None:
                 raise ConfigurationError(f"{v.path} has the same canonical form as {clash.path}")
             self._by_fingerprint[v.fingerprint] = v
             self._by_name.setdefault(v.name, {})[v.version] = v
+        for v in versions:
+            # A legacy fingerprint never shadows a current one (a CRC-64 collision would need it).
+            if v.legacy_fingerprint is not None and v.legacy_fingerprint not in self._by_fingerprint:
+                self._legacy[v.legacy_fingerprint] = v
 
     @classmethod
     def load(cls, root: Path) -> SchemaRepository:
@@ -83,22 +104,26 @@ class SchemaRepository:
             if name != match["name"]:
                 raise ConfigurationError(f"{path} declares {name}; rename the file or the record")
             expanded = expand_schema(parsed)
-            canonical = to_parsing_canonical_form(expanded)
+            current = spec_fingerprint(parsed)
+            legacy = _crc64(to_parsing_canonical_form(expanded))
             versions.append(
                 SchemaVersion(
                     name=name,
                     version=int(match["version"]),
                     parsed=parsed,
-                    fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+                    fingerprint=current,
                     path=path,
                     group=path.parent.relative_to(root).as_posix(),
                     secrets=secret_paths(expanded),
+                    legacy_fingerprint=None if legacy == current else legacy,
                 )
             )
         return cls(versions)
 
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
-        return self._by_fingerprint.get(fp)
+        """The version with this fingerprint, current or legacy (see the module docstring)."""
+        found = self._by_fingerprint.get(fp)
+        return found if found is not None else self._legacy.get(fp)
 
     def latest(self, name: str) -> SchemaVersion:
         try:
@@ -118,6 +143,53 @@ class SchemaRepository:
 
     def __iter__(self) -> Iterator[SchemaVersion]:
         return iter(self._by_fingerprint.values())
+
+
+def standalone(schema: Any, named: Mapping[str, Any] | None = None) -> Any:
+    """The schema as one self-contained document: each named type defined at its first use, then named.
+
+    ``schema`` is a ``parse_schema`` result, whose references to shared types are full names and
+    whose ``__named_schemas`` holds their definitions. The result is what a registry or another
+    language's parser accepts (a named type defined twice is an error there) and what the
+    specification's parsing canonical form is computed on.
+    """
+    defs = dict(named if named is not None else schema.get("__named_schemas", {}) if isinstance(schema, dict) else {})
+    defined: set[str] = set()
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            if node in defs and node not in defined:
+                return walk(defs[node])
+            return node
+        if isinstance(node, list):
+            return [walk(branch) for branch in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: v for k, v in node.items() if not k.startswith("__")}
+        kind = node.get("type")
+        if kind in ("record", "error", "enum", "fixed") and "name" in node:
+            defined.add(node["name"])
+        if kind in ("record", "error"):
+            out["fields"] = [{**f, "type": walk(f["type"])} for f in node["fields"]]
+        elif kind == "array":
+            out["items"] = walk(node["items"])
+        elif kind == "map":
+            out["values"] = walk(node["values"])
+        elif isinstance(kind, (dict, list)):
+            out["type"] = walk(kind)
+        return out
+
+    return walk(schema)
+
+
+def spec_fingerprint(parsed: Any) -> bytes:
+    """CRC-64-AVRO of the parsing canonical form of ``parsed`` as a standalone schema, as written on the wire."""
+    return _crc64(to_parsing_canonical_form(standalone(parsed)))
+
+
+def _crc64(canonical: str) -> bytes:
+    # fastavro's hex is the little-endian byte order single-object encoding writes.
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
 def secret_paths(schema: Any, prefix: str = "") -> tuple[str, ...]:

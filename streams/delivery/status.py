@@ -2,8 +2,9 @@
 
 A producing service that wants to know what became of its mails reads ``<prefix>delivery-status``
 (key: message id): QUEUED when the mail was rendered onto the outbound topic, then SENT (with the
-SES message id) or FAILED (with the dead-letter reason); SUPPRESSED is reserved for the
-suppression list. Records are written in the same exactly-once transaction, on the same
+SES message id) or FAILED (with the dead-letter reason); SUPPRESSED when the mail is not sent
+on purpose: the suppression list (at the sender), or, with reason ``customer_inactive``, a mail
+never rendered because its recipient is an inactive customer (``streams/customers/``). Records are written in the same exactly-once transaction, on the same
 partition number, as the work they report, so a status never describes something that was rolled
 back.
 """
@@ -15,6 +16,18 @@ from typing import Any
 
 SCHEMA = "tidings.outbound.DeliveryStatus"
 QUEUED, SENT, SUPPRESSED, FAILED = "QUEUED", "SENT", "SUPPRESSED", "FAILED"
+
+
+def firing_fields(firing: Any, tenant_id: str, source_event_id: str) -> dict[str, Any]:
+    """What a status record needs of a mail that was decided but never rendered (a ``Firing``)."""
+    return {
+        "message_id": firing.message_id,
+        "tenant_id": tenant_id,
+        "pack": firing.trigger.pack,
+        "trigger": firing.trigger.id,
+        "entity_id": firing.entity_id,
+        "source_event_id": source_event_id,
+    }
 
 
 def status_record(

@@ -18,6 +18,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from streams.codecs.partitioning import PartitionCheck
+from streams.customers.feed import report_skipped
 from streams.delivery.outbox import Outbox
 from streams.errors import RejectedInput
 from streams.ingest.pipeline import IngestPipeline
@@ -42,6 +44,7 @@ class IngestHandler:
         tables: StateTables,
         clock: Clock,
         metrics: Metrics,
+        partitions: int,
     ) -> None:
         self.pipeline = pipeline
         self.engine = engine
@@ -49,9 +52,11 @@ class IngestHandler:
         self.clock = clock
         self.m = metrics
         self.outbox = Outbox(pipeline.codec.encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
+        self.partitioning = PartitionCheck(partitions, metrics.mispartitioned_events)
 
     async def __call__(self, ctx: RecordContext) -> None:
         msg = ctx.source
+        self.partitioning.observe(msg.topic, msg.key, msg.partition)  # counted and warned, never rejected
         timestamp = dt.datetime.fromtimestamp(msg.timestamp, dt.timezone.utc)
         started = time.perf_counter()
         result = self.pipeline.process(msg.value, topic=msg.topic, timestamp=timestamp, now=self.clock.now())
@@ -76,6 +81,9 @@ class IngestHandler:
             except RejectedInput as e:
                 result.rejections.append(self.pipeline.state_rejection(e, result))
         self.m.events_consumed.labels(msg.topic, result.event_type).inc()
+        if result.decoded is not None and result.decoded.legacy_fingerprint:
+            self.m.legacy_fingerprint_events.labels(msg.topic, result.event_type).inc()
+        report_skipped(self.outbox, ctx, self.m, result.skipped, self.clock.now())
         for firing in result.stale:
             tenant_id = result.tenant.tenant_id if result.tenant is not None else ""
             self.m.mails_skipped.labels(tenant_id, firing.trigger.key, "stale").inc()

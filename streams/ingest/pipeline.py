@@ -13,6 +13,8 @@ from typing import Any
 
 from streams.codecs.avro import Decoded, SingleObjectCodec
 from streams.codecs.wire import TopicDecoders
+from streams.customers.model import InactiveCustomers
+from streams.delivery.status import firing_fields
 from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
 from streams.ingest.redact import redact
 from streams.outcomes import Rejection
@@ -37,6 +39,8 @@ class IngestResult:
     # Mails of the event that are not sent because the event is older than their trigger's
     # max_age (DESIGN invariant 10); the event still updates the entity state.
     stale: list[Firing] = field(default_factory=list)
+    # Mails decided but not rendered: their recipient is an inactive customer (status fields).
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
 class IngestPipeline:
@@ -47,6 +51,7 @@ class IngestPipeline:
         tenants: TenantDirectory,
         renderer: Renderer,
         decoders: TopicDecoders | None = None,
+        inactive: InactiveCustomers | None = None,
     ):
         self.codec = codec
         self.decoders = decoders if decoders is not None else TopicDecoders(codec)
@@ -55,6 +60,7 @@ class IngestPipeline:
         # event is judged against the tenants as they are when it is processed.
         self.tenants = tenants
         self.renderer = renderer
+        self.inactive = inactive if inactive is not None else InactiveCustomers()
 
     def process(self, value: bytes | None, *, topic: str, timestamp: dt.datetime, now: dt.datetime) -> IngestResult:
         result = IngestResult()
@@ -79,6 +85,8 @@ class IngestPipeline:
             firings = [f for f in firings if f not in result.stale]
         result.record, result.tenant, result.decoded = record, tenant, decoded
         source = Source(topic=topic, event_id=str(record["envelope"]["event_id"]), timestamp=timestamp)
+        firings, skipped = self.inactive.partition(tenant.tenant_id, firings)
+        result.skipped = [firing_fields(f, tenant.tenant_id, source.event_id) for f in skipped]
         for firing in firings:
             try:
                 result.mails.append(self.renderer.render(firing, tenant, record, source, now))

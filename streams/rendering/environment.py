@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,16 @@ from streams.rendering.budget import BudgetedEnvironment
 from streams.rendering.locale import babel_locale
 
 TEMPLATE_CACHE_SIZE = 5000  # every trigger x language x part of every pack stays compiled
+
+
+def warm_locales(tags: Iterable[str]) -> None:
+    """Load Babel's data for each locale (dates, zones, currencies) now rather than in a render."""
+    moment = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
+    for tag in sorted(set(tags)):
+        name = babel_locale(tag).replace("-", "_")
+        format_datetime(moment, format="long", locale=name)
+        format_date(moment.date(), format="long", locale=name)
+        format_currency(1, "EUR", locale=name)
 
 
 def _babel_locale(context: Context) -> str:

@@ -28,7 +28,7 @@ from jinja2 import Template, TemplateError
 from streams.errors import InvalidRecipient, RenderFailed
 from streams.rendering.address import AddressError, sendable
 from streams.rendering.budget import BudgetExceeded, RenderBudget, css_check, metered, part_check
-from streams.rendering.environment import OverrideLoader, build_environment
+from streams.rendering.environment import OverrideLoader, build_environment, warm_locales
 from streams.rendering.locale import LAST_RESORT, Fallback, babel_locale, choose_locale, normalize
 from streams.suppression.token import TokenSigner
 from streams.tenants.model import Tenant
@@ -142,6 +142,9 @@ class Renderer:
         # they cannot be inlined. Nothing is fetched: tenant templates must not reach the network.
         self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
         self._locales: dict[tuple[str, str], frozenset[str]] = {}
+        # Babel reads a language's CLDR data on its first use: tens of milliseconds of CPU that
+        # would otherwise fall inside the first mail of each language, under its CPU budget.
+        warm_locales(p.name for p in templates_dir.glob("*/*/*") if p.is_dir())
 
     def locales_of(self, pack: str, template: str) -> frozenset[str]:
         """Languages with a complete template set for this trigger mail (cached per worker)."""

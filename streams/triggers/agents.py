@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from streams.clock import Clock, SystemClock
+from streams.customers.feed import report_skipped
 from streams.delivery.outbox import Outbox
 from streams.errors import RejectedInput
 from streams.outcomes import Rejection
@@ -177,8 +179,11 @@ class TickHandler:
 class FiringsHandler:
     """Renders a firings record's mails into the outbound topics."""
 
-    def __init__(self, engine: TimedEngine, pipeline: IngestPipeline, metrics: Metrics, idle: asyncio.Event) -> None:
+    def __init__(
+        self, engine: TimedEngine, pipeline: IngestPipeline, metrics: Metrics, idle: asyncio.Event, clock: Clock | None = None
+    ) -> None:
         self.engine = engine
+        self.clock = clock if clock is not None else SystemClock()
         self.pipeline = pipeline
         self.m = metrics
         self.idle = idle
@@ -217,6 +222,7 @@ class FiringsHandler:
                 self.m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
             if rendered:
                 self.m.render_seconds.observe((time.perf_counter() - started) / rendered)
+            report_skipped(self.outbox, ctx, self.m, outcome.skipped, self.clock.now())
             for message_id, error in outcome.rejections:
                 ctx.dead_letter(Rejection("render", error.reason, error.detail, message_id or None), _firing_ref(firing))
 

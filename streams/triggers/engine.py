@@ -32,6 +32,8 @@ from typing import Any
 
 import orjson
 
+from streams.customers.model import InactiveCustomers
+from streams.delivery.status import firing_fields
 from streams.errors import ConfigurationError, InvalidEvent, RejectedInput, UnknownTenant
 from streams.metrics import Metrics, observe_many
 from streams.rendering.render import Rendered, Renderer, Source
@@ -65,6 +67,8 @@ class Fired:
 class FiringOutcome:
     mails: list[Rendered] = field(default_factory=list)
     rejections: list[tuple[str, RejectedInput]] = field(default_factory=list)  # (message id or "", error)
+    # Not rendered: the recipient is an inactive customer (status fields, ``streams/customers/``).
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
 def timers_key(table: str, tenant_id: str, entity_id: str) -> str:
@@ -86,6 +90,7 @@ class TimedEngine:
         index: TimerIndex | None = None,
         *,
         max_fires_per_tick: int = 10_000,
+        inactive: InactiveCustomers | None = None,
     ) -> None:
         self.catalog = catalog
         self.tenants = tenants
@@ -93,6 +98,7 @@ class TimedEngine:
         self.metrics = metrics
         self.index = index if index is not None else TimerIndex()
         self.max_fires_per_tick = max_fires_per_tick
+        self.inactive = inactive if inactive is not None else InactiveCustomers()
         self._triggers = {t.key: t for t in catalog.timed_triggers()}
         self._graces: dict[str, dt.timedelta] = {}
 
@@ -316,7 +322,10 @@ class TimedEngine:
             event_id=f"timer:{timer.slot}:{timer.occurrence}",
             timestamp=timer.due,  # so the mail's latency metric counts from the due time
         )
-        for f in timed_firings(trigger, timer, state, tenant, firing["entity_id"]):
+        # The timer stays planned (it fired); only the mails to an inactive customer are skipped.
+        firings, skipped = self.inactive.partition(tenant.tenant_id, timed_firings(trigger, timer, state, tenant, firing["entity_id"]))
+        out.skipped = [firing_fields(f, tenant.tenant_id, source.event_id) for f in skipped]
+        for f in firings:
             try:
                 out.mails.append(self.renderer.render(f, tenant, context, source, firing["fired_at"]))
             except RejectedInput as e:

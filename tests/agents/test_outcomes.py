@@ -61,7 +61,7 @@ def stages(codec: Any, catalog: Any, tenants: Any, pipeline: Any, metrics: Any) 
 
     def ingest(faults: Faults) -> tuple[Callable[..., Any], Record]:
         handler = IngestHandler(
-            faults.wrap(pipeline, "pipeline"), engine(faults), MemoryTables(catalog), faults.wrap(FixedClock(), "clock"), metrics,
+            faults.wrap(pipeline, "pipeline"), engine(faults), MemoryTables(catalog), faults.wrap(FixedClock(), "clock"), metrics, 4,
         )
         return handler, _booking(codec, catalog)
 
@@ -101,11 +101,11 @@ def stages(codec: Any, catalog: Any, tenants: Any, pipeline: Any, metrics: Any) 
         record = firings_record()
         idle = asyncio.Event()
         idle.set()
-        return FiringsHandler(engine(faults), faults.wrap(pipeline, "pipeline"), metrics, idle), record
+        return FiringsHandler(engine(faults), faults.wrap(pipeline, "pipeline"), metrics, idle, FixedClock()), record
 
     def outbound_record() -> Record:
         rt = Runtime("ingest")
-        handler = IngestHandler(pipeline, engine(), MemoryTables(catalog), FixedClock(), metrics)
+        handler = IngestHandler(pipeline, engine(), MemoryTables(catalog), FixedClock(), metrics, 4)
         assert rt.run(handler, _booking(codec, catalog)) is Outcome.COMMITTED
         mail = rt.writer.on(TOPICS[OUTBOUND])[0]
         return Record(topic=TOPICS[OUTBOUND], value=mail.value, key=mail.key)

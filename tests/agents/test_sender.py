@@ -55,7 +55,7 @@ def mails(codec: Any, catalog: Any, pipeline: Any, metrics: Any) -> list[Record]
         event["customer"]["email"] = f"c{n}@example.org"
         rt = Runtime("ingest")
         engine = TimedEngine(catalog, pipeline.tenants, pipeline.renderer, metrics)
-        handler = IngestHandler(pipeline, engine, MemoryTables(catalog), FixedClock(), metrics)
+        handler = IngestHandler(pipeline, engine, MemoryTables(catalog), FixedClock(), metrics, 4)
         rt.run(handler, Record(topic="t.storage.bookings", value=codec.encode(BOOKING, event)))
         (mail,) = rt.writer.on(TOPICS[OUTBOUND])
         out.append(Record(topic=TOPICS[OUTBOUND], value=mail.value, key=mail.key, offset=n))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -32,6 +31,7 @@ from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
 from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT, Settings
+from streams.codecs.partitioning import default_partition
 from streams.runtime.tables import KEY_CODEC, TIMERS_TABLE
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers.engine import TimedEngine
@@ -44,9 +44,8 @@ def changelog_topic(settings: Settings, table: str) -> str:
 
 
 def key_partition(key: str, partitions: int) -> int:
-    """The partition librdkafka's default partitioner (``consistent_random``: CRC-32 of the key
-    bytes) gives a keyed record, i.e. where ``EventPublisher`` puts the events of this entity."""
-    return zlib.crc32(key.encode("utf-8")) % partitions
+    """Where ``EventPublisher`` puts the events of this entity: Kafka's default partitioner."""
+    return default_partition(key.encode("utf-8"), partitions)
 
 
 def table_key(key: str) -> bytes:

@@ -113,3 +113,51 @@ def test_registry_schema_registered_by_a_producer_is_the_expanded_record(tmp_pat
     ConfluentCodec(registry, _repository(tmp_path, V1)).encode(NAME, {"device_id": "d", "nickname": "n"})
     latest = registry.get_latest_version(NAME)
     assert json.loads(latest.schema.schema_str)["name"] == NAME
+
+
+# The committed v2 events: every pack has one, each adds an optional field a template shows when set.
+def _evolved(schemas: SchemaRepository) -> dict[str, str]:
+    added = {}
+    for name in schemas.names("inbound/"):
+        if schemas.latest(name).version >= 2:
+            old = {f["name"] for f in schemas.version(name, 1).parsed["fields"]}
+            (new,) = [f["name"] for f in schemas.latest(name).parsed["fields"] if f["name"] not in old]
+            added[name] = new
+    return added
+
+
+def test_every_pack_has_an_event_with_a_committed_v2(schemas: SchemaRepository) -> None:
+    packs = {name.split(".")[1] for name in _evolved(schemas)}
+    assert packs == {"advisors", "charging", "storage", "tracker"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["tidings.storage.AccessPinChanged", "tidings.charging.ChargeCardShipped",
+     "tidings.advisors.CallbackRequested", "tidings.tracker.AccountCreated"],
+)
+def test_v1_and_v2_writers_both_mail_and_the_template_shows_the_new_field_only_when_set(
+    name: str, schemas: SchemaRepository, codec: SingleObjectCodec, pipeline: Any, tenants: Any
+) -> None:
+    import datetime as dt
+
+    from streams.triggers.samples import sample_event
+
+    field = _evolved(schemas)[name]
+    pack = name.split(".")[1]
+    tenant = next(t for t in tenants if pack in t.packs and pipeline.catalog.handles(name)
+                  and any(t.is_enabled(tr.key) for tr in pipeline.catalog.event_triggers() if tr.rule.event == name))
+    event = sample_event(pipeline.catalog.samples, name, tenant.tenant_id)
+    value = event[field]
+    assert value, f"the {name} sample should set the v2 field {field}"
+    v1_event = {k: v for k, v in event.items() if k != field}
+    now = dt.datetime.now(dt.timezone.utc)
+    texts = {}
+    for version, record in ((1, v1_event), (2, event)):
+        data = codec.encode(name, record, version=version)
+        assert codec.decode(data).writer.version == version
+        result = pipeline.process(data, topic="t", timestamp=now, now=now)
+        assert result.rejections == [] and result.mails, (version, result.rejections)
+        texts[version] = [m.record["text"] + m.record["html"] for m in result.mails]
+    assert all(value in text for text in texts[2])
+    assert not any(value in text for text in texts[1])
