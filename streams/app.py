@@ -190,7 +190,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
                 "published (tidings-tenants publish deploy/tenants/)", topics.tenants,
             )
 
-    def after_stop() -> None:
+    async def after_stop() -> None:
+        close = getattr(rt.sender, "close", None)  # the lean SES client's pooled connections
+        if close is not None:
+            await close()
         rt.tenant_feed.stop()
         rt.suppression_feed.stop()
         rt.suppression_writer.close()

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         256 * 1024, ge=4096, description="Characters the HTML part may have (also the largest value a template may build)."
     )
     render_max_text_chars: int = Field(128 * 1024, ge=1024, description="Characters the text part may have.")
+    # Issue 17: the sender's SES client.
+    ses_client: Literal["lean", "boto3"] = Field(
+        "lean",
+        description="How the sender calls SES: 'lean' signs and sends SES v2 SendEmail itself over pooled aiohttp "
+        "(streams/delivery/sesv2.py, a fraction of boto3's CPU per mail); 'boto3' uses boto3's sesv2 client on threads.",
+    )
 
     @property
     def broker_url(self) -> str:

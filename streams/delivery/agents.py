@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_DELAY_SECONDS = 0.2
 RETRY_MAX_DELAY_SECONDS = 30.0  # long enough to ride out throttling, short enough to resume promptly
-# A granted send leaves this long after its grant, not at once (SesSender holds it until then):
+# A granted send leaves this long after its grant, not at once (the SES client holds it until then):
 # time for a worker thread and botocore to get it ready, so requests reach SES spaced as granted.
 SEND_LEAD_SECONDS = 0.025
 

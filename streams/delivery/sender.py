@@ -1,9 +1,14 @@
-"""The narrow interface to an email provider, its SES implementation, and a recording twin.
+"""The narrow interface to an email provider, its SES implementations, and a recording twin.
 
 ``EmailSender.send`` takes a raw MIME message and returns the provider's message id, or raises
 ``RetryableDelivery`` (not sent; try the same mail again later), ``SendingBlocked`` (not sent;
 nothing will be until an operator acts), ``OutcomeUnknown`` (no answer: it may have been sent) or
 ``PermanentDelivery`` (never will be accepted). The classification of SES errors lives here, at the boundary, and nowhere else.
+
+Two SES clients implement it, chosen by ``TIDINGS_SES_CLIENT`` in ``create_sender``: the lean one
+(``streams/delivery/sesv2.py``, the default: SigV4 and one aiohttp request per mail on the event
+loop) and ``SesSender`` here (boto3 on threads, kept as the reference the lean one is checked
+against). Both classify errors with ``classify_ses_error`` and hold a request until its paced moment.
 
 boto3's own retries are off: botocore retries read timeouts, which resends a mail SES may already
 have accepted. The delivery agent decides about retries itself.
@@ -162,4 +167,9 @@ class RecordingSender:
 
 
 def create_sender(settings: Settings) -> EmailSender:
-    return SesSender(settings)
+    """The SES client ``TIDINGS_SES_CLIENT`` names: the lean one (the default) or boto3's."""
+    if settings.ses_client == "boto3":
+        return SesSender(settings)
+    from streams.delivery.sesv2 import LeanSesSender  # imports this module: imported here, not at the top
+
+    return LeanSesSender(settings)

@@ -37,7 +37,7 @@ class TidingsApp(faust.App):  # type: ignore[misc]
 
     commits: CommitWatch  # fed by the consumer's commits (streams/runtime/transport.py)
     before_agents: Callable[[], Awaitable[None]] | None = None
-    after_stop: Callable[[], None] | None = None
+    after_stop: Callable[[], Awaitable[None]] | None = None
 
     async def on_first_start(self) -> None:
         if self.before_agents is not None:
@@ -53,7 +53,7 @@ class TidingsApp(faust.App):  # type: ignore[misc]
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
         if self.after_stop is not None:
-            self.after_stop()
+            await self.after_stop()
 
     def _new_web(self) -> Any:
         """Faust's web driver with none of Faust's own pages: only what Tidings registers is served.

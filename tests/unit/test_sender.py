@@ -65,3 +65,18 @@ def test_the_wire_gate_spaces_requests_that_reach_it_late_and_bunched() -> None:
     past = time.monotonic() - 1.0
     first, second, third = _held_departures(0.04, [past, past + 0.001, past + 0.002])
     assert second - first >= 0.04 - catch_up - 1e-3 and third - second >= 0.04 - catch_up - 1e-3
+
+
+def test_the_lean_client_is_the_default_and_boto3_stays_available() -> None:
+    from pydantic import SecretStr
+
+    from streams.delivery.sender import SesSender, create_sender
+    from streams.delivery.sesv2 import LeanSesSender
+    from streams.settings import Settings
+
+    keys = {"aws_access_key_id": SecretStr("a"), "aws_secret_access_key": SecretStr("b")}
+    assert type(create_sender(Settings(**keys))) is LeanSesSender
+    boto = create_sender(Settings(ses_client="boto3", **keys))
+    assert type(boto) is SesSender
+    boto._client.close()
+    boto._threads.shutdown()

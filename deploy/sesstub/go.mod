@@ -1,0 +1,3 @@
+module tidings/deploy/sesstub
+
+go 1.26
