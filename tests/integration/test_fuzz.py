@@ -12,6 +12,10 @@ look-alikes in names and in fields that reach subjects) are interleaved. The wor
 stop; every bad record must be dead-lettered exactly once (an event whose every recipient is
 invalid: once per mail, each naming its message id) with a machine-readable reason from the set
 its kind allows; every valid event must become its mails, each exactly once.
+
+Every fuzzed mail goes to a customer id of its own: the samples share customer ids, and a fuzzed
+``CustomerDeactivated`` (a valid event) would otherwise silence every later mail to that sample
+customer, rightly, before its address is ever checked.
 The counts are printed (``pytest -s``) for the record.
 """
 
@@ -61,7 +65,9 @@ class Fuzzer:
         hostile = self.rng.choice(HOSTILE)
         n = self.n
         event = sample_event(CATALOG.samples, type_name, tenant.tenant_id)
-        event = _recipients(event, lambda p: {**p, "name": hostile, "email": self.dep.email(f"f{n}-{p['id']}".lower())})
+        event = _recipients(
+            event, lambda p: {**p, "id": f"{p['id']}-f{n}", "name": hostile, "email": self.dep.email(f"f{n}-{p['id']}".lower())}
+        )
         for field in ("site_name", "unit_name", "subject", "title"):  # fields that may reach a subject line
             if isinstance(event.get(field), str):
                 event[field] = f"{event[field]}\r\nX-Injected: {hostile}"
@@ -116,7 +122,9 @@ class Fuzzer:
             holder[path[-1]] = ""
             return topic, self.dep.publisher.encode(type_name, good), kind, {"missing_field"}
         address = r.choice(BAD_ADDRESSES)
-        bad = _recipients(good, lambda p: {**p, "email": address})
+        self.n += 1
+        n = self.n
+        bad = _recipients(good, lambda p: {**p, "id": f"{p['id']}-f{n}", "email": address})
         return topic, self.dep.publisher.encode(type_name, bad), kind, {"invalid_recipient"}
 
 
