@@ -3,7 +3,8 @@
 The Kafka broker and moto's server (SES and S3) are started by the project's own scripts
 (``deploy/local``), or taken from ``TIDINGS_TEST_BOOTSTRAP`` / ``TIDINGS_TEST_SES_ENDPOINT``. If
 they cannot start, the tests that need them fail with the reason; they never skip. Unit tests do
-not request these fixtures, so they start nothing.
+not request these fixtures, so they start nothing. The emulator is reset before every
+integration test (``tests/integration/conftest.py``), so a test reads only its own mails.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.local.kafka_broker import EXISTING_BROKER_ENV, BrokerError, LocalBroker
-from deploy.local.ses_emulator import EXISTING_EMULATOR_ENV, SesEmulator, put_sample_attachments, verify_domains
-from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
+from deploy.local.ses_emulator import EXISTING_EMULATOR_ENV, SesEmulator, prepare
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +47,8 @@ def ses_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except (RuntimeError, TimeoutError) as e:
             pytest.fail(f"the SES emulator did not start: {e}", pytrace=False)
         endpoint = emulator.endpoint
-    tenants = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants")
-    verify_domains(endpoint, (t.sender.from_address.rpartition("@")[2] for t in tenants))
-    put_sample_attachments(endpoint)
+    prepare(endpoint)
     yield endpoint
     if emulator is not None:
         emulator.stop()
+

@@ -120,10 +120,33 @@ def put_sample_attachments(endpoint: str) -> list[str]:
     return uris
 
 
+def reset(endpoint: str) -> None:
+    """Forget everything the emulator holds (sent mails, identities, buckets): moto's own reset.
+
+    The integration tests share one emulator per session and read what it sent by listing *every*
+    mail it holds; without a reset, each later test parses all earlier tests' mails at every poll.
+    """
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
 def verify_domains(endpoint: str, domains: Iterable[str]) -> None:
     client = ses_client(endpoint)
     for domain in sorted(set(domains)):
         client.create_email_identity(EmailIdentity=domain)
+
+
+def prepare(endpoint: str, *, fresh: bool = False) -> None:
+    """The example tenants' sender domains verified and the sample PDFs in S3; ``fresh``: reset first."""
+    from streams.settings import REPO_ROOT
+    from streams.tenants.model import TenantDirectory
+
+    if fresh:
+        reset(endpoint)
+    tenants = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants")
+    verify_domains(endpoint, (t.sender.from_address.rpartition("@")[2] for t in tenants))
+    put_sample_attachments(endpoint)
 
 
 @dataclass(frozen=True)

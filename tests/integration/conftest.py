@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.ses_emulator import prepare
 from tests.integration.harness import Deployment, worker_env
 
 
@@ -23,6 +24,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def deployment(kafka_bootstrap: str, ses_endpoint: str, tmp_path: Path) -> Iterator[Deployment]:
+    # Each test starts with an empty emulator: reading what was sent lists every mail moto holds,
+    # and after a few thousand mails of earlier tests every poll cost seconds of CPU, which
+    # slowed the worker under test and the latency measured on it.
+    prepare(ses_endpoint, fresh=True)
     run = uuid.uuid4().hex[:8]
     dep = Deployment(
         run=run,

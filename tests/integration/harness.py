@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.ses_emulator import SentMail, sent_mails
@@ -227,3 +228,17 @@ class Deployment:
                 worker.stop()
             except RuntimeError:
                 pass
+        self._delete_topics()
+
+    def _delete_topics(self) -> None:
+        """Drop this run's topics (its prefix and Faust's, both start with the app id).
+
+        The session shares one broker; without this, each test's ~40 topics stayed, and the last
+        tests ran against a broker carrying thousands of partitions of the earlier ones.
+        """
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        app_id = self.env["TIDINGS_APP_ID"]
+        topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(app_id)]
+        if topics:
+            for future in admin.delete_topics(topics, operation_timeout=60).values():
+                future.result()
