@@ -15,8 +15,8 @@ import pytest
 
 from deploy.local.kafka_broker import EXISTING_BROKER_ENV, BrokerError, LocalBroker
 from deploy.local.ses_emulator import EXISTING_EMULATOR_ENV, SesEmulator, put_sample_attachments, verify_domains
+from streams.domain.tenants import TenantDirectory
 from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
 
 
 @pytest.fixture(scope="session")

@@ -105,7 +105,7 @@ def put_object(endpoint: str, uri: str, data: bytes) -> None:
 def put_sample_attachments(endpoint: str) -> list[str]:
     """Upload a PDF for every attachment URI in the packs' sample events; returns the URIs."""
     from deploy.local.samples import tiny_pdf
-    from streams.triggers.rules import Catalog
+    from streams.domain.rules import Catalog
 
     catalog = Catalog.load()
     uris = []

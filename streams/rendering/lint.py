@@ -35,14 +35,14 @@ from jinja2 import TemplateError, TemplateNotFound, TemplateSyntaxError, meta, n
 from jinja2.sandbox import SandboxedEnvironment
 
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, PackFile, TimedRule, Trigger
+from streams.domain.tenants import load_tenant
 from streams.errors import ConfigurationError
 from streams.rendering.environment import build_environment
 from streams.rendering.merge_tags import Var, common_context, event_context, resolves, trigger_context
 from streams.rendering.render import PARTS
 from streams.settings import REPO_ROOT
-from streams.tenants.model import load_tenant
 from streams.tenants.validate import safe_pack_problems
-from streams.triggers.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, PackFile, TimedRule, Trigger
 
 LAYOUTS = "_layouts"
 Step = str | int

@@ -31,10 +31,10 @@ from fastavro.schema import expand_schema
 from jinja2.defaults import DEFAULT_FILTERS
 
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, TimedRule, Trigger
+from streams.domain.tenants import Brand
 from streams.rendering.environment import build_environment
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Brand
-from streams.triggers.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, TimedRule, Trigger
 
 REFERENCE_PATH = REPO_ROOT / "docs" / "merge-tags.md"
 RECIPIENT_TYPE = "tidings.common.Recipient"

@@ -30,16 +30,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from streams.domain.evaluate import event_firings
+from streams.domain.projection import apply
+from streams.domain.rules import PACKS_DIR, Catalog, EventRule, MailRule, TimedRule, Trigger
+from streams.domain.samples import sample_event
+from streams.domain.tenants import Tenant, TenantDirectory
+from streams.domain.timers import Timer, plan
 from streams.errors import RejectedInput
 from streams.rendering.render import Renderer, Source
 from streams.settings import REPO_ROOT
-from streams.state.projection import apply
-from streams.tenants.model import Tenant, TenantDirectory
-from streams.triggers.evaluate import event_firings
 from streams.triggers.firing import timed_context, timed_firings
-from streams.triggers.rules import PACKS_DIR, Catalog, EventRule, MailRule, TimedRule, Trigger
-from streams.triggers.samples import sample_event
-from streams.triggers.timers import Timer, plan
 
 PREVIEW_DIR = REPO_ROOT / ".tidings" / "preview"
 # A fixed clock and event ids keep the gallery byte-for-byte stable between runs.

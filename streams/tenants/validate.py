@@ -28,10 +28,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from streams.domain.rules import Catalog, TimedRule
+from streams.domain.tenants import Tenant, read_tenant_file
+from streams.domain.timers import param_problems
 from streams.rendering.render import PARTS
-from streams.tenants.model import Tenant, read_tenant_file
-from streams.triggers.rules import Catalog, TimedRule
-from streams.triggers.timers import param_problems
 
 TENANT_FILE_SUFFIXES = (".yaml", ".yml")
 

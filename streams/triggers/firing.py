@@ -12,13 +12,13 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from streams.state.projection import public
-from streams.tenants.model import Tenant
-from streams.triggers.conditions import lookup
-from streams.triggers.evaluate import Firing
-from streams.triggers.identity import message_id
-from streams.triggers.rules import TimedRule, Trigger
-from streams.triggers.timers import Timer, span, trigger_params
+from streams.domain.conditions import lookup
+from streams.domain.evaluate import Firing
+from streams.domain.identity import message_id
+from streams.domain.projection import public
+from streams.domain.rules import TimedRule, Trigger
+from streams.domain.tenants import Tenant
+from streams.domain.timers import Timer, span, trigger_params
 
 
 def timed_firings(trigger: Trigger, timer: Timer, state: Mapping[str, Any], tenant: Tenant, entity_id: str) -> list[Firing]:
