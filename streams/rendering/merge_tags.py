@@ -6,7 +6,7 @@ a *timed* trigger with the entity's state (the fields its pack copies or sets, s
 what ``Renderer.render`` adds to every mail (``recipient``, ``brand``, ``locale``,
 ``format_locale``, ``time_zone``). This module describes that context as a tree of ``Var``
 values, built from the newest version of the events' Avro schemas, the packs' entity updates and
-the ``Brand`` model, so the lint (``streams/rendering/lint.py``) and the reference page agree by
+the ``Brand`` model, so the lint (``streams/tools/lint.py``) and the reference page agree by
 construction.
 
     python -m streams.rendering.merge_tags            writes docs/merge-tags.md

@@ -15,9 +15,9 @@ import yaml
 
 from streams.codecs.schemas import SchemaRepository
 from streams.domain.rules import PACKS_DIR, Catalog
-from streams.rendering.lint import lint, main
 from streams.rendering.merge_tags import resolves, trigger_context
 from streams.settings import REPO_ROOT
+from streams.tools.lint import lint, main
 
 TRIGGER = "storage/booking.created"
 TEMPLATE = "templates/storage/booking.created"

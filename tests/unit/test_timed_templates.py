@@ -22,12 +22,12 @@ from streams.domain.rules import PACKS_DIR, Catalog, Trigger
 from streams.domain.samples import sample_event
 from streams.domain.tenants import Brand, SenderIdentity, Tenant
 from streams.domain.timers import Timer
-from streams.rendering.lint import lint
 from streams.rendering.merge_tags import resolves, trigger_context
-from streams.rendering.preview import render_entry, timed_sample
 from streams.rendering.render import PARTS, Renderer, Source
 from streams.settings import REPO_ROOT
 from streams.tenants.validate import pack_problems
+from streams.tools.lint import lint
+from streams.tools.preview import render_entry, timed_sample
 from streams.triggers.firing import timed_context, timed_firings
 from tests.unit.conftest import NOW
 from tests.unit.test_lint import _edit, _lint
