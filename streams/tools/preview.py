@@ -82,7 +82,7 @@ def timed_sample(
     """A sample state of a timed trigger's entity in which the trigger fires, and the timers it plans.
 
     The samples of the events that feed the entity are applied in the pack's order, as the worker
-    applies events (``state/projection.py``), and planned with the tenant's figures
+    applies events (``domain/projection.py``), and planned with the tenant's figures
     (``timers.plan``). An event after which the trigger would no longer plan anything (a payment,
     a cancellation, an inactive customer, a read message) is left out: the samples of one entity
     describe its whole life, and the gallery shows the mail the state before that end would send.

@@ -1,7 +1,7 @@
 """The mails a due timer means: firings and render context of a timed trigger.
 
-Pure, like ``evaluate.py`` for event triggers. The render context of a timed mail is the entity
-state (the fields the pack copies, see ``state/projection.py``) plus ``timer``: when it was due,
+Pure, like ``streams/domain/evaluate.py`` for event triggers. The render context of a timed mail is the entity
+state (the fields the pack copies, see ``domain/projection.py``) plus ``timer``: when it was due,
 the step of a dunning trigger (1, 2, 3; 0 otherwise), how many steps there are, and the
 trigger's effective parameters (``timer.params.days`` is the "x" of "x days before").
 """

@@ -124,6 +124,6 @@ def test_stage_packages_import_no_cycle() -> None:
     if cycle is not None:
         steps = "\n".join(
             f"  {source} -> {target}: " + ", ".join(sorted(graph[source][target]))
-            for source, target in zip(cycle, cycle[1:])
+            for source, target in zip(cycle, cycle[1:], strict=False)
         )
         raise AssertionError(f"import cycle {' -> '.join(cycle)}:\n{steps}")
