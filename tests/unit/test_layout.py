@@ -83,9 +83,13 @@ def _package_graph() -> dict[str, dict[str, set[str]]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            elif isinstance(node, ast.ImportFrom):
+                # A relative import is resolved against the file's package (``from ..x import y``).
+                here = ("streams", *parts[:-1])  # the file's package, for a module and an __init__.py alike
+                base = ".".join(here[: len(here) - node.level + 1]) if node.level else ""
+                module = ".".join(p for p in (base, node.module or "") if p)
                 # ``from streams import triggers`` imports the package ``streams.triggers``.
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                names = [module] + [f"{module}.{alias.name}" for alias in node.names]
             else:
                 continue
             for name in names:
@@ -127,3 +131,14 @@ def test_stage_packages_import_no_cycle() -> None:
             for source, target in zip(cycle, cycle[1:], strict=False)
         )
         raise AssertionError(f"import cycle {' -> '.join(cycle)}:\n{steps}")
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    graph: dict[str, dict[str, set[str]]] = {"a": {"b": {"a.py"}}, "b": {"c": {"b.py"}}, "c": {"a": {"c.py"}}, "d": {}}
+    assert _cycle(graph) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b": {"a.py"}}, "b": {}}) is None
+
+
+def test_the_domain_imports_no_other_package() -> None:
+    """``streams/domain/`` is below every stage: top-level ``streams`` modules and itself only."""
+    assert _package_graph()["domain"] == {}
