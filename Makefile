@@ -36,11 +36,11 @@ integration: install
 
 ## Every pack and example tenant: templates complete, compiling, using only merge tags that exist.
 lint: $(STAMP)
-	$(BIN)/python -m streams.rendering.lint
+	$(BIN)/python -m streams.tools.lint
 
 ## Every mail of every example tenant, rendered from the pack samples into .tidings/preview/index.html.
 preview: $(STAMP)
-	$(BIN)/python -m streams.rendering.preview
+	$(BIN)/python -m streams.tools.preview
 
 ## Benchmarks on the real broker; figures are printed (see README "Performance").
 bench: install

@@ -35,17 +35,17 @@ from streams.rendering.render import Renderer
 from streams.settings import Settings
 from streams.suppression.feed import SuppressionFeed, SuppressionWriter
 from streams.customers.feed import CustomerStatusFeed, customer_feeds
-from streams.customers.model import InactiveCustomers
+from streams.domain.customers import InactiveCustomers
 from streams.suppression.model import SuppressionList
-from streams.suppression.token import TokenSigner
+from streams.domain.token import TokenSigner
 from streams.tenants.feed import TenantFeed
-from streams.tenants.model import Tenant, TenantDirectory
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.tenants.validate import safe_pack_problems
 from streams.topics import TopicNames, ensure_topics
 from streams.outcomes import Rejection
 from streams.runtime.app import TidingsApp, Wiring, new_app
 from streams.triggers.engine import TimedEngine
-from streams.triggers.rules import Catalog
+from streams.domain.rules import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _check_ledger_retention(settings: Settings, catalog: Catalog) -> None:
     (DESIGN invariant 10): longer than every trigger's max_age and than the firings topic keeps
     its records."""
     from streams.topics import FIRINGS_RETENTION
-    from streams.triggers.rules import EventRule
+    from streams.domain.rules import EventRule
 
     ages = [t.rule.age_limit for t in catalog.triggers() if isinstance(t.rule, EventRule)]
     longest = max([*ages, FIRINGS_RETENTION])

@@ -113,9 +113,9 @@ class EventPublisher:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streams.domain.samples import sample_event
     from streams.settings import Settings
     from streams.topics import TopicNames
-    from streams.triggers.samples import sample_event
 
     parser = argparse.ArgumentParser(
         prog="tidings-publish", description="Validate a domain event against its schema and publish it to Kafka."
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _entity_key(names: Any, type_name: str, publisher: EventPublisher, data: bytes) -> str:
-    from streams.triggers.evaluate import field_at
+    from streams.domain.evaluate import field_at
 
     try:
         path = names.catalog.key_path(type_name)

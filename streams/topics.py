@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from streams.errors import ConfigurationError
 from streams.settings import Settings
-from streams.triggers.rules import Catalog
+from streams.domain.rules import Catalog
 
 @dataclass(frozen=True)
 class TopicNames:

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from streams.domain.tenants import load_tenant
 from streams.settings import REPO_ROOT
-from streams.tenants.model import load_tenant
 
 EXAMPLE = REPO_ROOT / "deploy" / "tenants" / "boxit-london.yaml"
 MAIL = "storage/booking.created"  # an event trigger boxit-london has on

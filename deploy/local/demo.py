@@ -29,13 +29,13 @@ from deploy.local.ses_emulator import (
     verify_domains,
 )
 from deploy.local.worker import WorkerProcess
+from streams.domain.evaluate import field_at
+from streams.domain.samples import sample_event
+from streams.domain.tenants import TenantDirectory
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
-from streams.tenants.model import TenantDirectory
 from streams.topics import TopicNames, ensure_topics
-from streams.triggers.evaluate import field_at
-from streams.triggers.samples import sample_event
 
 DEMO_DIR = REPO_ROOT / ".tidings" / "demo"
 TENANTS_DIR = REPO_ROOT / "deploy" / "tenants"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from streams.triggers.samples import new_envelope
+from streams.domain.samples import new_envelope
 
 BOOKING_CREATED = "tidings.storage.BookingCreated"
 

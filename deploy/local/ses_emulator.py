@@ -105,7 +105,7 @@ def put_object(endpoint: str, uri: str, data: bytes) -> None:
 def put_sample_attachments(endpoint: str) -> list[str]:
     """Upload a PDF for every attachment URI in the packs' sample events; returns the URIs."""
     from deploy.local.samples import tiny_pdf
-    from streams.triggers.rules import Catalog
+    from streams.domain.rules import Catalog
 
     catalog = Catalog.load()
     uris = []
@@ -140,7 +140,7 @@ def verify_domains(endpoint: str, domains: Iterable[str]) -> None:
 def prepare(endpoint: str, *, fresh: bool = False) -> None:
     """The example tenants' sender domains verified and the sample PDFs in S3; ``fresh``: reset first."""
     from streams.settings import REPO_ROOT
-    from streams.tenants.model import TenantDirectory
+    from streams.domain.tenants import TenantDirectory
 
     if fresh:
         reset(endpoint)

@@ -1,1 +1,4 @@
-"""Customers who leave: which customers of which tenant get no mail at all (see ``model.py``)."""
+"""Customers who leave: which customers of which tenant get no mail at all.
+
+The model is ``streams/domain/customers.py``; ``feed.py`` follows the customers topic into it.
+"""

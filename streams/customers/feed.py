@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streams.compacted import TopicFollower
-from streams.customers.model import InactiveCustomers
+from streams.domain.customers import InactiveCustomers
 from streams.errors import RejectedInput, TidingsError
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ class CustomerStatusFeed(TopicFollower):
 
 def report_skipped(outbox: Any, ctx: Any, metrics: Any, skipped: list[dict[str, Any]], at: Any) -> None:
     """Each mail skipped for an inactive customer: a SUPPRESSED status in the input's transaction, and counted."""
-    from streams.customers.model import REASON
-    from streams.delivery.status import SUPPRESSED
+    from streams.domain.customers import REASON
+    from streams.domain.status import SUPPRESSED
 
     for mail in skipped:
         outbox.status(ctx, mail, SUPPRESSED, at, reason=REASON)
@@ -68,7 +68,7 @@ def report_skipped(outbox: Any, ctx: Any, metrics: Any, skipped: list[dict[str, 
 
 def customer_feeds(bootstrap: str, topics: Any, decoders: Any, inactive: InactiveCustomers, metrics: Any) -> tuple[CustomerStatusFeed, ...]:
     """One feed per inbound topic that carries customer status events (charging.customers today)."""
-    from streams.customers.model import is_status_event
+    from streams.domain.customers import is_status_event
 
     carrying = sorted({topics.for_event(t) for t in topics.catalog.event_types() if is_status_event(t)})
     return tuple(

@@ -19,7 +19,7 @@ request the ledger holds ``sending``, then the outcome: ``sent`` (with the SES i
 A recipient on the tenant's suppression list (``streams/suppression/``) is not sent to: the
 ledger records ``suppressed`` (final) and the status topic SUPPRESSED.
 
-Each state change is also a record on the delivery-status topic (``streams/delivery/status.py``),
+Each state change is also a record on the delivery-status topic (``streams/domain/status.py``),
 written in the same transaction as the ledger entry it reports. After a crash, a record read again
 whose outcome the local ledger holds from the earlier run is reported again (its first report
 may have been aborted with the transaction): consumers of the status topic may see a state twice
@@ -45,7 +45,7 @@ from streams.delivery.mime import build_mime
 from streams.delivery.outbox import Outbox
 from streams.delivery.pacing import Pacer, TokenBucket, ses_shape
 from streams.delivery.policy import Action, attempts, decide, unknown_after_timeout
-from streams.delivery.status import FAILED, SENT, SUPPRESSED
+from streams.domain.status import FAILED, SENT, SUPPRESSED
 from streams.errors import OutcomeUnknown, PermanentDelivery, RetryableDelivery, SendingBlocked
 from streams.outcomes import Rejection
 from streams.rendering.render import CONFIGURATION_SET_HEADER, ses_tags

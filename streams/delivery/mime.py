@@ -10,7 +10,7 @@ Every header line stays within RFC 5322's 998 octets (``MAX_LINE``): a long ASCI
 at its spaces (lines of about 78), and one with a run of more than ``MAX_WORD`` characters without
 a space, which cannot be folded, is written as encoded-words instead (a display name or an
 unstructured header; nothing else Tidings writes can be that long). Addresses in From, To and
-Reply-To are written in their sendable form (``streams/rendering/address.py``): an IDN domain in
+Reply-To are written in their sendable form (``streams/domain/address.py``): an IDN domain in
 ASCII (punycode), so every client can reply to it; an address with a non-ASCII local part cannot
 be sent (``invalid_recipient``).
 
@@ -35,8 +35,8 @@ from email.utils import format_datetime, formataddr
 from io import BytesIO
 from typing import Any
 
+from streams.domain.address import AddressError, sendable
 from streams.errors import PermanentDelivery
-from streams.rendering.address import AddressError, sendable
 
 # Quoted-printable bodies: readable in the raw source, and mostly ASCII text stays short.
 _UTF8_QP = _charset.Charset("utf-8")

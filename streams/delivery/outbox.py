@@ -18,7 +18,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from streams.delivery.status import QUEUED, SCHEMA, status_record
+from streams.domain.status import QUEUED, SCHEMA, status_record
 
 OUTBOUND, OUTBOUND_PRIORITY, DELIVERY_STATUS = "outbound", "outbound-priority", "delivery-status"
 

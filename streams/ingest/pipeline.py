@@ -13,15 +13,15 @@ from typing import Any
 
 from streams.codecs.avro import Decoded, SingleObjectCodec
 from streams.codecs.wire import TopicDecoders
-from streams.customers.model import InactiveCustomers
-from streams.delivery.status import firing_fields
+from streams.domain.customers import InactiveCustomers
+from streams.domain.evaluate import Firing, event_firings, field_at
+from streams.domain.rules import Catalog
+from streams.domain.status import firing_fields
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
 from streams.ingest.redact import redact
 from streams.outcomes import Rejection
 from streams.rendering.render import Rendered, Renderer, Source
-from streams.tenants.model import Tenant, TenantDirectory
-from streams.triggers.evaluate import Firing, event_firings, field_at
-from streams.triggers.rules import Catalog
 
 OUTBOUND_SCHEMA = "tidings.outbound.RenderedEmail"
 

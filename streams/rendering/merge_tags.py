@@ -6,7 +6,7 @@ a *timed* trigger with the entity's state (the fields its pack copies or sets, s
 what ``Renderer.render`` adds to every mail (``recipient``, ``brand``, ``locale``,
 ``format_locale``, ``time_zone``). This module describes that context as a tree of ``Var``
 values, built from the newest version of the events' Avro schemas, the packs' entity updates and
-the ``Brand`` model, so the lint (``streams/rendering/lint.py``) and the reference page agree by
+the ``Brand`` model, so the lint (``streams/tools/lint.py``) and the reference page agree by
 construction.
 
     python -m streams.rendering.merge_tags            writes docs/merge-tags.md
@@ -31,10 +31,10 @@ from fastavro.schema import expand_schema
 from jinja2.defaults import DEFAULT_FILTERS
 
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, TimedRule, Trigger
+from streams.domain.tenants import Brand
 from streams.rendering.environment import build_environment
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Brand
-from streams.triggers.rules import PACKS_DIR, Catalog, EntitySpec, EventRule, TimedRule, Trigger
 
 REFERENCE_PATH = REPO_ROOT / "docs" / "merge-tags.md"
 RECIPIENT_TYPE = "tidings.common.Recipient"

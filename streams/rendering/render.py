@@ -25,14 +25,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import css_inline
 from jinja2 import Template, TemplateError
 
+from streams.domain.address import AddressError, sendable
+from streams.domain.evaluate import Firing
+from streams.domain.tenants import Tenant
+from streams.domain.token import TokenSigner
 from streams.errors import InvalidRecipient, RenderFailed
-from streams.rendering.address import AddressError, sendable
 from streams.rendering.budget import BudgetExceeded, RenderBudget, css_check, metered, part_check
 from streams.rendering.environment import OverrideLoader, build_environment, warm_locales
 from streams.rendering.locale import LAST_RESORT, Fallback, babel_locale, choose_locale, normalize
-from streams.suppression.token import TokenSigner
-from streams.tenants.model import Tenant
-from streams.triggers.evaluate import Firing
 
 PARTS = ("subject.txt", "body.html", "body.txt")
 # SES applies the configuration set named in this header of a raw message; the sender also passes
@@ -51,7 +51,7 @@ def ses_tags(tenant_id: str, pack: str, trigger: str) -> dict[str, str]:
 def unsubscribe_headers(tenant: Tenant, to_address: str, tokens: TokenSigner | None) -> dict[str, str]:
     """List-Unsubscribe (RFC 2369) and, with an https link, List-Unsubscribe-Post (RFC 8058 one-click).
 
-    The link carries an opaque token of tenant and address (``streams/suppression/token.py``); a
+    The link carries an opaque token of tenant and address (``streams/domain/token.py``); a
     tenant with a base URL is only served by workers holding the secret to sign it (``streams/app.py``).
     """
     setting = tenant.unsubscribe

@@ -26,11 +26,11 @@ from streams.suppression.model import Suppression, merge
 
 if TYPE_CHECKING:
     from streams.clock import Clock
+    from streams.domain.tenants import TenantDirectory
     from streams.metrics import Metrics
     from streams.runtime.emit import RecordContext
     from streams.suppression.feed import SuppressionWriter
     from streams.suppression.model import SuppressionList
-    from streams.tenants.model import TenantDirectory
 
 log = logging.getLogger(__name__)
 

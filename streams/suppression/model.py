@@ -1,7 +1,7 @@
 """The suppression list and its records on ``<prefix>suppressions``. Pure: no Kafka here.
 
 A record is keyed ``<tenant_id>/<address>`` (UTF-8; a tenant id never holds ``/``) with the
-address in its identity form (``streams/rendering/address.py``: lower-cased, the domain in ASCII),
+address in its identity form (``streams/domain/address.py``: lower-cased, the domain in ASCII),
 so a bounce for ``Jana.Mueller@`` suppresses ``jana.mueller@`` and a mail's ``to_address`` in any
 spelling finds its entry. Records written before that rule (keyed by the address as written, the
 domain in Unicode) are still read, and held under the identity. The
@@ -24,7 +24,7 @@ from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
 
-from streams.rendering.address import identity_or_none
+from streams.domain.address import identity_or_none
 
 Reason = Literal["bounce", "complaint", "unsubscribe", "manual"]
 Scope = Literal["all", "non_transactional"]

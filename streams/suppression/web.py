@@ -1,6 +1,6 @@
 """The one-click unsubscribe endpoint (RFC 8058) on the worker's web server.
 
-``POST /unsubscribe/<token>`` verifies the token (``streams/suppression/token.py``) and publishes a
+``POST /unsubscribe/<token>`` verifies the token (``streams/domain/token.py``) and publishes a
 ``tidings.feedback.Unsubscribed`` event to ``<prefix>unsubscribes``; the feedback agent turns it
 into a suppression like any other unsubscribe. It answers 200 once the broker has the event, 400
 for a token this deployment did not issue (nothing is published), 503 when the broker cannot
@@ -18,10 +18,10 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from streams.domain.token import BadToken
 from streams.errors import ConfigurationError
 from streams.suppression.feedback import UNSUBSCRIBE_EVENT
 from streams.suppression.model import normalize_address, record_key
-from streams.suppression.token import BadToken
 
 if TYPE_CHECKING:
     from streams.app import Runtime

@@ -27,13 +27,13 @@ from typing import TextIO
 import yaml
 from pydantic import ValidationError
 
+from streams.domain.rules import Catalog
+from streams.domain.tenants import Tenant
 from streams.errors import ConfigurationError
 from streams.settings import Settings
 from streams.tenants import feed
-from streams.tenants.model import Tenant
 from streams.tenants.validate import TenantProblem, validate_files
 from streams.topics import TopicNames, ensure_tenants_topic
-from streams.triggers.rules import Catalog
 
 
 def check(paths: Sequence[Path], settings: Settings, catalog: Catalog | None = None) -> tuple[list[Tenant], list[TenantProblem]]:

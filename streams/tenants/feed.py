@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streams.compacted import TopicFollower, produce_records
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.metrics import Metrics
-from streams.tenants.model import Tenant, TenantDirectory
 from streams.tenants.records import Check, Update, apply_record, encode
 
 log = logging.getLogger(__name__)

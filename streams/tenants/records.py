@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from streams.tenants.model import Tenant, TenantDirectory
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.tenants.validate import json_problems, unexpected
 
 Outcome = Literal["applied", "rejected", "removed"]

@@ -11,11 +11,11 @@ Two layers, each reported as ``(field, message)``:
 
 ``tidings-tenants publish`` runs both on every file and publishes nothing unless all pass; the
 worker runs both on every record of the tenants topic and ignores one that fails; the template lint
-(``streams/rendering/lint.py``) reports ``pack_problems`` for the example tenants with line numbers.
+(``streams/tools/lint.py``) reports ``pack_problems`` for the example tenants with line numbers.
 
 Template overrides (``Tenant.templates``) are checked in ``pack_problems`` too (``override_problems``):
 known places only, a complete set in every offered language, and each part compiling with only
-known merge tags (``streams/rendering/lint.py``'s ``check_override``).
+known merge tags (``streams/rendering/checks.py``'s ``check_override``).
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from streams.domain.rules import Catalog, TimedRule
+from streams.domain.tenants import Tenant, read_tenant_file
+from streams.domain.timers import param_problems
+from streams.rendering.checks import check_override
 from streams.rendering.render import PARTS
-from streams.tenants.model import Tenant, read_tenant_file
-from streams.triggers.rules import Catalog, TimedRule
-from streams.triggers.timers import param_problems
 
 TENANT_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -157,8 +158,6 @@ def override_problems(tenant: Tenant, catalog: Catalog, templates_dir: Path) -> 
     only merge tags the trigger has: its event's fields, or its entity state's and ``timer`` for a
     timed trigger (the lint's checks, on text instead of files).
     """
-    from streams.rendering.lint import check_override  # the lint imports this module
-
     mails = {(t.pack, m.template): t for t in catalog.triggers() for m in t.rule.mails}
     overridden: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for key, source in sorted(tenant.templates.items()):

@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streams.clock import Clock, SystemClock
 from streams.customers.feed import report_skipped
@@ -40,7 +40,7 @@ from streams.state import values
 from streams.triggers.engine import Fired, firings_value
 
 if TYPE_CHECKING:
-    from streams.ingest.pipeline import IngestPipeline
+    from streams.codecs.avro import SingleObjectCodec
     from streams.metrics import Metrics
     from streams.runtime.emit import RecordContext
     from streams.runtime.tables import StateTables
@@ -176,11 +176,21 @@ class TickHandler:
             yield from self._records(Fired(firings=fired.firings[part], states=fired.states[part]), decided_at)
 
 
+class MailEncoder(Protocol):
+    """What ``FiringsHandler`` uses to encode: the outbound mail (``encode``) and, for the status
+    records, the codec. ``streams.ingest.pipeline.IngestPipeline`` is one; triggers do not import ingest."""
+
+    @property
+    def codec(self) -> SingleObjectCodec: ...
+
+    def encode(self, mail: dict[str, Any]) -> bytes: ...
+
+
 class FiringsHandler:
     """Renders a firings record's mails into the outbound topics."""
 
     def __init__(
-        self, engine: TimedEngine, pipeline: IngestPipeline, metrics: Metrics, idle: asyncio.Event, clock: Clock | None = None
+        self, engine: TimedEngine, pipeline: MailEncoder, metrics: Metrics, idle: asyncio.Event, clock: Clock | None = None
     ) -> None:
         self.engine = engine
         self.clock = clock if clock is not None else SystemClock()

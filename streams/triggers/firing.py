@@ -1,7 +1,7 @@
 """The mails a due timer means: firings and render context of a timed trigger.
 
-Pure, like ``evaluate.py`` for event triggers. The render context of a timed mail is the entity
-state (the fields the pack copies, see ``state/projection.py``) plus ``timer``: when it was due,
+Pure, like ``streams/domain/evaluate.py`` for event triggers. The render context of a timed mail is the entity
+state (the fields the pack copies, see ``domain/projection.py``) plus ``timer``: when it was due,
 the step of a dunning trigger (1, 2, 3; 0 otherwise), how many steps there are, and the
 trigger's effective parameters (``timer.params.days`` is the "x" of "x days before").
 """
@@ -12,13 +12,13 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from streams.state.projection import public
-from streams.tenants.model import Tenant
-from streams.triggers.conditions import lookup
-from streams.triggers.evaluate import Firing
-from streams.triggers.identity import message_id
-from streams.triggers.rules import TimedRule, Trigger
-from streams.triggers.timers import Timer, span, trigger_params
+from streams.domain.conditions import lookup
+from streams.domain.evaluate import Firing
+from streams.domain.identity import message_id
+from streams.domain.projection import public
+from streams.domain.rules import TimedRule, Trigger
+from streams.domain.tenants import Tenant
+from streams.domain.timers import Timer, span, trigger_params
 
 
 def timed_firings(trigger: Trigger, timer: Timer, state: Mapping[str, Any], tenant: Tenant, entity_id: str) -> list[Firing]:

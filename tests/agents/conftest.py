@@ -22,13 +22,13 @@ from streams import metrics as metrics_module
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
 from streams.delivery.outbox import DELIVERY_STATUS, OUTBOUND, OUTBOUND_PRIORITY
+from streams.domain.rules import Catalog
+from streams.domain.tenants import TenantDirectory
 from streams.ingest.pipeline import IngestPipeline
 from streams.rendering.render import Renderer
 from streams.runtime.emit import Outputs, RecordingWriter
 from streams.runtime.guard import Guard, Outcome
 from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
-from streams.triggers.rules import Catalog
 
 NOW = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.timezone.utc)
 TOPICS = {OUTBOUND: "t.outbound", OUTBOUND_PRIORITY: "t.outbound-priority", DELIVERY_STATUS: "t.delivery-status"}

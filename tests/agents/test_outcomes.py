@@ -28,7 +28,7 @@ from streams.suppression.agents import FeedbackHandler
 from streams.suppression.model import SuppressionList
 from streams.triggers.agents import FiringsHandler, TickHandler, tick_value
 from streams.triggers.engine import TimedEngine
-from streams.triggers.samples import sample_event
+from streams.domain.samples import sample_event
 from tests.agents.conftest import NOW, TOPICS, FixedClock, Faults, MemoryTables, Record, Runtime
 
 SECRET = "jürgen.secret@example.org"  # in the injected error's message: must reach no dead letter

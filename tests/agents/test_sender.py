@@ -10,12 +10,12 @@ import pytest
 from streams.delivery.agents import Sender
 from streams.delivery.ledger import sending_entry
 from streams.delivery.outbox import DELIVERY_STATUS, OUTBOUND
+from streams.domain.samples import sample_event
 from streams.errors import OutcomeUnknown, SendingBlocked
 from streams.runtime.commits import CommitWatch
 from streams.runtime.guard import Outcome
 from streams.settings import Settings
 from streams.suppression.model import SuppressionList
-from streams.triggers.samples import sample_event
 from tests.agents.conftest import NOW, TOPICS, FixedClock, MemoryTables, Record, Runtime
 
 BOOKING = "tidings.storage.BookingCreated"

@@ -28,11 +28,11 @@ def run(bootstrap: str, inbound: str, outbound: str, group: str) -> None:
 
     from streams.codecs.avro import SingleObjectCodec
     from streams.codecs.schemas import SchemaRepository
+    from streams.domain.evaluate import event_firings
+    from streams.domain.rules import Catalog
+    from streams.domain.tenants import TenantDirectory
     from streams.ingest.pipeline import OUTBOUND_SCHEMA
     from streams.rendering.render import Renderer, Source
-    from streams.tenants.model import TenantDirectory
-    from streams.triggers.evaluate import event_firings
-    from streams.triggers.rules import Catalog
 
     codec = SingleObjectCodec(SchemaRepository.load(REPO_ROOT / "schemas"))
     catalog = Catalog.load()

@@ -33,9 +33,9 @@ from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT, Settings
 from streams.codecs.partitioning import default_partition
 from streams.runtime.tables import KEY_CODEC, TIMERS_TABLE
-from streams.tenants.model import Tenant, TenantDirectory
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.triggers.engine import TimedEngine
-from streams.triggers.rules import Catalog
+from streams.domain.rules import Catalog
 
 
 def changelog_topic(settings: Settings, table: str) -> str:

@@ -19,12 +19,12 @@ from typing import Any
 
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
+from streams.domain.tenants import TenantDirectory
 from streams.rendering.render import Renderer, Source
 from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 
 TENANT = "lagerhaus-nord"
 SCHEMA = "tidings.outbound.RenderedEmail"

@@ -24,12 +24,12 @@ import time
 import tracemalloc
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.errors import RenderFailed
 from streams.rendering.render import Renderer, Source
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Tenant, TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
 from tests.benchmarks.report import machine
 from tests.hostile import CSS_BOMB, tenant_data
 from tests.unit.test_budgets import GENERATED, KNOWN

@@ -22,13 +22,13 @@ from collections.abc import Callable
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
+from streams.domain.tenants import TenantDirectory
 from streams.rendering.environment import build_environment
 from streams.rendering.render import PARTS, Renderer, Source
 from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 from tests.benchmarks.report import machine
 
 TEMPLATES = REPO_ROOT / "templates"

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.tenants import TenantDirectory
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
 
 # (tenant, customer locale), cycled over the events.
 MIX = (

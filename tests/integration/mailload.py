@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
 from tests.integration.harness import Deployment
 
 PASSWORD_RESET = "tidings.storage.PasswordResetRequested"

@@ -6,8 +6,8 @@ import uuid
 
 from deploy.local.samples import tiny_pdf
 from deploy.local.ses_emulator import put_object
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
 from tests.integration.harness import Deployment
 
 CATALOG = Catalog.load()

@@ -26,11 +26,11 @@ from fastavro import json_writer
 
 from streams.codecs.partitioning import default_partition
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.evaluate import event_firings, field_at
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Tenant, TenantDirectory
-from streams.triggers.evaluate import event_firings, field_at
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 from tests.integration.harness import Deployment
 from tests.java import probe
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.samples import new_envelope
 from streams.settings import REPO_ROOT
-from streams.triggers.samples import new_envelope
 from tests.integration.harness import Deployment
 
 TENANT = "voltpark-nl"

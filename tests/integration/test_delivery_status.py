@@ -7,9 +7,9 @@ import collections
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
 from streams.settings import REPO_ROOT
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 from tests.integration.harness import Deployment
 
 INVOICE = "tidings.charging.MspInvoiceReady"

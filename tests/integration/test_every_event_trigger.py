@@ -14,12 +14,12 @@ import collections
 from typing import Any
 
 from deploy.local.samples import tiny_pdf
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.rendering.render import Renderer, Source
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Tenant, TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 from tests.integration.harness import Deployment
 
 CATALOG = Catalog.load()

@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 
 from streams.codecs.avro import MAGIC
-from streams.triggers.evaluate import event_firings, field_at
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
+from streams.domain.evaluate import event_firings, field_at
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
 from tests.integration.harness import Deployment
 from tests.integration.test_every_event_trigger import TENANTS, _tenant_for
 

@@ -21,8 +21,8 @@ import yaml
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from deploy.local.ses_emulator import sent_mails
+from streams.domain.rules import Catalog
 from streams.tenants import cli
-from streams.triggers.rules import Catalog
 from tests.hostile import CSS_BOMB, tenant_data
 from tests.integration.harness import Deployment
 from tests.unit.test_budgets import GENERATED, KNOWN

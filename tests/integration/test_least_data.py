@@ -13,9 +13,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.triggers.evaluate import field_at
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
+from streams.domain.evaluate import field_at
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
 from tests.integration.harness import Deployment
 
 CATALOG = Catalog.load()

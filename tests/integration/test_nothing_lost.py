@@ -16,9 +16,9 @@ from confluent_kafka import Producer
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.samples import new_envelope
+from streams.domain.tenants import TenantDirectory
 from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
-from streams.triggers.samples import new_envelope
 from tests.integration.harness import EXAMPLE_TENANTS, Deployment
 
 UTC = dt.timezone.utc

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.rendering.preview import build_gallery
+from streams.tools.preview import build_gallery
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_SECONDS = 90  # a cold headless start on a loaded 2-core CI machine takes a few seconds

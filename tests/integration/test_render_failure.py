@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
 from streams.rendering.render import PARTS
 from streams.settings import REPO_ROOT
 from streams.tenants import cli
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 from tests.integration.harness import Deployment
 
 CATALOG = Catalog.load()

@@ -18,9 +18,9 @@ from typing import Any
 from confluent_kafka import Producer
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.domain.samples import new_envelope
 from streams.suppression import cli
 from streams.suppression.feedback import UNSUBSCRIBE_EVENT
-from streams.triggers.samples import new_envelope
 from tests.integration.harness import Deployment
 from tests.integration.test_timed_triggers import Timeline, _customer
 

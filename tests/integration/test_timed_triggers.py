@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 
-from streams.triggers.samples import new_envelope
+from streams.domain.samples import new_envelope
 from tests.integration.harness import Deployment
 
 UTC = dt.timezone.utc

@@ -8,11 +8,11 @@ import pytest
 
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.rules import Catalog
+from streams.domain.tenants import TenantDirectory
 from streams.ingest.pipeline import IngestPipeline
 from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
-from streams.triggers.rules import Catalog
 
 NOW = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.timezone.utc)
 

@@ -8,12 +8,12 @@ import pytest
 
 from streams.delivery.attachments import MemoryAttachmentStore, split_uri
 from streams.delivery.mime import build_mime
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
+from streams.domain.tenants import TenantDirectory
 from streams.errors import PermanentDelivery, RenderFailed
 from streams.rendering.render import Renderer, Source
-from streams.tenants.model import TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 from tests.unit.conftest import NOW
 from tests.unit.test_mime import MAIL
 

@@ -16,14 +16,14 @@ import pytest
 from jinja2 import TemplateError
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.tenants import TenantDirectory
 from streams.errors import RenderFailed
 from streams.rendering.budget import BudgetExceeded, RenderBudget, metered
 from streams.rendering.environment import build_environment
 from streams.rendering.render import Renderer, Source
 from streams.settings import REPO_ROOT
-from streams.tenants.model import TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
 from tests.hostile import CSS_BOMB
 from tests.unit.conftest import NOW
 

@@ -141,7 +141,7 @@ def test_v1_and_v2_writers_both_mail_and_the_template_shows_the_new_field_only_w
 ) -> None:
     import datetime as dt
 
-    from streams.triggers.samples import sample_event
+    from streams.domain.samples import sample_event
 
     field = _evolved(schemas)[name]
     pack = name.split(".")[1]

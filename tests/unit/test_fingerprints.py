@@ -15,8 +15,8 @@ import pytest
 from deploy.local.samples import BOOKING_CREATED
 from streams.codecs.avro import HEADER_SIZE, SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.samples import sample_event
 from streams.settings import REPO_ROOT
-from streams.triggers.samples import sample_event
 
 JAVA = json.loads((REPO_ROOT / "tests" / "java" / "vectors" / "fingerprints.json").read_text(encoding="utf-8"))
 ROOT = REPO_ROOT / "schemas"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from streams.triggers.identity import MESSAGE_ID_HEX_CHARS, message_id
+from streams.domain.identity import MESSAGE_ID_HEX_CHARS, message_id
 
 BASE = dict(tenant_id="t1", trigger="storage/booking.created#booking.created", entity_id="BK-1", occurrence="e-1", recipient="a@example.org")
 

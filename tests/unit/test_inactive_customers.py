@@ -6,9 +6,9 @@ import datetime as dt
 from typing import Any
 
 from streams.codecs.avro import SingleObjectCodec
-from streams.customers.model import REASON, InactiveCustomers
+from streams.domain.customers import REASON, InactiveCustomers
+from streams.domain.samples import new_envelope, sample_event
 from streams.ingest.pipeline import IngestPipeline
-from streams.triggers.samples import new_envelope, sample_event
 from tests.unit.conftest import NOW
 
 TENANT = "stromnetz-sued"

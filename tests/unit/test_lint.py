@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from streams.codecs.schemas import SchemaRepository
-from streams.rendering.lint import lint, main
+from streams.domain.rules import PACKS_DIR, Catalog
 from streams.rendering.merge_tags import resolves, trigger_context
 from streams.settings import REPO_ROOT
-from streams.triggers.rules import PACKS_DIR, Catalog
+from streams.tools.lint import lint, main
 
 TRIGGER = "storage/booking.created"
 TEMPLATE = "templates/storage/booking.created"

@@ -58,9 +58,9 @@ def test_formatting_falls_back_region_language_default_english(requested, templa
 )
 def test_an_unusual_or_garbage_locale_renders_in_the_expected_language(renderer, tenants, requested, language, words) -> None:  # type: ignore[no-untyped-def]
     from deploy.local.samples import BOOKING_CREATED, booking_created
+    from streams.domain.evaluate import event_firings
+    from streams.domain.rules import Catalog
     from streams.rendering.render import Source
-    from streams.triggers.evaluate import event_firings
-    from streams.triggers.rules import Catalog
     from tests.unit.conftest import NOW
 
     tenant = tenants.get("lagerhaus-nord")  # offers de and en, default de

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from streams.codecs.schemas import SchemaRepository
+from streams.domain.rules import Catalog
 from streams.rendering.merge_tags import REFERENCE_PATH, reference
-from streams.triggers.rules import Catalog
 
 CATALOG = Catalog.load()
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.errors import RenderFailed
 from streams.rendering.render import PARTS, Renderer, Source
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Tenant, TenantDirectory
 from streams.tenants.validate import pack_problems
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 from tests.unit.conftest import NOW
 
 CATALOG = Catalog.load()
@@ -89,7 +89,7 @@ def test_an_invalid_override_is_refused_precisely(tenants: TenantDirectory, temp
 
 
 def test_overrides_are_read_from_the_folder_beside_the_tenant_file(tmp_path: Path) -> None:
-    from streams.tenants.model import load_tenant
+    from streams.domain.tenants import load_tenant
 
     source = REPO_ROOT / "deploy" / "tenants" / "lagerhaus-nord.yaml"
     (tmp_path / "acme.yaml").write_text(source.read_text().replace("tenant_id: lagerhaus-nord", "tenant_id: acme"))

@@ -34,8 +34,8 @@ def test_unknown_tenant_is_rejected_without_its_name_unbounded(pipeline: IngestP
 
 
 def test_a_trigger_the_tenant_has_not_activated_sends_nothing(codec: SingleObjectCodec, renderer, tenants) -> None:  # type: ignore[no-untyped-def]
-    from streams.tenants.model import Tenant, TenantDirectory, TriggerSetting
-    from streams.triggers.rules import Catalog
+    from streams.domain.rules import Catalog
+    from streams.domain.tenants import Tenant, TenantDirectory, TriggerSetting
 
     base = tenants.get("boxit-london")
     off = base.model_copy(update={"triggers": {"storage/booking.created": TriggerSetting(enabled=False)}})
@@ -51,7 +51,7 @@ def test_garbage_is_one_rejection_not_an_exception(pipeline: IngestPipeline) -> 
 
 
 def test_a_dead_lettered_event_loses_its_secrets_and_keeps_the_rest(pipeline: IngestPipeline, codec: SingleObjectCodec) -> None:
-    from streams.triggers.samples import sample_event
+    from streams.domain.samples import sample_event
 
     reset = "tidings.storage.PasswordResetRequested"
     assert "reset_url" in codec.schemas.latest(reset).secrets

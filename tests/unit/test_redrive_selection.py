@@ -17,7 +17,7 @@ from streams.redrive.selection import (
 )
 from streams.settings import Settings
 from streams.topics import TopicNames
-from streams.triggers.rules import Catalog
+from streams.domain.rules import Catalog
 from tests.unit.conftest import NOW
 
 CATALOG = Catalog.load()
@@ -224,7 +224,7 @@ def test_a_render_failure_of_an_event_that_feeds_state_needs_reapply_state(event
 
 
 def test_a_render_failure_of_an_event_without_state_may_be_re_ingested(codec: SingleObjectCodec, decode) -> None:  # type: ignore[no-untyped-def]
-    from streams.triggers.samples import sample_event
+    from streams.domain.samples import sample_event
 
     type_name = "tidings.advisors.CallbackRequested"
     value = codec.encode(type_name, sample_event(CATALOG.samples, type_name, "beraterfinder"))

@@ -6,11 +6,11 @@ from typing import Any
 import pytest
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.tenants import TenantDirectory
 from streams.errors import InvalidRecipient, RenderFailed
 from streams.rendering.render import Renderer, Source, single_line
-from streams.tenants.model import TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
 from tests.unit.conftest import NOW
 
 SOURCE = Source(topic="tidings.bookings", event_id="e-1", timestamp=NOW)
@@ -91,7 +91,7 @@ def test_single_line() -> None:
 
 
 def test_a_tenants_ses_configuration_set_rides_with_its_mails(renderer: Renderer, tenants: TenantDirectory) -> None:
-    from streams.triggers.samples import sample_event
+    from streams.domain.samples import sample_event
 
     catalog = Catalog.load()
     tenant = tenants.get("beraterfinder")

@@ -8,13 +8,13 @@ import pytest
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.codecs.avro import SingleObjectCodec
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
+from streams.domain.tenants import TenantDirectory
 from streams.errors import RenderFailed
 from streams.ingest.pipeline import IngestPipeline
 from streams.rendering.render import Renderer, Source
-from streams.tenants.model import TenantDirectory
-from streams.triggers.evaluate import event_firings
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import sample_event
 from tests.unit.conftest import NOW
 
 ESCAPES = [

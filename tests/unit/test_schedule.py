@@ -1,4 +1,4 @@
-"""Schedule arithmetic of timed triggers (streams/triggers/schedule.py).
+"""Schedule arithmetic of timed triggers (streams/domain/schedule.py).
 
 Every expected instant is written out in UTC by hand from the zone's offsets (noted beside it),
 never computed with the code under test. 2026 switches: EU 03-29 and 10-25 at 01:00 UTC; US
@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.triggers.schedule import (
+from streams.domain.schedule import (
     Lateness,
     absence_due,
     before_instant,

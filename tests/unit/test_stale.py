@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 
 from streams.codecs.avro import SingleObjectCodec
+from streams.domain.rules import STALE_DEFAULT, STALE_HIGH, Catalog, EventRule
+from streams.domain.samples import sample_event
 from streams.ingest.pipeline import IngestPipeline
-from streams.triggers.rules import STALE_DEFAULT, STALE_HIGH, Catalog, EventRule
-from streams.triggers.samples import sample_event
 from tests.unit.conftest import NOW
 
 CATALOG = Catalog.load()

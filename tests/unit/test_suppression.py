@@ -19,10 +19,10 @@ from streams.rendering.render import unsubscribe_headers
 from streams.settings import REPO_ROOT
 from streams.suppression.feedback import UNSUBSCRIBE_EVENT, ses_feedback, unsubscribe_feedback
 from streams.suppression.model import Suppression, SuppressionList, merge, normalize_address
-from streams.suppression.token import BadToken, TokenSigner
-from streams.tenants.model import Tenant, TenantDirectory
+from streams.domain.token import BadToken, TokenSigner
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.tenants.validate import model_problems, pack_problems
-from streams.triggers.rules import Catalog
+from streams.domain.rules import Catalog
 from tests.unit.conftest import NOW
 
 T = "lagerhaus-nord"
@@ -80,7 +80,7 @@ def test_a_suppression_belongs_to_one_tenant() -> None:
 
 
 def test_one_address_is_one_suppression_whatever_its_spelling() -> None:
-    """The address rule (streams/rendering/address.py): identity is the lower-cased ASCII form."""
+    """The address rule (streams/domain/address.py): identity is the lower-cased ASCII form."""
     entries = SuppressionList()
     # A bounce for Jana.Mueller@ is written under the identity and stops every spelling.
     key, value = Suppression(T, normalize_address("Jana.Mueller@Bücher.Example") or "", "bounce", "all", NOW).encode()

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streams.domain.rules import Catalog
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.metrics import create
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli
 from streams.tenants.feed import TenantFeed
-from streams.tenants.model import Tenant, TenantDirectory
 from streams.tenants.records import apply_record
 from streams.tenants.validate import pack_problems, validate_files
-from streams.triggers.rules import Catalog
 from tests.hostile import CHECK_KILLERS, UNCOMPILABLE, override, poisoned_records, tenant_data
 
 CATALOG = Catalog.load()

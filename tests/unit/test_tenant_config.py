@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from streams.domain.rules import Catalog
+from streams.domain.tenants import Brand, Tenant, TenantDirectory
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli, feed
-from streams.tenants.model import Brand, Tenant, TenantDirectory
 from streams.tenants.records import apply_record, encode
 from streams.tenants.validate import pack_problems, validate_files
-from streams.triggers.rules import Catalog
 
 CATALOG = Catalog.load()
 TEMPLATES = REPO_ROOT / "templates"

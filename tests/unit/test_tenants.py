@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from streams.domain.tenants import TenantDirectory, load_tenant
 from streams.errors import ConfigurationError
-from streams.tenants.model import TenantDirectory, load_tenant
 
 VALID = """\
 tenant_id: acme

@@ -15,11 +15,11 @@ from typing import Any
 from streams import metrics as metrics_module
 from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Tenant, TenantDirectory, TriggerSetting
+from streams.domain.tenants import Tenant, TenantDirectory, TriggerSetting
 from streams.state import values
 from streams.triggers.engine import TimedEngine, firings_value
-from streams.triggers.rules import Catalog
-from streams.triggers.samples import new_envelope
+from streams.domain.rules import Catalog
+from streams.domain.samples import new_envelope
 
 UTC = dt.timezone.utc
 CATALOG = Catalog.load()
@@ -382,8 +382,8 @@ def test_a_firings_record_splices_the_stored_state_and_reads_back_as_if_encoded_
 
 def test_revalidating_one_slot_plans_exactly_that_slot_of_the_full_plan() -> None:
     # Fire-time revalidation plans only the due timer's slot; it must be the full plan's timer.
-    from streams.state.projection import public
-    from streams.triggers.timers import plan_trigger
+    from streams.domain.projection import public
+    from streams.domain.timers import plan_trigger
 
     tenant = _tenant("lagerhaus-nord", **{"invoice.after_due": {"steps": [2, 9, 30]}})
     world = World(tenant)

@@ -13,13 +13,13 @@ from pydantic import ValidationError
 
 from streams.settings import REPO_ROOT
 from streams.state import values
-from streams.state.projection import apply, public
-from streams.tenants.model import TenantDirectory, TriggerSetting
+from streams.domain.projection import apply, public
+from streams.domain.tenants import TenantDirectory, TriggerSetting
 from streams.tenants.validate import pack_problems
 from streams.triggers.agents import parse_tick, tick_value
-from streams.triggers.conditions import matches
+from streams.domain.conditions import matches
 from streams.errors import RejectedInput
-from streams.triggers.rules import Catalog, EntitySpec, PackFile, TimedRule
+from streams.domain.rules import Catalog, EntitySpec, PackFile, TimedRule
 
 UTC = dt.timezone.utc
 CATALOG = Catalog.load()

@@ -18,17 +18,17 @@ import yaml
 
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
-from streams.rendering.lint import lint
+from streams.domain.rules import PACKS_DIR, Catalog, Trigger
+from streams.domain.samples import sample_event
+from streams.domain.tenants import Brand, SenderIdentity, Tenant
+from streams.domain.timers import Timer
 from streams.rendering.merge_tags import resolves, trigger_context
-from streams.rendering.preview import render_entry, timed_sample
 from streams.rendering.render import PARTS, Renderer, Source
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Brand, SenderIdentity, Tenant
 from streams.tenants.validate import pack_problems
+from streams.tools.lint import lint
+from streams.tools.preview import render_entry, timed_sample
 from streams.triggers.firing import timed_context, timed_firings
-from streams.triggers.rules import PACKS_DIR, Catalog, Trigger
-from streams.triggers.samples import sample_event
-from streams.triggers.timers import Timer
 from tests.unit.conftest import NOW
 from tests.unit.test_lint import _edit, _lint
 

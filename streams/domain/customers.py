@@ -20,7 +20,7 @@ customer all the same, read from the record, never from the key).
 Where it applies: to each *firing* before it is rendered, in the ingest pipeline (event triggers)
 and in ``TimedEngine.render_firing`` (timed triggers). A firing whose recipient's id is an inactive
 customer of the firing's tenant is not rendered; it becomes a SUPPRESSED delivery status with the
-reason ``customer_inactive`` (``streams/delivery/status.py``) and counts in
+reason ``customer_inactive`` (``streams/domain/status.py``) and counts in
 ``tidings_mails_suppressed_total{reason="customer_inactive"}``. Timers keep running meanwhile, so a
 reactivated customer's reminders resume without waiting for a new event; what was skipped stays
 skipped. A mail already rendered before the deactivation was read still goes out.

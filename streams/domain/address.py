@@ -14,7 +14,7 @@ Two forms, one rule each, used everywhere an address is taken in:
   local parts case-sensitively, but no large mailbox provider does, and treating them as one is the
   safe side for suppression (a bounce or an unsubscribe for one spelling stops all spellings).
   Suppression keys, the suppression lookup, the unsubscribe endpoint and message ids
-  (``streams/triggers/identity.py``) all use the identity.
+  (``streams/domain/identity.py``) all use the identity.
 """
 
 from __future__ import annotations

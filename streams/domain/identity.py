@@ -3,7 +3,7 @@
 ``message_id = H(tenant, trigger, entity, occurrence, recipient)``: the same mail computed again
 after a replay, restart or rebalance has the same id, and the sender's ledger sends an id once.
 Parts are length-prefixed before hashing so that ("ab", "c") and ("a", "bc") never collide.
-The recipient enters as its identity (``streams/rendering/address.py``: lower-cased, the domain in
+The recipient enters as its identity (``streams/domain/address.py``: lower-cased, the domain in
 ASCII), so every spelling of one address gives one id; an ASCII address is just lower-cased (the
 same thing, without the validator's cost on the tick's hot path).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
-from streams.rendering.address import identity_or_none
+from streams.domain.address import identity_or_none
 
 MESSAGE_ID_HEX_CHARS = 32  # 128 bits: collisions are not a practical concern at any mail volume
 

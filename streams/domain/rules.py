@@ -7,7 +7,7 @@ A pack is a folder ``streams/packs/<pack>/`` with
   on, the field holding the entity id, and one or more mails, each with a recipient role, the
   field of the event holding that recipient, and a template folder. One trigger may send several
   different mails (an appointment booked mails the advisor and the customer).
-- ``samples.yaml``: one realistic event per event type (see ``streams/triggers/samples.py``).
+- ``samples.yaml``: one realistic event per event type (see ``streams/domain/samples.py``).
 
 Loading validates what it can without rendering: unknown kinds, missing fields, a trigger on an
 event its pack does not route to a topic. Schemas and templates are checked against the packs by
@@ -17,7 +17,6 @@ event its pack does not route to a topic. Schemas and templates are checked agai
 from __future__ import annotations
 
 import datetime as dt
-
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from streams.domain.conditions import problems as condition_problems
+from streams.domain.samples import load_samples
 from streams.errors import ConfigurationError
-from streams.triggers.conditions import problems as condition_problems
-from streams.triggers.samples import load_samples
 
 PACKS_DIR = Path(__file__).resolve().parent.parent / "packs"
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streams.domain.identity import message_id
+from streams.domain.rules import Catalog, MailRule, Trigger
+from streams.domain.tenants import Tenant
 from streams.errors import InvalidEvent, UnknownEventType
-from streams.tenants.model import Tenant
-from streams.triggers.identity import message_id
-from streams.triggers.rules import Catalog, MailRule, Trigger
 
 
 @dataclass(frozen=True)

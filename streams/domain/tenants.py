@@ -27,8 +27,8 @@ import yaml
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streams.domain.address import AddressError, sendable
 from streams.errors import ConfigurationError
-from streams.rendering.address import AddressError, sendable
 
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Z]{2})?$")
@@ -91,7 +91,7 @@ def _address(value: str) -> str:
 
 
 def _sendable(value: str) -> str:
-    """An address mail is sent from or replies go to: its sendable form (``streams/rendering/address.py``)."""
+    """An address mail is sent from or replies go to: its sendable form (``streams/domain/address.py``)."""
     _address(value)
     try:
         return sendable(value)
@@ -187,7 +187,7 @@ class TriggerSetting(_Frozen):
         default_factory=dict,
         description="A timed trigger's parameters: the \"x days\" of a reminder ({days: 3}), the steps of a dunning "
         "trigger ({steps: [3, 10, 20]}), its send_time ('HH:MM'), or a figure its conditions name ({min_slots: 5}). "
-        "Checked against the trigger when the tenant is published (streams/triggers/timers.py, param_problems), "
+        "Checked against the trigger when the tenant is published (streams/domain/timers.py, param_problems), "
         "and bounded here (PARAM_BOUNDS: days 1-366, hours 1-744, minutes 1-10080, at most 12 steps).",
     )
 

@@ -14,8 +14,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from streams.triggers.conditions import lookup, matches
-from streams.triggers.rules import EntitySpec
+from streams.domain.conditions import lookup, matches
+from streams.domain.rules import EntitySpec
 
 RESERVED = ("_tenant", "_id", "_since", "_updated_at")
 

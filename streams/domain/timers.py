@@ -21,12 +21,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.domain import schedule
+from streams.domain.conditions import lookup, matches
+from streams.domain.projection import public
+from streams.domain.rules import WEEKDAYS, Span, TimedRule, Trigger
+from streams.domain.tenants import Tenant
 from streams.errors import ConfigurationError
-from streams.state.projection import public
-from streams.tenants.model import Tenant
-from streams.triggers import schedule
-from streams.triggers.conditions import lookup, matches
-from streams.triggers.rules import WEEKDAYS, Span, TimedRule, Trigger
 
 UTC = dt.timezone.utc
 

@@ -93,7 +93,7 @@ def sample_state(catalog: Any, table: str, tenant_id: str, *, now: dt.datetime |
     For the preview gallery and the lint: a realistic state to render timed triggers from. Events
     that would forget the entity (an invoice paid) are left out, so the state is the live one.
     """
-    from streams.state.projection import apply
+    from streams.domain.projection import apply
 
     spec = catalog.entity(table)
     state: dict[str, Any] | None = None
