@@ -23,27 +23,27 @@ from streams import metrics as metrics_module
 from streams.clock import Clock, SystemClock
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.confluent import ConfluentCodec
-from streams.codecs.wire import TopicDecoders
 from streams.codecs.schemas import SchemaRepository
+from streams.codecs.wire import TopicDecoders
+from streams.customers.feed import CustomerStatusFeed, customer_feeds
+from streams.customers.model import InactiveCustomers
 from streams.delivery.attachments import AttachmentStore, S3AttachmentStore
 from streams.delivery.sender import EmailSender, create_sender
 from streams.errors import ConfigurationError
 from streams.ingest.pipeline import IngestPipeline
 from streams.metrics import Metrics
+from streams.outcomes import Rejection
 from streams.rendering.budget import RenderBudget
 from streams.rendering.render import Renderer
+from streams.runtime.app import TidingsApp, Wiring, new_app
 from streams.settings import Settings
 from streams.suppression.feed import SuppressionFeed, SuppressionWriter
-from streams.customers.feed import CustomerStatusFeed, customer_feeds
-from streams.customers.model import InactiveCustomers
 from streams.suppression.model import SuppressionList
 from streams.suppression.token import TokenSigner
 from streams.tenants.feed import TenantFeed
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.tenants.validate import safe_pack_problems
 from streams.topics import TopicNames, ensure_topics
-from streams.outcomes import Rejection
-from streams.runtime.app import TidingsApp, Wiring, new_app
 from streams.triggers.engine import TimedEngine
 from streams.triggers.rules import Catalog
 

@@ -30,7 +30,6 @@ from streams.codecs.confluent import ConfluentCodec
 from streams.codecs.jsonvalues import from_json
 from streams.codecs.schemas import SchemaRepository
 from streams.errors import InvalidEvent, TidingsError
-from streams.settings import REPO_ROOT
 
 
 class EventPublisher:

@@ -49,6 +49,7 @@ from streams.errors import ConfigurationError
 from streams.settings import Settings
 from streams.triggers.rules import Catalog
 
+
 @dataclass(frozen=True)
 class TopicNames:
     prefix: str

@@ -65,7 +65,6 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import BlockReference, Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
-from markupsafe import Markup
 
 # Integers a template computes stay below this many bits (10**1233): far beyond any amount or
 # count a mail shows, small enough that no arithmetic on them is slow.

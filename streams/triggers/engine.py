@@ -43,9 +43,9 @@ from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers import schedule
 from streams.triggers.evaluate import field_at
 from streams.triggers.firing import timed_context, timed_firings
+from streams.triggers.index import TimerIndex
 from streams.triggers.rules import Catalog, TimedRule, Trigger
 from streams.triggers.timers import Timer, plan, plan_trigger
-from streams.triggers.index import TimerIndex
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ event its pack does not route to a topic. Schemas and templates are checked agai
 from __future__ import annotations
 
 import datetime as dt
-
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path

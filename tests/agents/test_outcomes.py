@@ -29,7 +29,7 @@ from streams.suppression.model import SuppressionList
 from streams.triggers.agents import FiringsHandler, TickHandler, tick_value
 from streams.triggers.engine import TimedEngine
 from streams.triggers.samples import sample_event
-from tests.agents.conftest import NOW, TOPICS, FixedClock, Faults, MemoryTables, Record, Runtime
+from tests.agents.conftest import NOW, TOPICS, Faults, FixedClock, MemoryTables, Record, Runtime
 
 SECRET = "jürgen.secret@example.org"  # in the injected error's message: must reach no dead letter
 TENANT = "lagerhaus-nord"

@@ -28,11 +28,11 @@ from faust.serializers import codecs
 
 from streams import metrics as metrics_module
 from streams.codecs.avro import SingleObjectCodec
+from streams.codecs.partitioning import default_partition
 from streams.codecs.schemas import SchemaRepository
 from streams.rendering.render import Renderer
-from streams.settings import REPO_ROOT, Settings
-from streams.codecs.partitioning import default_partition
 from streams.runtime.tables import KEY_CODEC, TIMERS_TABLE
+from streams.settings import REPO_ROOT, Settings
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers.engine import TimedEngine
 from streams.triggers.rules import Catalog

@@ -45,10 +45,10 @@ from deploy.local.worker import WorkerProcess
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
+from streams.tenants.model import TenantDirectory
 from streams.topics import TopicNames, ensure_topics
 from streams.triggers.samples import new_envelope
 from streams.triggers.tickcli import TickPublisher
-from streams.tenants.model import TenantDirectory
 from tests.benchmarks.bulkload import Event, changelog_partitions, key_partition, load_in_processes, table_key
 from tests.benchmarks.reader import percentile
 from tests.integration.harness import Deployment, worker_env

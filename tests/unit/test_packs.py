@@ -12,11 +12,11 @@ import pytest
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
 from streams.rendering.render import PARTS, Renderer, Source
+from streams.settings import REPO_ROOT
 from streams.tenants.model import Brand, SenderIdentity, Tenant, TenantDirectory
 from streams.triggers.evaluate import event_firings
 from streams.triggers.rules import Catalog, Trigger
 from streams.triggers.samples import sample_event
-from streams.settings import REPO_ROOT
 from tests.unit.conftest import NOW
 
 CATALOG = Catalog.load()

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from streams.delivery.ledger import suppressed_entry
-from streams.delivery.policy import Action, decide
 from streams.delivery.mime import build_mime
+from streams.delivery.policy import Action, decide
 from streams.errors import RejectedInput
 from streams.rendering.render import unsubscribe_headers
 from streams.settings import REPO_ROOT

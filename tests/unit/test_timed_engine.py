@@ -15,8 +15,8 @@ from typing import Any
 from streams import metrics as metrics_module
 from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT
-from streams.tenants.model import Tenant, TenantDirectory, TriggerSetting
 from streams.state import values
+from streams.tenants.model import Tenant, TenantDirectory, TriggerSetting
 from streams.triggers.engine import TimedEngine, firings_value
 from streams.triggers.rules import Catalog
 from streams.triggers.samples import new_envelope

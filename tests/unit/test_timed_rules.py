@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from streams.errors import RejectedInput
 from streams.settings import REPO_ROOT
 from streams.state import values
 from streams.state.projection import apply, public
@@ -18,7 +19,6 @@ from streams.tenants.model import TenantDirectory, TriggerSetting
 from streams.tenants.validate import pack_problems
 from streams.triggers.agents import parse_tick, tick_value
 from streams.triggers.conditions import matches
-from streams.errors import RejectedInput
 from streams.triggers.rules import Catalog, EntitySpec, PackFile, TimedRule
 
 UTC = dt.timezone.utc

@@ -18,7 +18,6 @@ import yaml
 
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
-from streams.rendering.lint import lint
 from streams.rendering.merge_tags import resolves, trigger_context
 from streams.rendering.preview import render_entry, timed_sample
 from streams.rendering.render import PARTS, Renderer, Source
