@@ -94,7 +94,7 @@ class EventPublisher:
         ``partition`` overrides the key's partition; producers leave it alone, tests use it to
         put a record on every partition.
         """
-        extra = {} if partition is None else {"partition": partition}
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, **extra)

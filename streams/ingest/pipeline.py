@@ -21,7 +21,7 @@ from streams.outcomes import Rejection
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.tenants.model import Tenant, TenantDirectory
 from streams.triggers.evaluate import Firing, event_firings, field_at
-from streams.triggers.rules import Catalog
+from streams.triggers.rules import Catalog, EventRule
 
 OUTBOUND_SCHEMA = "tidings.outbound.RenderedEmail"
 
@@ -80,7 +80,7 @@ class IngestPipeline:
             result.rejections.append(self._rejection("ingest", e, decoded))
             return result
         age = now - field_at(record, "envelope.occurred_at")
-        result.stale = [f for f in firings if age > f.trigger.rule.age_limit]
+        result.stale = [f for f in firings if age > _age_limit(f)]
         if result.stale:
             firings = [f for f in firings if f not in result.stale]
         result.record, result.tenant, result.decoded = record, tenant, decoded
@@ -119,3 +119,11 @@ class IngestPipeline:
             return self.codec.encode(OUTBOUND_SCHEMA, mail)
         except (ValueError, TypeError) as e:
             raise InvalidEvent(f"rendered mail does not fit {OUTBOUND_SCHEMA}: {e}") from e
+
+
+def _age_limit(firing: Firing) -> dt.timedelta:
+    """The age past which an event no longer fires this mail; ``event_firings`` only fires event triggers."""
+    rule = firing.trigger.rule
+    if not isinstance(rule, EventRule):
+        raise TypeError(f"{firing.trigger.key} is not an event trigger")
+    return rule.age_limit
