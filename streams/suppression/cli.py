@@ -74,7 +74,7 @@ def remove(settings: Settings, tenant_id: str, address: str) -> int:
     return 0
 
 
-def _write(settings: Settings, action) -> None:  # type: ignore[no-untyped-def]
+def _write(settings: Settings, action) -> None:
     writer = SuppressionWriter(settings.kafka_bootstrap, TopicNames.from_settings(settings).suppressions)
     try:
         action(writer)
