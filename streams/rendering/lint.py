@@ -191,7 +191,7 @@ class _TemplateChecker:
             target = node.template
             if isinstance(target, nodes.Const) and isinstance(target.value, str):
                 try:
-                    self.env.loader.get_source(self.env, target.value)  # type: ignore[union-attr]
+                    self.env.loader.get_source(self.env, target.value)  # type: ignore[union-attr]  # build_environment sets a loader
                 except TemplateNotFound:
                     yield node.lineno, f"template '{target.value}' does not exist"
                     continue
@@ -208,7 +208,7 @@ class _TemplateChecker:
         if name in seen:
             return set()
         try:
-            source, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+            source, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]  # as above
             ast = self.env.parse(source, name, filename)
         except (TemplateNotFound, TemplateSyntaxError):
             return set()

@@ -54,7 +54,7 @@ def add(settings: Settings, tenant_id: str, address: str, reason: str, detail: s
         print(f"tidings-suppress: tenant {tenant_id} is not on {names.tenants}; nothing written", file=sys.stderr)
         return 1
     entry = Suppression(
-        tenant_id, normalized, reason, scope_for(reason), dt.datetime.now(dt.timezone.utc),  # type: ignore[arg-type]
+        tenant_id, normalized, reason, scope_for(reason), dt.datetime.now(dt.timezone.utc),  # type: ignore[arg-type]  # reason: argparse choices=REASONS
         detail or "added by an operator",
     )
     ensure_suppressions_topic(settings)

@@ -124,7 +124,7 @@ def decode(key: bytes | None, value: bytes) -> Suppression:
         raise ValueError("at has no time zone")
     detail = data.get("detail") or ""
     return Suppression(
-        tenant_id=fields["tenant_id"], address=address, reason=fields["reason"], scope=fields["scope"],  # type: ignore[arg-type]
+        tenant_id=fields["tenant_id"], address=address, reason=fields["reason"], scope=fields["scope"],  # type: ignore[arg-type]  # checked in REASONS/SCOPES above
         at=at, detail=str(detail)[:MAX_DETAIL_CHARS],
     )
 
