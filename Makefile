@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration lint preview bench clean
+.PHONY: install demo test unit integration lint check preview bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tidings needs Python 3.11 or newer")'
@@ -24,8 +24,8 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m deploy.local.demo
 
-## The whole test suite: the template lint, then unit and integration tests (real broker and SES emulator).
-test: install lint
+## The whole test suite: the template lint and static checks, then unit and integration tests (real broker and SES emulator).
+test: install lint check
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
@@ -37,6 +37,11 @@ integration: install
 ## Every pack and example tenant: templates complete, compiling, using only merge tags that exist.
 lint: $(STAMP)
 	$(BIN)/python -m streams.tools.lint
+
+## Static checks: ruff (lint, import order) and mypy with the pydantic plugin, both configured in pyproject.toml.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## Every mail of every example tenant, rendered from the pack samples into .tidings/preview/index.html.
 preview: $(STAMP)

@@ -23,29 +23,29 @@ from streams import metrics as metrics_module
 from streams.clock import Clock, SystemClock
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.confluent import ConfluentCodec
-from streams.codecs.wire import TopicDecoders
 from streams.codecs.schemas import SchemaRepository
+from streams.codecs.wire import TopicDecoders
+from streams.customers.feed import CustomerStatusFeed, customer_feeds
 from streams.delivery.attachments import AttachmentStore, S3AttachmentStore
 from streams.delivery.sender import EmailSender, create_sender
+from streams.domain.customers import InactiveCustomers
+from streams.domain.rules import Catalog
+from streams.domain.tenants import Tenant, TenantDirectory
+from streams.domain.token import TokenSigner
 from streams.errors import ConfigurationError
 from streams.ingest.pipeline import IngestPipeline
 from streams.metrics import Metrics
+from streams.outcomes import Rejection
 from streams.rendering.budget import RenderBudget
 from streams.rendering.render import Renderer
+from streams.runtime.app import TidingsApp, Wiring, new_app
 from streams.settings import Settings
 from streams.suppression.feed import SuppressionFeed, SuppressionWriter
-from streams.customers.feed import CustomerStatusFeed, customer_feeds
-from streams.domain.customers import InactiveCustomers
 from streams.suppression.model import SuppressionList
-from streams.domain.token import TokenSigner
 from streams.tenants.feed import TenantFeed
-from streams.domain.tenants import Tenant, TenantDirectory
 from streams.tenants.validate import safe_pack_problems
 from streams.topics import TopicNames, ensure_topics
-from streams.outcomes import Rejection
-from streams.runtime.app import TidingsApp, Wiring, new_app
 from streams.triggers.engine import TimedEngine
-from streams.domain.rules import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,8 @@ def _check_ledger_retention(settings: Settings, catalog: Catalog) -> None:
     """The ledger must remember an id longer than any event that could send it may be re-read
     (DESIGN invariant 10): longer than every trigger's max_age and than the firings topic keeps
     its records."""
-    from streams.topics import FIRINGS_RETENTION
     from streams.domain.rules import EventRule
+    from streams.topics import FIRINGS_RETENTION
 
     ages = [t.rule.age_limit for t in catalog.triggers() if isinstance(t.rule, EventRule)]
     longest = max([*ages, FIRINGS_RETENTION])

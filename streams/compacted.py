@@ -26,8 +26,12 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from streams.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +123,7 @@ class TopicFollower:
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition())
+                        at_end.add(msg.partition())  # type: ignore[arg-type]  # confluent-kafka types it Optional; set on every polled message
                         if not self._caught_up.is_set() and at_end >= set(partitions):
                             self.on_caught_up()
                             self._caught_up.set()
@@ -128,7 +132,8 @@ class TopicFollower:
                     else:
                         log.warning("%s feed on %s: %s", self.kind, self.topic, error.str())
                     continue
-                self.apply(msg.partition(), msg.offset(), msg.key(), msg.value())
+                # confluent-kafka types partition/offset Optional (a hand-built Message); a polled record has both.
+                self.apply(msg.partition(), msg.offset(), msg.key(), msg.value())  # type: ignore[arg-type]
         finally:
             consumer.close()
 
@@ -143,10 +148,10 @@ class AckedProducer:
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
-        self._producer = None  # connects on the first write, never at construction
+        self._producer: Producer | None = None  # connects on the first write, never at construction
         self._create = threading.Lock()
 
-    def _connected(self):  # type: ignore[no-untyped-def]
+    def _connected(self) -> Producer:
         from confluent_kafka import Producer
 
         with self._create:
@@ -168,7 +173,7 @@ class AckedProducer:
         failures: list[str] = []
         done = threading.Event()
 
-        def delivered(err, msg) -> None:  # type: ignore[no-untyped-def]
+        def delivered(err, msg) -> None:
             nonlocal pending
             if err is not None:
                 failures.append(f"{msg.key()!r}: {err.str()}")

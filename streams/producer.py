@@ -30,7 +30,6 @@ from streams.codecs.confluent import ConfluentCodec
 from streams.codecs.jsonvalues import from_json
 from streams.codecs.schemas import SchemaRepository
 from streams.errors import InvalidEvent, TidingsError
-from streams.settings import REPO_ROOT
 
 
 class EventPublisher:
@@ -95,7 +94,7 @@ class EventPublisher:
         ``partition`` overrides the key's partition; producers leave it alone, tests use it to
         put a record on every partition.
         """
-        extra = {} if partition is None else {"partition": partition}
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, **extra)

@@ -45,9 +45,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from streams.domain.rules import Catalog
 from streams.errors import ConfigurationError
 from streams.settings import Settings
-from streams.domain.rules import Catalog
+
 
 @dataclass(frozen=True)
 class TopicNames:
@@ -182,7 +183,7 @@ def ensure_suppressions_topic(settings: Settings, timeout: float = 30.0) -> bool
     return bool(_create(admin, [_suppressions_topic(names, settings)], timeout))
 
 
-def _suppressions_topic(names: TopicNames, settings: Settings):  # type: ignore[no-untyped-def]
+def _suppressions_topic(names: TopicNames, settings: Settings):
     from confluent_kafka.admin import NewTopic
 
     return NewTopic(
@@ -190,13 +191,13 @@ def _suppressions_topic(names: TopicNames, settings: Settings):  # type: ignore[
     )
 
 
-def _tenants_topic(names: TopicNames, settings: Settings):  # type: ignore[no-untyped-def]
+def _tenants_topic(names: TopicNames, settings: Settings):
     from confluent_kafka.admin import NewTopic
 
     return NewTopic(names.tenants, TENANTS_TOPIC_PARTITIONS, settings.replication_factor, config=TENANTS_TOPIC_CONFIG)
 
 
-def _create(admin, new: list, timeout: float) -> list[str]:  # type: ignore[no-untyped-def,type-arg]
+def _create(admin, new: list, timeout: float) -> list[str]:
     from confluent_kafka import KafkaException
 
     if not new:

@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from deploy.local.kafka_broker import EXISTING_BROKER_ENV, BrokerError, LocalBroker
 from deploy.local.samples import BOOKING_CREATED, booking_created

@@ -139,8 +139,8 @@ def verify_domains(endpoint: str, domains: Iterable[str]) -> None:
 
 def prepare(endpoint: str, *, fresh: bool = False) -> None:
     """The example tenants' sender domains verified and the sample PDFs in S3; ``fresh``: reset first."""
-    from streams.settings import REPO_ROOT
     from streams.domain.tenants import TenantDirectory
+    from streams.settings import REPO_ROOT
 
     if fresh:
         reset(endpoint)

@@ -97,12 +97,12 @@ class PartitionCheck:
         if last is None or now - last >= self.WARN_INTERVAL_SECONDS:
             self._last_warning[topic] = now
             # The key is an entity id, not a secret; shortened all the same, it only has to be findable.
-            shown = key[:64] if isinstance(key, str) else bytes(key[:64]).decode("utf-8", "replace")  # type: ignore[index]
+            shown = key[:64] if isinstance(key, str) else bytes(key[:64]).decode("utf-8", "replace")  # type: ignore[index]  # misplaced() is False for a None key
             log.warning(
                 "record on %s[%d] has key %r, which Kafka's default partitioner puts on partition %d of %d: "
                 "its producer does not use Kafka's default partitioner (README 'Publishing events'); "
                 "further ones on this topic are only counted for %.0f s",
-                topic, partition, shown, default_partition(key, self.partitions), self.partitions,  # type: ignore[arg-type]
+                topic, partition, shown, default_partition(key, self.partitions), self.partitions,  # type: ignore[arg-type]  # key not None, as above
                 self.WARN_INTERVAL_SECONDS,
             )
         return True

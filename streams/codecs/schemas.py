@@ -213,9 +213,12 @@ def secret_paths(schema: Any, prefix: str = "") -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _parse(path: Path, named: dict[str, Any]) -> Mapping[str, Any]:
+def _parse(path: Path, named: dict[str, Any]) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return parse_schema(raw, named_schemas=named)
+        parsed = parse_schema(raw, named_schemas=named)
     except (json.JSONDecodeError, SchemaParseException, UnknownType) as e:
         raise ConfigurationError(f"{path}: {e}") from e
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(f"{path}: a schema file holds one named type (a JSON object)")
+    return parsed

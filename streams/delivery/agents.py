@@ -39,7 +39,13 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from streams.delivery.ledger import (
-    carries_redrive, failed_entry, from_earlier_run, retrying_entry, sending_entry, sent_entry, suppressed_entry,
+    carries_redrive,
+    failed_entry,
+    from_earlier_run,
+    retrying_entry,
+    sending_entry,
+    sent_entry,
+    suppressed_entry,
 )
 from streams.delivery.mime import build_mime
 from streams.delivery.outbox import Outbox

@@ -59,7 +59,7 @@ class _Unfolded(Compat32):
             return f"{fold(line, self.linesep)}{self.linesep}"
         if isinstance(value, Header):  # the policy folds nothing itself (max_line_length=0): fold encoded-words here
             return f"{name}: {value.encode(linesep=self.linesep, maxlinelen=SOFT_LINE)}{self.linesep}"
-        return super()._fold(name, value, sanitize)
+        return super()._fold(name, value, sanitize)  # type: ignore[misc]  # Compat32._fold exists but typeshed omits it
 
 
 _POLICY = _Unfolded(linesep="\r\n", max_line_length=0)
@@ -154,12 +154,13 @@ def build_mime(mail: dict[str, Any], files: Sequence[tuple[dict[str, Any], bytes
     msg["To"] = _address(mail["to_address"], mail.get("to_name", ""), "To")
     if mail.get("reply_to"):
         msg["Reply-To"] = _ascii_address(mail["reply_to"], "Reply-To")
-    msg["Subject"] = _text(mail["subject"], "Subject")
+    # typeshed types MIMEBase headers as str; compat32 takes a Header too (what _text returns for non-ASCII).
+    msg["Subject"] = _text(mail["subject"], "Subject")  # type: ignore[assignment]
     msg["Date"] = format_datetime(mail["created_at"])
     domain = _ascii_address(mail["from_address"], "From").rpartition("@")[2]
     msg["Message-ID"] = f"<{_single_line('Message-ID', mail['message_id'])}@{domain}>"
     for name, value in sorted(mail.get("headers", {}).items()):
-        msg[name] = _text(value, name)
+        msg[name] = _text(value, name)  # type: ignore[assignment]  # a Header, as for Subject
     msg["Content-Language"] = _single_line("Content-Language", mail["locale"])
     out = BytesIO()
     BytesGenerator(out, policy=_POLICY).flatten(msg)

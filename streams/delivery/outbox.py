@@ -41,7 +41,7 @@ class Outbox:
         ctx.emit(lane, record["message_id"].encode(), payload)
         self.status(ctx, record, QUEUED, record["created_at"])
 
-    def status(self, ctx: Emits, mail: dict[str, Any], state: str, at: dt.datetime, **details: str) -> None:
+    def status(self, ctx: Emits, mail: dict[str, Any], state: str, at: dt.datetime, **details: str | None) -> None:
         """One state change of ``mail`` on the delivery-status topic."""
         record = status_record(mail, state, at, **details)
         ctx.emit(DELIVERY_STATUS, mail["message_id"].encode(), self._encode(SCHEMA, record))

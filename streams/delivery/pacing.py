@@ -125,7 +125,7 @@ class TokenBucket:
     def for_quota(cls, quota: float, **kwargs: Clock | Sleep) -> TokenBucket:
         """A bucket shaped by ``ses_shape``, starting empty: never above ``quota`` in any second."""
         rate, burst = ses_shape(quota)
-        bucket = cls(rate, burst, **kwargs)  # type: ignore[arg-type]
+        bucket = cls(rate, burst, **kwargs)  # type: ignore[arg-type]  # clock=/sleep=: mypy cannot pair each name with its type
         bucket._tokens = 0.0
         return bucket
 

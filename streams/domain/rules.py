@@ -340,7 +340,7 @@ class Catalog:
     def key_path(self, type_name: str) -> str:
         """Dotted path to the field of the event that is its Kafka key (the entity id)."""
         for trigger in self._by_event.get(type_name, []):
-            return trigger.rule.entity  # type: ignore[union-attr]
+            return trigger.rule.entity
         for _table, spec in self._feeds.get(type_name, []):
             return spec.id
         raise KeyError(f"no pack handles {type_name}")

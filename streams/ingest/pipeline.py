@@ -15,7 +15,7 @@ from streams.codecs.avro import Decoded, SingleObjectCodec
 from streams.codecs.wire import TopicDecoders
 from streams.domain.customers import InactiveCustomers
 from streams.domain.evaluate import Firing, event_firings, field_at
-from streams.domain.rules import Catalog
+from streams.domain.rules import Catalog, EventRule
 from streams.domain.status import firing_fields
 from streams.domain.tenants import Tenant, TenantDirectory
 from streams.errors import InvalidEvent, RejectedInput, UnknownEventType, UnknownTenant
@@ -80,7 +80,7 @@ class IngestPipeline:
             result.rejections.append(self._rejection("ingest", e, decoded))
             return result
         age = now - field_at(record, "envelope.occurred_at")
-        result.stale = [f for f in firings if age > f.trigger.rule.age_limit]
+        result.stale = [f for f in firings if age > _age_limit(f)]
         if result.stale:
             firings = [f for f in firings if f not in result.stale]
         result.record, result.tenant, result.decoded = record, tenant, decoded
@@ -119,3 +119,11 @@ class IngestPipeline:
             return self.codec.encode(OUTBOUND_SCHEMA, mail)
         except (ValueError, TypeError) as e:
             raise InvalidEvent(f"rendered mail does not fit {OUTBOUND_SCHEMA}: {e}") from e
+
+
+def _age_limit(firing: Firing) -> dt.timedelta:
+    """The age past which an event no longer fires this mail; ``event_firings`` only fires event triggers."""
+    rule = firing.trigger.rule
+    if not isinstance(rule, EventRule):
+        raise TypeError(f"{firing.trigger.key} is not an event trigger")
+    return rule.age_limit

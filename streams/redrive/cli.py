@@ -191,18 +191,23 @@ def read_dead_letters(settings: Settings, topic: str, since: dt.datetime | None,
                 raise RedriveError(f"reading {topic} took more than {timeout:.0f}s; partitions {sorted(pending)} unfinished")
             for msg in consumer.consume(num_messages=500, timeout=POLL_SECONDS):
                 p = msg.partition()
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         pending.discard(p)  # read_committed: the end is the last stable offset
                         continue
-                    raise RedriveError(f"reading {topic}: {msg.error()}")
-                if p not in pending or msg.offset() >= ends[p]:
+                    raise RedriveError(f"reading {topic}: {error}")
+                offset = msg.offset()
+                if p is None or offset is None:  # confluent-kafka types both Optional; a consumed record has them
+                    raise RedriveError(f"reading {topic}: a record without a partition or offset")
+                if p not in pending or offset >= ends[p]:
                     pending.discard(p)  # written after the run began: not this run's
                     continue
-                if msg.offset() >= ends[p] - 1:
+                if offset >= ends[p] - 1:
                     pending.discard(p)
                 kind, ts = msg.timestamp()
-                yield DeadLetter.from_record(p, msg.offset(), ts, msg.key(), msg.value(), msg.headers())
+                # confluent-kafka types headers as a dict or list of str/bytes values; a consumed record's are (str, bytes) pairs.
+                yield DeadLetter.from_record(p, offset, ts, msg.key(), msg.value(), msg.headers())  # type: ignore[arg-type]
     finally:
         consumer.close()
 
@@ -227,8 +232,9 @@ def _produce(settings: Settings, plan: list[tuple[str, Republish]], timeout: flo
 
     try:
         for _, record in plan:
+            # confluent-kafka's stub wants list[tuple[str, str | bytes | None]]; list is invariant, so (str, bytes) pairs do not match.
             producer.produce(record.topic, key=record.key, value=record.value, partition=record.partition,
-                             headers=record.headers, on_delivery=on_delivery)
+                             headers=record.headers, on_delivery=on_delivery)  # type: ignore[arg-type]
             producer.poll(0)
         left = producer.flush(timeout)
     except (KafkaException, BufferError) as e:
@@ -241,7 +247,7 @@ def _produce(settings: Settings, plan: list[tuple[str, Republish]], timeout: flo
     return delivered[0]
 
 
-def _decoder(settings: Settings):  # type: ignore[no-untyped-def]
+def _decoder(settings: Settings):
     """(topic, bytes) -> (type name, record), with each inbound topic's wire format."""
     from streams.codecs.avro import SingleObjectCodec
     from streams.codecs.schemas import SchemaRepository

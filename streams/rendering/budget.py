@@ -58,14 +58,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import BlockReference, Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
-from markupsafe import Markup
 
 # Integers a template computes stay below this many bits (10**1233): far beyond any amount or
 # count a mail shows, small enough that no arithmetic on them is slow.
@@ -521,8 +520,10 @@ class BudgetedCodeGenerator(CodeGenerator):
         super().visit_Call(node, frame, forward_caller=forward_caller)
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        # Jinja types For.iter as Node; its parser only ever puts an expression there (parse_tuple).
+        iterable = cast(nodes.Expr, node.iter)
         counted = nodes.For(
-            node.target, _env_call("_budget_iter", node.iter, node.lineno), node.body, node.else_, node.test, node.recursive,
+            node.target, _env_call("_budget_iter", iterable, node.lineno), node.body, node.else_, node.test, node.recursive,
             lineno=node.lineno,
         )
         counted.environment = node.environment

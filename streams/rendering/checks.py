@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from jinja2 import TemplateError, TemplateNotFound, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
@@ -137,17 +138,19 @@ class TemplateChecker:
         return _Parsed(tuple(dict.fromkeys(uses)), tuple(problems))
 
     def _structure(self, ast: nodes.Template) -> Iterator[tuple[int, str]]:
-        for node in ast.find_all(nodes.Filter):
-            if node.name not in self.env.filters:
-                yield node.lineno, f"unknown filter '{node.name}'"
-        for node in ast.find_all(nodes.Test):
-            if node.name not in self.env.tests:
-                yield node.lineno, f"unknown test '{node.name}'"
-        for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        for filter_node in ast.find_all(nodes.Filter):
+            if filter_node.name not in self.env.filters:
+                yield filter_node.lineno, f"unknown filter '{filter_node.name}'"
+        for test_node in ast.find_all(nodes.Test):
+            if test_node.name not in self.env.tests:
+                yield test_node.lineno, f"unknown test '{test_node.name}'"
+        for found in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+            # find_all of a tuple is typed as their common base (Stmt); each of these four has a template.
+            node = cast(nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport, found)
             target = node.template
             if isinstance(target, nodes.Const) and isinstance(target.value, str):
                 try:
-                    self.env.loader.get_source(self.env, target.value)  # type: ignore[union-attr]
+                    self.env.loader.get_source(self.env, target.value)  # type: ignore[union-attr]  # build_environment sets a loader
                 except TemplateNotFound:
                     yield node.lineno, f"template '{target.value}' does not exist"
                     continue
@@ -194,8 +197,8 @@ def _stored_names(ast: nodes.Template) -> set[str]:
     names |= {n.name for n in ast.find_all(nodes.Macro)}
     for node in ast.find_all(nodes.Import):
         names.add(node.target)
-    for node in ast.find_all(nodes.FromImport):
-        names.update(n if isinstance(n, str) else n[1] for n in node.names)
+    for from_import in ast.find_all(nodes.FromImport):
+        names.update(n if isinstance(n, str) else n[1] for n in from_import.names)
     return names
 
 

@@ -16,6 +16,7 @@ construction.
 from __future__ import annotations
 
 import argparse
+import builtins
 import datetime as dt
 import json
 import sys
@@ -95,7 +96,7 @@ class Var:
     kind: Kind
     type: str
     doc: str = ""
-    python: type | None = None  # scalars: the Python type of the value a template sees
+    python: builtins.type | None = None  # scalars: the Python type of the value a template sees
     fields: Mapping[str, Var] = field(default_factory=dict)  # records
     inner: Var | None = None  # array items, map values
     branches: tuple[Var, ...] = ()  # unions: the non-null branches
@@ -143,9 +144,17 @@ def avro_var(schema: Any, doc: str = "", named: Mapping[str, Any] | None = None,
     return avro_var(kind, doc, named, secret=secret)
 
 
+def _expand_named(schema: Any) -> dict[str, Any]:
+    """``expand_schema`` of a named type (a record, enum or fixed: a JSON object)."""
+    expanded = expand_schema(schema)
+    if not isinstance(expanded, dict):
+        raise TypeError(f"expected a named Avro type, got {type(expanded).__name__}")
+    return expanded
+
+
 def _expanded(schemas: SchemaRepository, name: str) -> tuple[dict[str, Any], Mapping[str, Any]]:
     parsed = schemas.latest(name).parsed
-    return expand_schema(parsed), parsed.get("__named_schemas", {})
+    return _expand_named(parsed), parsed.get("__named_schemas", {})
 
 
 def event_context(schemas: SchemaRepository, event: str) -> dict[str, Var]:
@@ -190,7 +199,7 @@ def _shared_type(schemas: SchemaRepository, name: str) -> tuple[dict[str, Any], 
     for version in schemas:
         named = version.parsed.get("__named_schemas", {})
         if name in named:
-            return expand_schema(named[name]), named
+            return _expand_named(named[name]), named
     raise KeyError(f"no schema uses {name}")
 
 
@@ -424,7 +433,7 @@ def reference(schemas: SchemaRepository, catalog: Catalog) -> str:
                 lines += _timed_section(schemas, catalog, Trigger(pack_name, trigger_id, rule))
                 continue
             version = schemas.latest(rule.event)
-            record_doc = expand_schema(version.parsed).get("doc", "")
+            record_doc = _expand_named(version.parsed).get("doc", "")
             on = "on" if rule.enabled_by_default else "off"
             lines += [
                 f"### `{pack_name}/{trigger_id}`",

@@ -234,7 +234,8 @@ class Renderer:
         except BudgetExceeded as e:
             raise RenderFailed(f"{base}/{part}: {e}") from None
         except TemplateError as e:
-            where = f" line {e.lineno}" if getattr(e, "lineno", None) else ""
+            lineno = getattr(e, "lineno", None)  # only TemplateSyntaxError and its kin carry one
+            where = f" line {lineno}" if lineno else ""
             raise RenderFailed(f"{base}{where}: {type(e).__name__}: {e.message}") from None
         except RecursionError:
             raise RenderFailed(f"{base}/{part}: nested too deeply to compile or render") from None

@@ -15,6 +15,7 @@ from streams.errors import InfrastructureFailure
 from streams.runtime.emit import Pending, RecordContext, Source
 from streams.runtime.guard import Guard, hold
 
+
 def raw_topic(app: Any, *names: str) -> Any:
     """A Faust topic (or several, read as one) of bytes keys and values: Tidings decodes itself."""
     return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")

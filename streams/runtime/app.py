@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 PageHandler = Callable[..., Awaitable[tuple[int, str, "str | bytes"]]]
 
 
-class TidingsApp(faust.App):  # type: ignore[misc]
+class TidingsApp(faust.App):
     """A Faust app that runs ``before_agents`` before its consumer subscribes (topics exist,
     tenants read), ``after_stop`` after it stopped, and whose graceful stop always ends its
     exactly-once transactions cleanly (``streams/runtime/transport.py``)."""
@@ -194,7 +194,7 @@ class Wiring:
     async def commit_waiting(self, partitions: set[int], topic: str) -> set[int]:
         """Commit the open transactions of ``partitions`` now (``CommitWatch.waiting_longer_than``)."""
         consumer: Any = self.app.consumer  # a TidingsConsumer (streams/runtime/transport.py)
-        return await consumer.commit_transactions_of(partitions, topic)  # type: ignore[no-any-return]
+        return await consumer.commit_transactions_of(partitions, topic)
 
     def page(self, path: str, *, get: PageHandler | None = None, post: PageHandler | None = None, name: str) -> None:
         """Serve ``path`` on the worker's web port. A handler takes the path's parameters and
@@ -206,7 +206,7 @@ class Wiring:
             data = body.encode() if isinstance(body, str) else body
             return view.bytes(data, content_type=content_type, status=status)
 
-        class Page(View):  # type: ignore[misc]
+        class Page(View):
             async def get(self, request: Request, **params: str) -> Response:
                 if get is None:
                     return self.text("method not allowed\n", status=405)

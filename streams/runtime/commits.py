@@ -61,7 +61,7 @@ class CommitWatch:
         since = time.monotonic() - seconds
         return {p for p, _, future, started in self._waiters if not future.done() and started < since}
 
-    def _wake(self, ready) -> None:  # type: ignore[no-untyped-def]
+    def _wake(self, ready) -> None:
         keep = []
         for waiter in self._waiters:
             partition, seq, future, _ = waiter

@@ -38,7 +38,7 @@ def changelog_topic(app_id: str, table: str) -> str:
 KEY_CODEC = "tidings-key"
 
 
-class TableKeyCodec(codecs.Codec):  # type: ignore[misc]
+class TableKeyCodec(codecs.Codec):
     """Table keys as the standard library's ``json`` writes a string: non-ASCII escaped.
 
     Faust's own ``json`` codec switches to orjson whenever orjson is installed (Tidings installs
@@ -207,14 +207,14 @@ class PartitionRows(MutableMapping[str, bytes]):
     def of(cls, table: Any, partition: int, changes: ChangelogBatch) -> MutableMapping[str, bytes]:
         """The fast rows where the store is RocksDB; the table itself otherwise (``memory://``)."""
         if getattr(_raw(table).data, "_dbs", None) is None:
-            return table  # type: ignore[no-any-return]
+            return table
         return cls(_raw(table), partition, changes)
 
     def __getitem__(self, key: str) -> bytes:
         value = self._db.get(self._encode(key))
         if value is None:
             raise KeyError(key)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._db.get(self._encode(key))
@@ -223,7 +223,7 @@ class PartitionRows(MutableMapping[str, bytes]):
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         """The rows of ``keys`` (None where absent), in one multi-get."""
         encode = self._encode
-        return self._db.get([encode(k) for k in keys])  # type: ignore[no-any-return]
+        return self._db.get([encode(k) for k in keys])
 
     def __setitem__(self, key: str, value: bytes) -> None:
         raw_key = self._encode(key)
@@ -313,14 +313,14 @@ def _expired(raw: bytes | None, cutoff: dt.datetime) -> bool:
 
 _JSON_KEYS: dict[str, bool] = {}  # table name -> its keys are plain json.dumps
 _NO_WAL = rocksdict.WriteOptions()
-_NO_WAL.disable_wal = True
+_NO_WAL.disable_wal = True  # type: ignore[method-assign, assignment]  # rocksdict's stub has a method; it is a property
 
 
 def _json_key(key: str) -> bytes:
     return json.dumps(key).encode()
 
 
-class CoPartitionedTable(faust.Table):  # type: ignore[misc]
+class CoPartitionedTable(faust.Table):
     """A Faust table whose partition check waits for the changelog's metadata instead of crashing,
     and whose str keys are encoded by ``TableKeyCodec``.
 

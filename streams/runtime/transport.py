@@ -141,7 +141,8 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
             return await super()._highwaters(partitions)
         # Faust would take the last stable offsets cached from fetch responses: unknown (-1) for a
         # partition not fetched yet, and then it restores nothing. Ask the broker (changelog_ends).
-        bootstrap = ",".join(aiokafka_driver.server_list(self.transport.url, self.transport.default_port))
+        # Faust's TransportT declares no default_port; the aiokafka driver's Transport has it (9092).
+        bootstrap = ",".join(aiokafka_driver.server_list(self.transport.url, self.transport.default_port))  # type: ignore[attr-defined]
         return await asyncio.get_running_loop().run_in_executor(None, changelog_ends, bootstrap, list(partitions))
 
 
@@ -193,7 +194,8 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         group = self.app.assignor.group_for_topic(topic)
         done = set()
         for partition in partitions:
-            if await self.app.producer.commit_open_transaction(f"{self.app.conf.id}-{group}-{partition}"):
+            # Faust types app.producer as ProducerT; TidingsTransport makes it a TidingsProducer, which adds this method.
+            if await self.app.producer.commit_open_transaction(f"{self.app.conf.id}-{group}-{partition}"):  # type: ignore[attr-defined]
                 done.add(partition)
         return done
 
@@ -232,7 +234,9 @@ class TidingsProducerBuffer(ProducerBuffer):
     async def _send_pending(self, fut: Any) -> None:
         try:
             if isinstance(fut, ChangelogBatch):
-                await self.app.producer.send_changelog_batch(fut)
+                # Faust types the buffer's app Optional (Producer.__init__ sets it) and its producer as ProducerT;
+                # it is the TidingsProducer, which adds send_changelog_batch.
+                await self.app.producer.send_changelog_batch(fut)  # type: ignore[union-attr]
             else:
                 await super()._send_pending(fut)
         finally:
@@ -345,7 +349,8 @@ def changelog_ends(bootstrap: str, partitions: list[TP], tail: int = 64, timeout
                 key = (message.topic(), message.partition())
                 error = message.error()
                 if error is None:
-                    last[key] = message.offset()
+                    # confluent-kafka types topic/partition/offset Optional (a hand-built Message); a polled record has all three.
+                    last[key] = message.offset()  # type: ignore[index, assignment]
                 elif error.code() == KafkaError._PARTITION_EOF:
                     pending.discard(key)
                 else:

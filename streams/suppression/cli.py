@@ -54,7 +54,7 @@ def add(settings: Settings, tenant_id: str, address: str, reason: str, detail: s
         print(f"tidings-suppress: tenant {tenant_id} is not on {names.tenants}; nothing written", file=sys.stderr)
         return 1
     entry = Suppression(
-        tenant_id, normalized, reason, scope_for(reason), dt.datetime.now(dt.timezone.utc),  # type: ignore[arg-type]
+        tenant_id, normalized, reason, scope_for(reason), dt.datetime.now(dt.timezone.utc),  # type: ignore[arg-type]  # reason: argparse choices=REASONS
         detail or "added by an operator",
     )
     ensure_suppressions_topic(settings)
@@ -74,7 +74,7 @@ def remove(settings: Settings, tenant_id: str, address: str) -> int:
     return 0
 
 
-def _write(settings: Settings, action) -> None:  # type: ignore[no-untyped-def]
+def _write(settings: Settings, action) -> None:
     writer = SuppressionWriter(settings.kafka_bootstrap, TopicNames.from_settings(settings).suppressions)
     try:
         action(writer)

@@ -102,10 +102,11 @@ def decode(key: bytes | None, value: bytes) -> Suppression:
         raise ValueError("the value is not JSON") from None
     if not isinstance(data, dict):
         raise ValueError("the value is not a JSON object")
-    fields = {name: data.get(name) for name in ("tenant_id", "address", "reason", "scope", "at")}
-    missing = [name for name, v in fields.items() if not isinstance(v, str) or not v]
+    values = {name: data.get(name) for name in ("tenant_id", "address", "reason", "scope", "at")}
+    missing = [name for name, v in values.items() if not isinstance(v, str) or not v]
     if missing:
         raise ValueError(f"missing or not text: {', '.join(missing)}")
+    fields = {name: v for name, v in values.items() if isinstance(v, str)}
     if fields["reason"] not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}")
     if fields["scope"] not in SCOPES:
@@ -123,7 +124,7 @@ def decode(key: bytes | None, value: bytes) -> Suppression:
         raise ValueError("at has no time zone")
     detail = data.get("detail") or ""
     return Suppression(
-        tenant_id=fields["tenant_id"], address=address, reason=fields["reason"], scope=fields["scope"],  # type: ignore[arg-type]
+        tenant_id=fields["tenant_id"], address=address, reason=fields["reason"], scope=fields["scope"],  # type: ignore[arg-type]  # checked in REASONS/SCOPES above
         at=at, detail=str(detail)[:MAX_DETAIL_CHARS],
     )
 

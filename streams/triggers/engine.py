@@ -32,19 +32,19 @@ from typing import Any
 
 import orjson
 
+from streams.domain import schedule
 from streams.domain.customers import InactiveCustomers
+from streams.domain.evaluate import field_at
+from streams.domain.projection import apply, public
+from streams.domain.rules import Catalog, TimedRule, Trigger
 from streams.domain.status import firing_fields
+from streams.domain.tenants import Tenant, TenantDirectory
+from streams.domain.timers import Timer, plan, plan_trigger
 from streams.errors import ConfigurationError, InvalidEvent, RejectedInput, UnknownTenant
 from streams.metrics import Metrics, observe_many
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.state import values
-from streams.domain.projection import apply, public
-from streams.domain.tenants import Tenant, TenantDirectory
-from streams.domain import schedule
-from streams.domain.evaluate import field_at
 from streams.triggers.firing import timed_context, timed_firings
-from streams.domain.rules import Catalog, TimedRule, Trigger
-from streams.domain.timers import Timer, plan, plan_trigger
 from streams.triggers.index import TimerIndex
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ import pytest
 from streams.delivery.agents import Sender
 from streams.delivery.outbox import OUTBOUND
 from streams.delivery.sender import RecordingSender
+from streams.domain.samples import sample_event
 from streams.ingest.agents import IngestHandler
 from streams.runtime.commits import CommitWatch
 from streams.runtime.guard import Outcome
@@ -28,8 +29,7 @@ from streams.suppression.agents import FeedbackHandler
 from streams.suppression.model import SuppressionList
 from streams.triggers.agents import FiringsHandler, TickHandler, tick_value
 from streams.triggers.engine import TimedEngine
-from streams.domain.samples import sample_event
-from tests.agents.conftest import NOW, TOPICS, FixedClock, Faults, MemoryTables, Record, Runtime
+from tests.agents.conftest import NOW, TOPICS, Faults, FixedClock, MemoryTables, Record, Runtime
 
 SECRET = "jürgen.secret@example.org"  # in the injected error's message: must reach no dead letter
 TENANT = "lagerhaus-nord"

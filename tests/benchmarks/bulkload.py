@@ -28,14 +28,14 @@ from faust.serializers import codecs
 
 from streams import metrics as metrics_module
 from streams.codecs.avro import SingleObjectCodec
-from streams.codecs.schemas import SchemaRepository
-from streams.rendering.render import Renderer
-from streams.settings import REPO_ROOT, Settings
 from streams.codecs.partitioning import default_partition
-from streams.runtime.tables import KEY_CODEC, TIMERS_TABLE
-from streams.domain.tenants import Tenant, TenantDirectory
-from streams.triggers.engine import TimedEngine
+from streams.codecs.schemas import SchemaRepository
 from streams.domain.rules import Catalog
+from streams.domain.tenants import Tenant, TenantDirectory
+from streams.rendering.render import Renderer
+from streams.runtime.tables import KEY_CODEC, TIMERS_TABLE
+from streams.settings import REPO_ROOT, Settings
+from streams.triggers.engine import TimedEngine
 
 
 def changelog_topic(settings: Settings, table: str) -> str:

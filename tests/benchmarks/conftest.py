@@ -9,6 +9,7 @@ Knobs (environment): ``TIDINGS_BENCH_EVENTS`` (events per pipeline, default 2000
 from __future__ import annotations
 
 import os
+
 import pytest
 
 from deploy.local.kafka_broker import EXISTING_BROKER_ENV

@@ -104,8 +104,8 @@ def figures(arrivals: list[Arrival], codec: SingleObjectCodec, *, started_at: fl
     """The figures of one timed run, and the decoded outbound records (for the sanity checks)."""
     records = [codec.decode(a.value).record for a in arrivals]
     sources = [r["source_timestamp"].timestamp() for r in records]
-    visible = [(a.received_at - s) * 1000 for a, s in zip(arrivals, sources)]
-    stamped = [(a.kafka_timestamp_ms / 1000 - s) * 1000 for a, s in zip(arrivals, sources)]
+    visible = [(a.received_at - s) * 1000 for a, s in zip(arrivals, sources, strict=True)]
+    stamped = [(a.kafka_timestamp_ms / 1000 - s) * 1000 for a, s in zip(arrivals, sources, strict=True)]
     seconds = max(a.received_at for a in arrivals) - started_at
     return Figures(
         events=events,

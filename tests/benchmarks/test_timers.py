@@ -42,13 +42,13 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from deploy.local.worker import WorkerProcess
+from streams.domain.samples import new_envelope
+from streams.domain.tenants import TenantDirectory
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
 from streams.topics import TopicNames, ensure_topics
-from streams.domain.samples import new_envelope
 from streams.triggers.tickcli import TickPublisher
-from streams.domain.tenants import TenantDirectory
 from tests.benchmarks.bulkload import Event, changelog_partitions, key_partition, load_in_processes, table_key
 from tests.benchmarks.reader import percentile
 from tests.integration.harness import Deployment, worker_env

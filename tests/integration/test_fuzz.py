@@ -34,7 +34,7 @@ from streams.domain.evaluate import event_firings, field_at
 from streams.domain.rules import Catalog
 from streams.domain.samples import sample_event
 from tests.integration.harness import Deployment
-from tests.integration.test_every_event_trigger import TENANTS, _tenant_for
+from tests.integration.test_every_event_trigger import _tenant_for
 
 CATALOG = Catalog.load()
 BAD_RECORDS = int(os.environ.get("TIDINGS_FUZZ_BAD", "1200"))

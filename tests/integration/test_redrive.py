@@ -23,8 +23,7 @@ from confluent_kafka import Producer
 from deploy.local.fault_proxy import FaultProxy
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.delivery.ledger import REDRIVE_HEADER
-from streams.outcomes import dead_letter_headers
-from streams.outcomes import Rejection
+from streams.outcomes import Rejection, dead_letter_headers
 from streams.settings import REPO_ROOT
 from streams.tenants import cli
 from tests.integration.harness import Deployment

@@ -15,7 +15,6 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-
 from streams.domain.samples import new_envelope
 from tests.integration.harness import Deployment
 

@@ -11,11 +11,11 @@ import pytest
 
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
-from streams.rendering.render import PARTS, Renderer, Source
-from streams.domain.tenants import Brand, SenderIdentity, Tenant, TenantDirectory
 from streams.domain.evaluate import event_firings
 from streams.domain.rules import Catalog, Trigger
 from streams.domain.samples import sample_event
+from streams.domain.tenants import Brand, SenderIdentity, Tenant, TenantDirectory
+from streams.rendering.render import PARTS, Renderer, Source
 from streams.settings import REPO_ROOT
 from tests.unit.conftest import NOW
 

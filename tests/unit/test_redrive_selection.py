@@ -10,14 +10,20 @@ import pytest
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.codecs.avro import SingleObjectCodec
 from streams.delivery.ledger import REDRIVE_HEADER
-from streams.outcomes import dead_letter_headers
+from streams.domain.rules import Catalog
 from streams.ingest.pipeline import IngestPipeline, Rejection
+from streams.outcomes import dead_letter_headers
 from streams.redrive.selection import (
-    About, DeadLetter, Selection, describe, mask_address, republish, verdict,
+    About,
+    DeadLetter,
+    Selection,
+    describe,
+    mask_address,
+    republish,
+    verdict,
 )
 from streams.settings import Settings
 from streams.topics import TopicNames
-from streams.domain.rules import Catalog
 from tests.unit.conftest import NOW
 
 CATALOG = Catalog.load()

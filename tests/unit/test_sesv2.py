@@ -110,8 +110,9 @@ def test_the_default_endpoint_is_the_regional_one() -> None:
 
 
 def test_held_requests_leave_when_due_and_a_gap_apart() -> None:
-    from streams.delivery.pacing import OVERSLEEP_TOLERANCE_SECONDS as catch_up
     from pydantic import SecretStr
+
+    from streams.delivery.pacing import OVERSLEEP_TOLERANCE_SECONDS as catch_up
 
     sender = LeanSesSender(Settings(ses_endpoint_url="http://127.0.0.1:9", aws_access_key_id=SecretStr("a"),
                                     aws_secret_access_key=SecretStr("b")))

@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 
 from streams.delivery.ledger import suppressed_entry
-from streams.delivery.policy import Action, decide
 from streams.delivery.mime import build_mime
+from streams.delivery.policy import Action, decide
+from streams.domain.rules import Catalog
+from streams.domain.tenants import Tenant, TenantDirectory
+from streams.domain.token import BadToken, TokenSigner
 from streams.errors import RejectedInput
 from streams.rendering.render import unsubscribe_headers
 from streams.settings import REPO_ROOT
 from streams.suppression.feedback import UNSUBSCRIBE_EVENT, ses_feedback, unsubscribe_feedback
 from streams.suppression.model import Suppression, SuppressionList, merge, normalize_address
-from streams.domain.token import BadToken, TokenSigner
-from streams.domain.tenants import Tenant, TenantDirectory
 from streams.tenants.validate import model_problems, pack_problems
-from streams.domain.rules import Catalog
 from tests.unit.conftest import NOW
 
 T = "lagerhaus-nord"

@@ -13,13 +13,13 @@ import json
 from typing import Any
 
 from streams import metrics as metrics_module
-from streams.rendering.render import Renderer
-from streams.settings import REPO_ROOT
-from streams.domain.tenants import Tenant, TenantDirectory, TriggerSetting
-from streams.state import values
-from streams.triggers.engine import TimedEngine, firings_value
 from streams.domain.rules import Catalog
 from streams.domain.samples import new_envelope
+from streams.domain.tenants import Tenant, TenantDirectory, TriggerSetting
+from streams.rendering.render import Renderer
+from streams.settings import REPO_ROOT
+from streams.state import values
+from streams.triggers.engine import TimedEngine, firings_value
 
 UTC = dt.timezone.utc
 CATALOG = Catalog.load()

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from streams.domain.conditions import matches
+from streams.domain.projection import apply, public
+from streams.domain.rules import Catalog, EntitySpec, PackFile, TimedRule
+from streams.domain.tenants import TenantDirectory, TriggerSetting
+from streams.errors import RejectedInput
 from streams.settings import REPO_ROOT
 from streams.state import values
-from streams.domain.projection import apply, public
-from streams.domain.tenants import TenantDirectory, TriggerSetting
 from streams.tenants.validate import pack_problems
 from streams.triggers.agents import parse_tick, tick_value
-from streams.domain.conditions import matches
-from streams.errors import RejectedInput
-from streams.domain.rules import Catalog, EntitySpec, PackFile, TimedRule
 
 UTC = dt.timezone.utc
 CATALOG = Catalog.load()

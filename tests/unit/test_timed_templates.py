@@ -26,7 +26,6 @@ from streams.rendering.merge_tags import resolves, trigger_context
 from streams.rendering.render import PARTS, Renderer, Source
 from streams.settings import REPO_ROOT
 from streams.tenants.validate import pack_problems
-from streams.tools.lint import lint
 from streams.tools.preview import render_entry, timed_sample
 from streams.triggers.firing import timed_context, timed_firings
 from tests.unit.conftest import NOW
