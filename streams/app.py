@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from streams import health as health_module
 from streams import metrics as metrics_module
 from streams.clock import Clock, SystemClock
 from streams.codecs.avro import SingleObjectCodec
@@ -176,6 +177,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         created = ensure_topics(rt.settings, catalog=topics.catalog)
         if created:
             log.info("created topics: %s", ", ".join(created))
+        health.topics_ready = True
         rt.tenant_feed.start()
         rt.suppression_feed.start()
         loop = asyncio.get_running_loop()
@@ -221,6 +223,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         reports=frozenset({DELIVERY_STATUS}),
     )
     tables = wiring.tables(topics.catalog.tables())
+    feeds = [rt.tenant_feed, rt.suppression_feed, *rt.customer_feeds]
+    health = health_module.register(wiring, {feed.topic: lambda feed=feed: feed.caught_up for feed in feeds})
 
     # Ingest: every inbound domain topic.
     ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m, settings.partitions)

@@ -21,6 +21,7 @@ from streams.runtime.agents import TransactionalWriter, guarded_agent, raw_topic
 from streams.runtime.commits import CommitWatch
 from streams.runtime.emit import Outputs, RecordContext
 from streams.runtime.guard import Guard, Outcome
+from streams.runtime.status import WorkerView, worker_view
 from streams.runtime.tables import GuardedRows, LedgerExpiry, StateTables, create_tables, ledger_table
 from streams.runtime.transport import TidingsTransport
 from streams.settings import Settings
@@ -164,6 +165,10 @@ class Wiring:
                 await result
 
         self.app.on_partitions_assigned.connect(hook)  # type: ignore[arg-type]  # mode's signal type wants signal=
+
+    def status(self) -> WorkerView:
+        """Assignment, restore progress and lag as the worker knows them (no Kafka call)."""
+        return worker_view(self.app)
 
     def on_revoked(self, fn: Callable[[], None]) -> None:
         async def hook(sender: Any, revoked: Any, **kwargs: Any) -> None:
