@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 from streams import health as health_module
 from streams import metrics as metrics_module
+from streams import observe
 from streams.clock import Clock, SystemClock
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.confluent import ConfluentCodec
 from streams.codecs.wire import TopicDecoders
 from streams.codecs.schemas import SchemaRepository
+from streams.delivery.quota import POLL_INTERVAL_SECONDS as QUOTA_POLL_SECONDS, quota_poller
 from streams.delivery.attachments import AttachmentStore, S3AttachmentStore
 from streams.delivery.sender import EmailSender, create_sender
 from streams.errors import ConfigurationError
@@ -296,5 +298,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     wiring.agent("feedback", [topics.ses_events, topics.unsubscribes], "tidings.feedback", feedback)
 
     suppression_web.register(wiring, rt)
-    wiring.metrics_page(m.registry)
+    observer = observe.register(
+        wiring, m, ready=lambda: health.readiness().ready, earliest_due=rt.timed.index.earliest_any,
+        now=lambda: rt.clock.now().timestamp(),
+    )
+    poll_quota = quota_poller(rt.sender, m)
+    if poll_quota is not None:
+        wiring.every(QUOTA_POLL_SECONDS, poll_quota, name="tidings.ses_quota")
+    wiring.metrics_page(m.registry, before=observer.refresh)
     return app

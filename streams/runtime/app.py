@@ -224,8 +224,11 @@ class Wiring:
 
         self.app.page(path, name=name)(Page)
 
-    def metrics_page(self, registry: CollectorRegistry) -> None:
+    def metrics_page(self, registry: CollectorRegistry, *, before: Callable[[], None] | None = None) -> None:
+        """Serve ``registry`` at ``/metrics``; ``before()`` runs first (gauges computed on scrape)."""
         async def page(web: Any, request: Any) -> Any:
+            if before is not None:
+                before()
             return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
         self.app.page("/metrics")(page)

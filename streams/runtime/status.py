@@ -94,7 +94,11 @@ def _lag(consumer: Any, tps: set[Any]) -> dict[TopicPartition, int]:
         except Exception:  # noqa: BLE001 - the partition was revoked between the two reads
             continue
         done = committed.get(tp)
-        if end is None or done is None:
-            continue  # nothing fetched or committed yet: unknown, not zero
+        if end is None:
+            continue  # nothing fetched yet: unknown, not zero
+        if done is None:
+            if end == 0:  # an empty partition: nothing to consume
+                out[(tp.topic, tp.partition)] = 0
+            continue  # records, none committed by this group yet: unknown without asking the broker
         out[(tp.topic, tp.partition)] = max(0, int(end) - int(done))
     return out

@@ -103,6 +103,8 @@ def test_the_view_reads_lag_as_high_watermark_minus_committed_for_input_partitio
     view = worker_view(_app(completed=True, in_recovery=False, highwaters={a: 120, b: None, c: 7}, committed={a: 100}))
     assert view.consumer_started and view.tables_restored and view.restoring == ()
     assert view.lag == {("it.bookings", 0): 20}  # b: nothing fetched yet, c: nothing committed: unknown, not 0
+    empty = worker_view(_app(completed=True, in_recovery=False, highwaters={c: 0}, committed={}))
+    assert empty.lag == {("it.ticks", 0): 0}  # an empty partition has no lag, committed or not
     assert ("it-storage.bookings-changelog", 0) in view.assignment
 
 
