@@ -76,6 +76,7 @@ class Metrics(NamedTuple):
     ses_enforcement_status: Gauge
     ses_account_polls: Counter
     build_info: Gauge
+    ses_feedback: Counter
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -312,6 +313,12 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         build_info=Gauge(
             "tidings_build_info", "Always 1; the labels say which Tidings and which libraries this worker runs.",
             ["version", "faust_version", "aiokafka_version", "python_version"], registry=registry,
+        ),
+        ses_feedback=Counter(
+            "tidings_ses_feedback_total",
+            "SES bounces and complaints that suppressed a recipient, per tenant (a permanent bounce, a complaint): "
+            "what SES's own bounce and complaint rates count, against tidings_emails_sent_total.",
+            ["tenant", "event_type"], registry=registry,
         ),
     )
 
