@@ -64,7 +64,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ]),
         ("24-hour quota used", "percentunit", [("used", "max(tidings_ses_sent_last_24h) / max(tidings_ses_max_24h_send > 0)")]),
         ("Throttles and retries", "ops", [("{{reason}}", f"sum by (reason) (rate(tidings_send_retries_total[{R}]))")]),
-        ("Sending blocked", "short", [("{{reason}}", "max by (reason) (tidings_sender_blocked)"), ("sending enabled", "min(tidings_ses_sending_enabled)")]),
+        ("Sending blocked", "short", [("{{reason}}", "max by (reason) (tidings_sender_blocked)"), ("sending enabled (once polled)", 'min(tidings_ses_sending_enabled) and on() sum(tidings_ses_account_polls_total{outcome="ok"}) > 0')]),
         ("Bounce rate per tenant (SES reviews at 5 %)", "percentunit", [
             ("{{tenant}}", f'tidings:tenant_bounce_rate:ratio24h{{{T}}}'), ("SES review", "vector(0.05)"),
         ]),

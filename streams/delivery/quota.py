@@ -42,8 +42,15 @@ class SesAccount:
 
 
 def parse_account(document: Mapping[str, Any]) -> SesAccount:
-    """``GetAccount``'s JSON answer (the REST document and boto3's dict have the same keys)."""
-    quota = document.get("SendQuota") or {}
+    """``GetAccount``'s JSON answer (the REST document and boto3's dict have the same keys).
+
+    An answer without the quota or the sending state is no ``GetAccount`` answer (an emulator that
+    does not implement it may answer 200 with something else): it raises, so the poll counts an
+    error instead of exporting "sending disabled", which would page someone.
+    """
+    quota = document.get("SendQuota")
+    if not isinstance(quota, Mapping) or "MaxSendRate" not in quota or "SendingEnabled" not in document:
+        raise ValueError(f"not a GetAccount answer: {sorted(document)[:10]}")
     return SesAccount(
         max_send_rate=float(quota.get("MaxSendRate", 0.0)),
         max_24h_send=float(quota.get("Max24HourSend", 0.0)),

@@ -145,5 +145,18 @@ def test_a_failed_poll_is_counted_and_keeps_the_last_quota() -> None:
     assert _value(m, "tidings_ses_account_polls_total", outcome="error") == 1
 
 
+def test_an_answer_that_is_no_get_account_is_an_error_not_sending_disabled() -> None:
+    class Sender:
+        async def account(self) -> dict[str, Any]:
+            return {}  # moto answers its catch-all route like this
+
+    m = metrics.create(CollectorRegistry())
+    poll = quota_poller(Sender(), m)
+    assert poll is not None
+    asyncio.run(poll())
+    assert _value(m, "tidings_ses_account_polls_total", outcome="error") == 1
+    assert _value(m, "tidings_ses_account_polls_total", outcome="ok") is None  # the alert ignores the initial 0
+
+
 def test_a_sender_without_an_account_is_not_polled() -> None:
     assert quota_poller(object(), metrics.create(CollectorRegistry())) is None
