@@ -226,7 +226,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     )
     tables = wiring.tables(topics.catalog.tables())
     feeds = [rt.tenant_feed, rt.suppression_feed, *rt.customer_feeds]
-    health = health_module.register(wiring, {feed.topic: lambda feed=feed: feed.caught_up for feed in feeds})
+    health = health_module.register(wiring, {feed.topic: health_module.caught_up(feed) for feed in feeds})
 
     # Ingest: every inbound domain topic.
     ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m, settings.partitions)

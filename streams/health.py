@@ -109,6 +109,11 @@ class Health:
         return (200 if readiness.ready else 503), JSON, readiness.body()
 
 
+def caught_up(feed: Any) -> Callable[[], bool]:
+    """``feed.caught_up`` read when asked (a ``TopicFollower``: ``streams/compacted.py``)."""
+    return lambda: bool(feed.caught_up)
+
+
 def register(wiring: Wiring, feeds: Mapping[str, Callable[[], bool]]) -> Health:
     """Serve ``/healthz`` and ``/readyz``; the caller sets ``topics_ready`` once its topics exist."""
     health = Health(wiring.status, feeds)
