@@ -19,7 +19,9 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from streams import health as health_module
 from streams import metrics as metrics_module
+from streams import observe
 from streams.clock import Clock, SystemClock
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.confluent import ConfluentCodec
@@ -27,6 +29,8 @@ from streams.codecs.schemas import SchemaRepository
 from streams.codecs.wire import TopicDecoders
 from streams.customers.feed import CustomerStatusFeed, customer_feeds
 from streams.delivery.attachments import AttachmentStore, S3AttachmentStore
+from streams.delivery.quota import POLL_INTERVAL_SECONDS as QUOTA_POLL_SECONDS
+from streams.delivery.quota import quota_poller
 from streams.delivery.sender import EmailSender, create_sender
 from streams.domain.customers import InactiveCustomers
 from streams.domain.rules import Catalog
@@ -176,6 +180,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         created = ensure_topics(rt.settings, catalog=topics.catalog)
         if created:
             log.info("created topics: %s", ", ".join(created))
+        health.topics_ready = True
         rt.tenant_feed.start()
         rt.suppression_feed.start()
         loop = asyncio.get_running_loop()
@@ -221,6 +226,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         reports=frozenset({DELIVERY_STATUS}),
     )
     tables = wiring.tables(topics.catalog.tables())
+    feeds = [rt.tenant_feed, rt.suppression_feed, *rt.customer_feeds]
+    health = health_module.register(wiring, {feed.topic: health_module.caught_up(feed) for feed in feeds})
 
     # Ingest: every inbound domain topic.
     ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m, settings.partitions)
@@ -292,5 +299,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     wiring.agent("feedback", [topics.ses_events, topics.unsubscribes], "tidings.feedback", feedback)
 
     suppression_web.register(wiring, rt)
-    wiring.metrics_page(m.registry)
+    observer = observe.register(
+        wiring, m, ready=lambda: health.readiness().ready, earliest_due=rt.timed.index.earliest_any,
+        now=lambda: rt.clock.now().timestamp(),
+    )
+    poll_quota = quota_poller(rt.sender, m)
+    if poll_quota is not None:
+        wiring.every(QUOTA_POLL_SECONDS, poll_quota, name="tidings.ses_quota")
+    wiring.metrics_page(m.registry, before=observer.refresh)
     return app

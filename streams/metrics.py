@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 # From a few milliseconds (event and mail both local) to minutes (a backlog draining after SES
 # was throttled): the spread an SRE needs to tell "slow" from "stuck".
@@ -62,6 +62,21 @@ class Metrics(NamedTuple):
     mispartitioned_events: Counter
     legacy_fingerprint_events: Counter
     inactive_customers: Gauge
+    # Issue 18: what an SRE needs to see without another exporter (streams/observe.py, streams/delivery/quota.py).
+    worker_ready: Gauge
+    consumer_lag: Gauge
+    restore_rows_remaining: Gauge
+    restore_rows_restored: Gauge
+    timer_oldest_due_seconds: Gauge
+    event_loop_lag_seconds: Gauge
+    ses_max_send_rate: Gauge
+    ses_max_24h_send: Gauge
+    ses_sent_last_24h: Gauge
+    ses_sending_enabled: Gauge
+    ses_enforcement_status: Gauge
+    ses_account_polls: Counter
+    build_info: Gauge
+    ses_feedback: Counter
 
 
 def create(registry: CollectorRegistry | None = None) -> Metrics:
@@ -239,7 +254,91 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "are counted in tidings_mails_suppressed_total{reason=\"customer_inactive\"}.",
             registry=registry,
         ),
+        worker_ready=Gauge(
+            "tidings_worker_ready",
+            "1 while /readyz answers 200 (topics, feeds, partitions and tables ready), else 0.", registry=registry,
+        ),
+        consumer_lag=Gauge(
+            "tidings_consumer_lag_records",
+            "Records not yet committed by this worker's consumer group, per assigned input partition: the high "
+            "watermark it last fetched (the last stable offset under exactly-once) minus the committed offset. "
+            "A partition written in transactions reads 1 when caught up (its commit marker).",
+            ["topic", "partition"], registry=registry,
+        ),
+        restore_rows_remaining=Gauge(
+            "tidings_restore_rows_remaining",
+            "Changelog records a table still has to restore on this worker before it is ready; 0 once restored.",
+            ["table"], registry=registry,
+        ),
+        restore_rows_restored=Gauge(
+            "tidings_restore_rows_restored",
+            "Changelog records a table restored on this worker in the restore under way (or the last one).",
+            ["table"], registry=registry,
+        ),
+        timer_oldest_due_seconds=Gauge(
+            "tidings_timer_oldest_due_seconds",
+            "Age of the oldest timer that is due but not fired yet, on this worker's partitions; 0 when none is due.",
+            registry=registry,
+        ),
+        event_loop_lag_seconds=Gauge(
+            "tidings_event_loop_lag_seconds",
+            "How late the worker's event loop ran a callback that was due, at the last sample (once a second).",
+            registry=registry,
+        ),
+        ses_max_send_rate=Gauge(
+            "tidings_ses_max_send_rate", "The SES account's MaxSendRate (recipients per second), from GetAccount.",
+            registry=registry,
+        ),
+        ses_max_24h_send=Gauge(
+            "tidings_ses_max_24h_send", "The SES account's Max24HourSend (recipients per 24 h; -1 unlimited), from GetAccount.",
+            registry=registry,
+        ),
+        ses_sent_last_24h=Gauge(
+            "tidings_ses_sent_last_24h", "Recipients the SES account sent to in the last 24 h (all senders), from GetAccount.",
+            registry=registry,
+        ),
+        ses_sending_enabled=Gauge(
+            "tidings_ses_sending_enabled", "1 while the SES account's SendingEnabled is true, from GetAccount.",
+            registry=registry,
+        ),
+        ses_enforcement_status=Gauge(
+            "tidings_ses_enforcement_status",
+            "1 for the SES account's current EnforcementStatus (HEALTHY, PROBATION, SHUTDOWN, other), 0 for the rest.",
+            ["status"], registry=registry,
+        ),
+        ses_account_polls=Counter(
+            "tidings_ses_account_polls_total", "GetAccount polls (once a minute), by outcome: ok or error.",
+            ["outcome"], registry=registry,
+        ),
+        build_info=Gauge(
+            "tidings_build_info", "Always 1; the labels say which Tidings and which libraries this worker runs.",
+            ["version", "faust_version", "aiokafka_version", "python_version"], registry=registry,
+        ),
+        ses_feedback=Counter(
+            "tidings_ses_feedback_total",
+            "SES bounces and complaints that suppressed a recipient, per tenant (a permanent bounce, a complaint): "
+            "what SES's own bounce and complaint rates count, against tidings_emails_sent_total.",
+            ["tenant", "event_type"], registry=registry,
+        ),
     )
+
+
+def with_process_metrics(m: Metrics) -> Metrics:
+    """The worker's own CPU, memory and file descriptors (``process_*``), and ``tidings_build_info``."""
+    import importlib.metadata
+    import platform
+
+    ProcessCollector(registry=m.registry)
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    m.build_info.labels(version("tidings"), version("faust-streaming"), version("aiokafka"),
+                        platform.python_version()).set(1)
+    return m
 
 
 def observe_many(histogram: Histogram, value: float, count: int) -> None:

@@ -5,6 +5,7 @@
     proxy.unavailable()                # every call: 503 ServiceUnavailable
     proxy.unavailable("reset")         # every call: the connection is reset, no answer at all
     proxy.reject("bounce")             # SendEmail to a recipient containing "bounce": 400 MessageRejected
+    proxy.pause()                      # every SendEmail: 400 SendingPausedException (the account is paused)
     proxy.heal()                       # everything passes through again
     proxy.stats()                      # requests seen / faulted / forwarded, accepted-send times
     proxy.stop()                       # or use it as a context manager
@@ -12,7 +13,7 @@
 Faults are switched from any thread while requests flow; each takes ``seconds=`` to heal itself
 after that long ("SES throttles for a minute": ``throttle(0.3, seconds=60)``). Several faults can be
 on at once; a request meets them in this order: unavailable (every request), throttle (SendEmail
-only), reject (SendEmail only). Everything else is forwarded unchanged, including the
+only), pause (SendEmail only), reject (SendEmail only). Everything else is forwarded unchanged, including the
 ``/moto-api`` pages.
 
 Error answers have SES v2's shape. SES v2 is a REST-JSON API: the status code, the error code in
@@ -105,6 +106,7 @@ class FaultProxy:
         self._throttle: tuple[float, float | None] | None = None  # (fraction, heal at)
         self._unavailable: tuple[UnavailableMode, float | None] | None = None
         self._rejects: list[tuple[str, float | None]] = []
+        self._paused: float | None | bool = False  # False: not paused; else when it heals (None: never)
         self._requests = self._send_requests = self._faulted = self._forwarded = self._upstream_errors = 0
         self._accepted_sends: list[float] = []
         self._server: _Server | None = None
@@ -166,11 +168,17 @@ class FaultProxy:
         with self._lock:
             self._rejects.append((recipient_substring.lower(), _deadline(seconds)))
 
+    def pause(self, *, seconds: float | None = None) -> None:
+        """Answer every SendEmail with 400 SendingPausedException: SES paused the account's sending."""
+        with self._lock:
+            self._paused = _deadline(seconds)
+
     def heal(self) -> None:
         """Turn every fault off; the counters keep counting."""
         with self._lock:
             self._throttle = self._unavailable = None
             self._rejects = []
+            self._paused = False
 
     def stats(self) -> ProxyStats:
         with self._lock:
@@ -210,6 +218,8 @@ class FaultProxy:
             fraction = self._throttle[0]
             if fraction >= 1.0 or self._random.random() < fraction:
                 return _ErrorAnswer(429, "TooManyRequestsException", "Maximum sending rate exceeded.")
+        if self._paused is not False and _active(self._paused, now):
+            return _ErrorAnswer(400, "SendingPausedException", "Sending is paused for this account (fault proxy).")
         for substring, until in self._rejects:
             if _active(until, now) and any(substring in r.lower() for r in recipients):
                 return _ErrorAnswer(400, "MessageRejected", "Email address is on the rejection list (fault proxy).")

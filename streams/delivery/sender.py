@@ -123,6 +123,20 @@ class SesSender:
             self._threads, self._send, from_address, to_address, raw, tags, configuration_set, not_before, gap
         )
 
+    async def account(self) -> dict[str, Any]:
+        """SES v2 ``GetAccount``: the send quota and sending state (``streams/delivery/quota.py``)."""
+        from botocore.exceptions import ClientError
+
+        def get() -> dict[str, Any]:
+            try:
+                return dict(self._client.get_account())
+            except ClientError as e:
+                error = e.response.get("Error", {})
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                raise classify_ses_error(error.get("Code", "Unknown"), status, error.get("Message", "")) from e
+
+        return await asyncio.get_running_loop().run_in_executor(self._threads, get)
+
     def _send(
         self, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None,
         not_before: float | None = None, gap: float = 0.0,

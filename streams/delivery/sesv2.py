@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEND_EMAIL_PATH = "/v2/email/outbound-emails"
+ACCOUNT_PATH = "/v2/email/account"  # GetAccount: the quota gauges (streams/delivery/quota.py)
 SERVICE = "ses"  # SES v2 signs with the same service name as v1
 ALGORITHM = "AWS4-HMAC-SHA256"
 USER_AGENT = "tidings-sesv2"
@@ -236,6 +237,26 @@ class LeanSesSender:
                 raise OutcomeUnknown(f"ses:unreadable answer {payload[:200]!r}") from e
         code, message = _error(status, error_type, payload)
         raise classify_ses_error(code, status, message)
+
+    async def account(self) -> dict[str, Any]:
+        """SES v2 ``GetAccount``: the send quota and sending state (``streams/delivery/quota.py``)."""
+        if self._credentials is None:
+            self._credentials = self._resolve_credentials()
+            if self._credentials is None:
+                raise SendingBlocked("credentials:none")
+        frozen = self._credentials.get_frozen_credentials()
+        headers = self._signer.headers(
+            "GET", ACCOUNT_PATH, b"", access_key=frozen.access_key, secret_key=frozen.secret_key, token=frozen.token
+        )
+        async with self._session_here().get(self._base + ACCOUNT_PATH, headers=headers) as response:
+            payload = await response.read()
+            if not 200 <= response.status < 300:
+                code, message = _error(response.status, response.headers.get("x-amzn-ErrorType", ""), payload)
+                raise classify_ses_error(code, response.status, message)
+        document = orjson.loads(payload)
+        if not isinstance(document, dict):
+            raise ValueError(f"GetAccount answered {payload[:200]!r}")
+        return document
 
     async def _hold(self, due: float, gap: float) -> None:
         now = time.monotonic()

@@ -14,6 +14,8 @@ packages (``ingest``, ``triggers``, ``delivery``, ``suppression``) see none of i
 - ``transport.py``: the overrides of Faust's consumer, producer and buffer that make stops,
   restarts and rebalances safe under exactly-once.
 - ``commits.py``: when a partition's writes were committed (the sender's duplicate bound).
+- ``status.py``: what the consumer and tables say about themselves (assignment, restore progress,
+  lag), read without a Kafka call, for ``/readyz`` and the worker's own gauges.
 - ``contract.py``: the pinned versions and fingerprints of every private method relied on.
 
 Nothing here imports a stage package; stages import ``emit`` (types) and ``guard``

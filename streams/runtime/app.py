@@ -21,6 +21,7 @@ from streams.runtime.agents import TransactionalWriter, guarded_agent, raw_topic
 from streams.runtime.commits import CommitWatch
 from streams.runtime.emit import Outputs, RecordContext
 from streams.runtime.guard import Guard, Outcome
+from streams.runtime.status import WorkerView, worker_view
 from streams.runtime.tables import GuardedRows, LedgerExpiry, StateTables, create_tables, ledger_table
 from streams.runtime.transport import TidingsTransport
 from streams.settings import Settings
@@ -165,6 +166,10 @@ class Wiring:
 
         self.app.on_partitions_assigned.connect(hook)  # type: ignore[arg-type]  # mode's signal type wants signal=
 
+    def status(self) -> WorkerView:
+        """Assignment, restore progress and lag as the worker knows them (no Kafka call)."""
+        return worker_view(self.app)
+
     def on_revoked(self, fn: Callable[[], None]) -> None:
         async def hook(sender: Any, revoked: Any, **kwargs: Any) -> None:
             fn()
@@ -219,8 +224,11 @@ class Wiring:
 
         self.app.page(path, name=name)(Page)
 
-    def metrics_page(self, registry: CollectorRegistry) -> None:
+    def metrics_page(self, registry: CollectorRegistry, *, before: Callable[[], None] | None = None) -> None:
+        """Serve ``registry`` at ``/metrics``; ``before()`` runs first (gauges computed on scrape)."""
         async def page(web: Any, request: Any) -> Any:
+            if before is not None:
+                before()
             return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
         self.app.page("/metrics")(page)

@@ -100,5 +100,8 @@ class FeedbackHandler:
             ctx.dead_letter(Rejection("feedback", "invalid_recipient", detail))
         outcome = "suppressed" if result.suppressions else "ignored"
         self.m.feedback_events.labels(result.event_type, outcome).inc()
+        if msg.topic == self.ses_events_topic:
+            for tenant_id in sorted({s.tenant_id for s in result.suppressions}):
+                self.m.ses_feedback.labels(tenant_id, result.event_type).inc()
         if result.ignored:
             log.info("feedback %s[%s]@%s: nothing to suppress (%s)", msg.topic, msg.partition, msg.offset, result.ignored)

@@ -88,6 +88,11 @@ class TimerIndex:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def earliest_any(self) -> float | None:
+        """The earliest due time over the ready partitions (the oldest due-but-unfired timer's age)."""
+        dues = [due for due in (self.earliest(p) for p in list(self._parts)) if due is not None]
+        return min(dues, default=None)
+
     def pending(self) -> int:
         """Entities with a pending timer, over the ready partitions."""
         return sum(len(p.next) for p in self._parts.values())

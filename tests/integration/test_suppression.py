@@ -82,6 +82,9 @@ def test_bounces_and_complaints_stop_every_mail_to_the_address_and_nothing_else(
     dep.wait_metric("tidings_suppression_entries", 2)
     _publish_ses(dep, _bounce(transient, "Transient"), _ses_event("Delivery", TENANT, delivery={}))
     dep.wait_metric("tidings_feedback_events_total", 2, outcome="ignored")
+    # What SES's bounce and complaint rates count, per tenant (the transient bounce is not one).
+    assert dep.metric(worker, "tidings_ses_feedback_total", tenant=TENANT, event_type="Bounce") == 1
+    assert dep.metric(worker, "tidings_ses_feedback_total", tenant=TENANT, event_type="Complaint") == 1
 
     for n, address in enumerate((bounced, complained, transient, fine)):
         _book(dep, n, address)
