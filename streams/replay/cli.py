@@ -21,7 +21,9 @@ import contextlib
 import datetime as dt
 import logging
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,15 +117,22 @@ class Progress:
             self.stream.write("\n")
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace, scratch: Path) -> Any:
     from streams.settings import Settings
 
+    settings = Settings()
     update: dict[str, Any] = {}
     if args.templates is not None:
-        update["templates_dir"] = args.templates
+        if not (args.templates / "_layouts").is_dir():
+            raise ConfigurationError(f"{args.templates} is not a templates folder (it has no _layouts/)")
+        # The tenant checks look for the schemas beside the templates folder (rendering/lint.py
+        # check_override); a folder of links keeps them working for templates kept anywhere.
+        (scratch / "templates").symlink_to(args.templates.resolve(), target_is_directory=True)
+        (scratch / "schemas").symlink_to(Path(settings.schemas_dir).resolve(), target_is_directory=True)
+        update["templates_dir"] = scratch / "templates"
     if args.bootstrap:
         update["kafka_bootstrap"] = args.bootstrap
-    return Settings().model_copy(update=update)
+    return settings.model_copy(update=update)
 
 
 def _topics(args: argparse.Namespace, inbound: tuple[str, ...], prefix: str) -> list[str]:
@@ -168,19 +177,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-async def run(args: argparse.Namespace) -> int:  # noqa: C901 - the command's steps, in order
-    from streams.app import build_runtime
-    from streams.replay import kafka, shadow
-    from streams.replay.records import read_file
-    from streams.replay.report import FIRED, DeliveryDecisions, Gallery, JsonLines, MailLine, Summary
-    from streams.replay.run import Replay, Unreachable, VirtualClock
-    from streams.tenants.model import TenantDirectory
-
+async def run(args: argparse.Namespace) -> int:
     if args.offline and (args.file is None or args.tenants is None):
         raise ConfigurationError("--offline needs --file and --tenants: there is no Kafka to read them from")
     if args.simulate and not args.until:
         raise ConfigurationError("--simulate needs --until (an ISO time, or +30d after the last record)")
-    settings = _settings(args)
+    scratch = Path(tempfile.mkdtemp(prefix="tidings-replay-"))
+    try:
+        return await _run(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the command's steps, in order
+    from streams.app import build_runtime
+    from streams.replay import kafka, shadow
+    from streams.replay.records import read_file
+    from streams.replay.report import DeliveryDecisions, Gallery, JsonLines, MailLine, Summary
+    from streams.replay.run import Replay, Unreachable, VirtualClock
+    from streams.tenants.model import TenantDirectory
+
+    settings = _settings(args, scratch)
     started = dt.datetime.now(dt.timezone.utc)
     clock = VirtualClock(_iso(args.now) if args.now else started)
     rt = build_runtime(settings, sender=Unreachable(), attachments=Unreachable(), clock=clock)  # type: ignore[arg-type]
@@ -226,7 +243,9 @@ async def run(args: argparse.Namespace) -> int:  # noqa: C901 - the command's st
             return
         summary.add(line)
         if args.shadow:
-            if line.why == FIRED and line.message_id is not None:
+            # Every mail the worker would render (the deployment's outbound topic has them all, the
+            # ones its sender then skipped or suppressed too).
+            if line.text is not None and line.message_id is not None:
                 replayed[line.message_id] = shadow.Mail(line.message_id, line.tenant or "", line.trigger or "",
                                                        line.subject or "", line.text or "", line.html or "")
             return
