@@ -223,7 +223,8 @@ async def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - 
         total: int | None = count_lines(args.file)
         records: Iterator[ReplayRecord] = (r for r in read_file(args.file) if r.topic in topics or not args.topic)
     else:
-        total, records = kafka.read_range(settings.kafka_bootstrap, topics, kafka.Bound.parse(args.start), kafka.Bound.parse(args.end))
+        total, records = kafka.read_range(settings.kafka_bootstrap, topics, kafka.Bound.parse(args.start),
+                                          kafka.Bound.parse(args.end), time_order=args.simulate)
     if args.limit is not None and total is not None:
         total = min(total, args.limit)
 

@@ -10,14 +10,17 @@ transactions are not replayed.
 Where a range starts and ends (``Bound``): the beginning or the end of each partition, a time
 (the first offset whose timestamp is at or after it, ``offsets_for_times``), or explicit
 per-partition offsets. The end is exclusive and fixed when the read starts: records produced
-while a replay runs are not part of it.
+while a replay runs are not part of it. A simulation reads the partitions merged by timestamp
+(``in_time_order``), so its clock never has to go back for a record another partition served late.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from streams.errors import ConfigurationError
@@ -81,6 +84,23 @@ def read_only_consumer(bootstrap: str):  # type: ignore[no-untyped-def]
     })
 
 
+def _watermarks(consumer, tp) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """A partition's low and high offsets, asked again while the broker says it is moving
+    (``NOT_LEADER_FOR_PARTITION`` on a topic just created, a leader being elected)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + METADATA_TIMEOUT_SECONDS
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_SECONDS)  # type: ignore[no-any-return]
+        except KafkaException as e:
+            transient = e.args[0].retriable() or e.args[0].code() in (
+                KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+            if not transient or time.monotonic() > deadline:
+                raise ConfigurationError(f"cannot read the offsets of {tp.topic}[{tp.partition}]: {e.args[0].str()}") from e
+            time.sleep(0.2)
+
+
 def plan_spans(consumer, topics: Sequence[str], start: Bound, end: Bound) -> list[Span]:  # type: ignore[no-untyped-def]
     """The offsets to read on every partition of ``topics``; topics that do not exist are skipped."""
     from confluent_kafka import TopicPartition
@@ -91,7 +111,7 @@ def plan_spans(consumer, topics: Sequence[str], start: Bound, end: Bound) -> lis
         if meta is None or meta.error is not None or not meta.partitions:
             continue
         for p in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=METADATA_TIMEOUT_SECONDS)
+            low, high = _watermarks(consumer, TopicPartition(topic, p))
 
             def resolve(bound: Bound, default: int, topic: str = topic, p: int = p, low: int = low, high: int = high) -> int:
                 if p in bound.offsets:
@@ -110,12 +130,18 @@ def plan_spans(consumer, topics: Sequence[str], start: Bound, end: Bound) -> lis
     return spans
 
 
-def read_spans(consumer, spans: Sequence[Span]) -> Iterator[ReplayRecord]:  # type: ignore[no-untyped-def]
-    """Every committed record of the spans, partitions interleaved as the broker serves them."""
+# A simulation needs the records in time order across partitions; at most this many are held
+# waiting for a slow partition before the earliest held one goes anyway (memory stays bounded).
+MAX_HELD_FOR_ORDER = 100_000
+
+Key = tuple[str, int]
+Event = tuple[Key, ReplayRecord | None]  # (topic, partition) and a record, or None: the partition is done
+
+
+def _events(consumer, spans: Sequence[Span]) -> Iterator[Event]:  # type: ignore[no-untyped-def]
+    """Every committed record of the spans, as the broker serves them, and each partition's end."""
     from confluent_kafka import KafkaError, TopicPartition
 
-    if not spans:
-        return
     ends = {(s.topic, s.partition): s.end for s in spans}
     open_parts = set(ends)
     consumer.assign([TopicPartition(s.topic, s.partition, s.start) for s in spans])
@@ -125,36 +151,80 @@ def read_spans(consumer, spans: Sequence[Span]) -> Iterator[ReplayRecord]:  # ty
                 tp = (msg.topic(), msg.partition())
                 error = msg.error()
                 if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
+                    if error.code() == KafkaError._PARTITION_EOF and tp in open_parts:
                         open_parts.discard(tp)  # at the end: anything later was produced after the start
-                        continue
-                    if error.fatal():
+                        yield tp, None
+                    elif error.fatal():
                         raise ConfigurationError(error.str())
                     continue
                 if tp not in open_parts:
                     continue
                 if msg.offset() >= ends[tp]:
                     open_parts.discard(tp)
+                    yield tp, None
                     continue
                 _, ms = msg.timestamp()
-                yield ReplayRecord(
+                yield tp, ReplayRecord(
                     topic=tp[0], partition=tp[1], offset=msg.offset(), key=msg.key(), value=msg.value(),
                     timestamp=ms / 1000, headers=list(msg.headers() or []),
                 )
                 if msg.offset() >= ends[tp] - 1:
                     open_parts.discard(tp)
+                    yield tp, None
     finally:
         consumer.unassign()
 
 
-def read_range(bootstrap: str, topics: Sequence[str], start: Bound, end: Bound) -> tuple[int, Iterator[ReplayRecord]]:
+def in_served_order(events: Iterable[Event]) -> Iterator[ReplayRecord]:
+    return (record for _, record in events if record is not None)
+
+
+def in_time_order(events: Iterable[Event], partitions: Iterable[Key], max_held: int = MAX_HELD_FOR_ORDER) -> Iterator[ReplayRecord]:
+    """The records merged by timestamp across partitions (each partition is in offset order).
+
+    A record goes out once every partition still open has one held (so none can come earlier),
+    or when ``max_held`` are held (then the earliest held goes: the order is approximate only
+    behind a partition that lags that far).
+    """
+    held: dict[Key, collections.deque[ReplayRecord]] = {tp: collections.deque() for tp in partitions}
+    open_parts = set(held)
+    count = 0
+
+    def earliest() -> Key:
+        return min((tp for tp, q in held.items() if q), key=lambda tp: (held[tp][0].timestamp, tp))
+
+    for tp, record in events:
+        if record is None:
+            open_parts.discard(tp)
+        else:
+            held.setdefault(tp, collections.deque()).append(record)
+            count += 1
+        while count and (all(held[p] for p in open_parts) or count >= max_held):
+            yield held[earliest()].popleft()
+            count -= 1
+    while count:
+        yield held[earliest()].popleft()
+        count -= 1
+
+
+def read_spans(consumer, spans: Sequence[Span], *, time_order: bool = False) -> Iterator[ReplayRecord]:  # type: ignore[no-untyped-def]
+    """The spans' records: as the broker serves them, or merged by timestamp (simulations)."""
+    if not spans:
+        return iter(())
+    events = _events(consumer, spans)
+    return in_time_order(events, [(s.topic, s.partition) for s in spans]) if time_order else in_served_order(events)
+
+
+def read_range(
+    bootstrap: str, topics: Sequence[str], start: Bound, end: Bound, *, time_order: bool = False
+) -> tuple[int, Iterator[ReplayRecord]]:
     """``(records to read at most, the records)``: the range of ``topics`` between the bounds."""
     consumer = read_only_consumer(bootstrap)
     spans = plan_spans(consumer, topics, start, end)
 
     def records() -> Iterator[ReplayRecord]:
         try:
-            yield from read_spans(consumer, spans)
+            yield from read_spans(consumer, spans, time_order=time_order)
         finally:
             consumer.close()
 

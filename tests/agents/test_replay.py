@@ -160,3 +160,36 @@ def test_recipients_are_masked_unless_asked(show: bool) -> None:
     asyncio.run(h.replay.feed_all([h.record("tidings.storage.BookingCreated", event)]))
     shown = h.lines[0].recipient
     assert (shown == event["customer"]["email"]) is show
+
+
+def test_the_command_offline_over_a_record_file(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """``tidings-replay --file F --tenants DIR --offline``: no broker; lines, summary, gallery, simulation."""
+    import json
+
+    from streams.replay.cli import main
+    from streams.replay.records import dump_record
+
+    h = Harness()
+    event = sample_event(h.rt.topics.catalog.samples, "tidings.storage.BookingCreated", STORAGE, now=T0)
+    good = h.record("tidings.storage.BookingCreated", event)
+    bad = h.record("tidings.storage.BookingCreated", event, value=b"\x00garbage")
+    records = tmp_path / "records.jsonl"
+    records.write_text(dump_record(good) + "\n" + dump_record(bad) + "\n")
+    out, gallery = tmp_path / "out.jsonl", tmp_path / "gallery"
+    common = ["--file", str(records), "--tenants", str(REPO_ROOT / "deploy" / "tenants"), "--offline", "--out", str(out)]
+
+    assert main([*common, "--now", T0.isoformat(), "--html", str(gallery)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["why"] for line in lines] == ["fired", "dead-lettered"]
+    assert "@" in lines[0]["recipient"] and event["customer"]["email"] not in lines[0]["recipient"]
+    assert (gallery / "index.html").exists()
+    err = capsys.readouterr().err
+    assert "storage/booking.created" in err and "nothing was written" in err
+
+    assert main([*common, "--simulate", "--until", "+40d", "--step", "6h"]) == 0
+    days = {(line["at"][:10], line["trigger"]) for line in map(json.loads, out.read_text().splitlines()) if line["why"] == "fired"}
+    assert ("2027-01-06", "storage/booking.after_created") in days
+    assert "mails per day and trigger" in capsys.readouterr().err
+
+    assert main(["--offline", "--file", str(records)]) == 2  # --offline needs --tenants: said, not a traceback
+    assert "--offline needs" in capsys.readouterr().err

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from deploy.local.ses_emulator import sent_mails
@@ -37,14 +37,27 @@ STORAGE = "lagerhaus-nord"  # Europe/Berlin, 09:00; every storage timed trigger 
 REPLAY_SECONDS = 120
 
 
+def _watermarks(dep: Deployment, consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """Asked again while a just-created partition has no leader yet (NOT_LEADER_FOR_PARTITION)."""
+    def probe() -> tuple[int, int] | None:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)  # type: ignore[no-any-return]
+        except KafkaException as e:
+            if not e.args[0].retriable() and e.args[0].code() not in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE):
+                raise
+            return None
+
+    return dep.wait_for(f"the offsets of {tp.topic}[{tp.partition}]", probe, timeout=30)
+
+
 def _snapshot(dep: Deployment) -> dict[str, Any]:
     """Every offset of the run's topics, its groups' committed offsets, the emulator's mail count."""
     admin = AdminClient({"bootstrap.servers": dep.bootstrap})
     consumer = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": f"snapshot-{dep.run}", "enable.auto.commit": False})
     try:
         topics = {name: meta for name, meta in admin.list_topics(timeout=10).topics.items() if dep.run in name}
-        marks = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
-                 for t, meta in topics.items() for p in meta.partitions}
+        marks = {(t, p): _watermarks(dep, consumer, TopicPartition(t, p)) for t, meta in topics.items() for p in meta.partitions}
     finally:
         consumer.close()
     groups = sorted(g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid)

@@ -132,3 +132,18 @@ def test_deployed_mails_are_those_of_the_replayed_records() -> None:
     deployed = collect_deployed(outbound, statuses, topics={"t.storage.bookings"}, first=T0, last=T0 + dt.timedelta(hours=1))
     assert set(deployed.mails) == {"in"}
     assert deployed.failed == {}  # the latest status counts
+
+
+def test_a_simulation_reads_partitions_merged_by_time() -> None:
+    from streams.replay.kafka import in_time_order
+
+    def rec(p: int, offset: int, minute: int) -> ReplayRecord:
+        return ReplayRecord("t", p, offset, None, None, (T0 + dt.timedelta(minutes=minute)).timestamp())
+
+    a, b = ("t", 0), ("t", 1)
+    # The broker serves partition 0's records (minutes 5, 9) before partition 1's (minutes 1, 7).
+    events = [(a, rec(0, 0, 5)), (a, rec(0, 1, 9)), (a, None), (b, rec(1, 0, 1)), (b, rec(1, 1, 7)), (b, None)]
+    order = [(r.partition, r.offset) for r in in_time_order(events, [a, b])]
+    assert order == [(1, 0), (0, 0), (1, 1), (0, 1)]
+    # Held records are bounded: past max_held the earliest held goes, whatever is still to come.
+    assert len(list(in_time_order(events, [a, b], max_held=1))) == 4
