@@ -6,7 +6,10 @@ topic, starts one Tidings worker, publishes sample
 booking events for two tenants in several languages and one event of each other pack (an invoice
 with its PDF, an MFA notice, a welcome, an appointment for two people, an access revocation),
 waits until the mails are in SES, writes
-each mail's HTML under ``.tidings/demo/``, prints what went out, and stops everything it started.
+each mail's HTML under ``.tidings/demo/``, prints what went out, then moves time on by simulation
+(``tidings-replay --simulate`` over the same topics: the worker's tick and firings handlers in
+memory, nothing sent) and lists the timed mails those events mean, by day; and it stops everything
+it started.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -39,6 +43,8 @@ from streams.topics import TopicNames, ensure_topics
 DEMO_DIR = REPO_ROOT / ".tidings" / "demo"
 TENANTS_DIR = REPO_ROOT / "deploy" / "tenants"
 DEADLINE_SECONDS = 120.0
+SIMULATED_DAYS = 45  # the sample bookings move in 30 to 57 days after they are made
+SIMULATION_SECONDS = 60.0
 # (tenant, customer locale): German and English customers of a Hamburg operator, and a London one.
 SAMPLES = [
     ("lagerhaus-nord", "de"), ("lagerhaus-nord", "de-AT"), ("lagerhaus-nord", "en-GB"), ("lagerhaus-nord", None),
@@ -144,11 +150,44 @@ def main() -> int:
             attached = "".join(f"  + {name}" for name, _ in mail.attachments())
             say(f"  {mail.destinations[0]:<52} [{mail.header('Content-Language')}] {mail.subject}{attached}")
             say(f"  {'':<52} {path.relative_to(REPO_ROOT)}")
+        month(settings, bootstrap)
         say(f"\n{len(mails)} emails sent")
         if len(mails) < expected:
             say(f"expected {expected}; worker log:\n{worker.log_tail()}")
             return 1
     return 0
+
+
+def month(settings: Settings, bootstrap: str) -> None:
+    """The timed mails of the events above over the next weeks, by day: an event-time simulation
+    (``tidings-replay --simulate``) over the demo's topics, which reads and writes nothing else."""
+    say(f"\nMoving time on {SIMULATED_DAYS} days by simulation (tidings-replay --simulate --until +{SIMULATED_DAYS}d) ...")
+    env = {**os.environ, "TIDINGS_TOPIC_PREFIX": settings.topic_prefix, "TIDINGS_APP_ID": settings.app_id,
+           "TIDINGS_KAFKA_BOOTSTRAP": bootstrap, "TIDINGS_UNSUBSCRIBE_SECRET": "demo-only-unsubscribe-secret"}
+    out = DEMO_DIR / "month.jsonl"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.replay", "--simulate", "--until", f"+{SIMULATED_DAYS}d", "--step", "1h",
+             "--out", str(out)],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=SIMULATION_SECONDS,
+        )
+    except subprocess.TimeoutExpired:
+        say(f"  the simulation took longer than {SIMULATION_SECONDS:.0f} s; skipped")
+        return
+    if done.returncode != 0:
+        say(f"  the simulation failed:\n{done.stderr[-2000:]}")
+        return
+    import json
+
+    timed = [line for line in map(json.loads, out.read_text().splitlines())
+             if line["why"] == "fired" and "firings" in line.get("source", "")]
+    by_day: dict[str, list[str]] = {}
+    for line in timed:
+        by_day.setdefault(line["at"][:10], []).append(f"{line['trigger']} ({line['tenant']}, {line['locale']})")
+    for day, mails in sorted(by_day.items()):
+        for mail in mails:
+            say(f"  {day}  {mail}")
+    say(f"  {len(timed)} timed mails in {SIMULATED_DAYS} days; every one in {out.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,5 @@
+import sys
+
+from streams.replay.cli import main
+
+sys.exit(main())

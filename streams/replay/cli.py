@@ -1,0 +1,327 @@
+"""tidings-replay: what a range of inbound records would send, through the worker's own code.
+
+    tidings-replay [--dry-run] [--from T|P:O,..] [--to T|P:O,..] [--topic T]... [--limit N]
+                   [--tenant ID] [--trigger PACK/TRIGGER] [--out FILE] [--html DIR] [--show-recipients]
+    tidings-replay --shadow  [range ...] [--templates DIR] [--tenants DIR]
+    tidings-replay --simulate --until T|+30d [--step 1h] [range ...]
+    tidings-replay --file records.jsonl ...      (a file of exported records instead of Kafka)
+
+Reads; never writes. Nothing is produced to any topic, no consumer group is joined and no offset
+is committed (``streams/replay/kafka.py``), SES is never called. Tenants, the suppression list and
+customer statuses are read from their compacted topics as the worker reads them at start, unless
+``--tenants DIR`` replaces the tenants (and ``--offline`` reads nothing from Kafka at all).
+One JSON line per mail goes to ``--out`` (default: standard output), the summary to standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from streams.errors import ConfigurationError
+from streams.replay.records import ReplayRecord
+
+log = logging.getLogger("streams.replay")
+
+_SPAN = re.compile(r"^\+?(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+PROGRESS_EVERY_SECONDS = 0.5
+
+
+def parse_span(text: str) -> dt.timedelta:
+    """``30s``, ``15m``, ``1h``, ``1d``, ``2w``."""
+    m = _SPAN.match(text.strip())
+    if m is None:
+        raise ConfigurationError(f"{text!r} is not a span such as 15m, 1h or 1d")
+    return dt.timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+
+
+def parse_until(text: str, last: dt.datetime) -> dt.datetime:
+    """An ISO time, or ``+30d``: that long after the last record."""
+    if text.startswith("+"):
+        return last + parse_span(text)
+    at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.timezone.utc)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tidings-replay", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="what these records would send today (the default)")
+    mode.add_argument("--shadow", action="store_true", help="compare with what the deployment sent for the same records")
+    mode.add_argument("--simulate", action="store_true", help="event time: follow the records, then tick on to --until")
+    src = p.add_argument_group("what to read")
+    src.add_argument("--file", type=Path, help="a JSON Lines file of exported records instead of Kafka")
+    src.add_argument("--topic", action="append", default=[], help="an inbound topic (full name or pack.aggregate); repeatable")
+    src.add_argument("--from", dest="start", help="start: ISO time, or partition:offset[,...] (inclusive)")
+    src.add_argument("--to", dest="end", help="end: ISO time, or partition:offset[,...] (exclusive)")
+    src.add_argument("--limit", type=int, help="read at most this many records")
+    src.add_argument("--export", type=Path, help="also write the records read to this file (replayable with --file)")
+    sel = p.add_argument_group("what to report")
+    sel.add_argument("--tenant", help="only this tenant's mails")
+    sel.add_argument("--trigger", help="only this trigger's mails (pack/trigger)")
+    sel.add_argument("--out", default="-", help="JSON Lines output file (default: standard output)")
+    sel.add_argument("--html", type=Path, help="also write a gallery of every rendered mail into this folder")
+    sel.add_argument("--show-recipients", action="store_true", help="show addresses (masked by default)")
+    cfg = p.add_argument_group("configuration")
+    cfg.add_argument("--templates", type=Path, help="templates folder in place of the deployed one")
+    cfg.add_argument("--tenants", type=Path, help="tenants folder in place of the tenants topic")
+    cfg.add_argument("--offline", action="store_true", help="read nothing from Kafka (needs --file and --tenants)")
+    cfg.add_argument("--bootstrap", help="Kafka bootstrap servers (default: TIDINGS_KAFKA_BOOTSTRAP)")
+    cfg.add_argument("--now", help="the dry run's now (ISO time; default: the time the run starts)")
+    sim = p.add_argument_group("simulation")
+    sim.add_argument("--until", help="simulate up to this time: ISO, or +30d after the last record")
+    sim.add_argument("--step", default="1h", help="tick interval of the simulation (default 1h)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every dead letter as the worker would")
+    return p
+
+
+class Progress:
+    """``read N of M, rate, time left`` on a terminal; nothing when standard error is not one."""
+
+    def __init__(self, total: int | None, stream: IO[str] = sys.stderr) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.done = 0
+        self.started = self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < PROGRESS_EVERY_SECONDS:
+            return
+        self._last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        of = f" of {self.total:,}" if self.total else ""
+        left = f", {max(self.total - self.done, 0) / rate:,.0f} s left" if self.total and rate > 0 else ""
+        self.stream.write(f"\rread {self.done:,}{of} records, {rate:,.0f}/s{left}   ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            self.stream.write("\n")
+
+
+def _settings(args: argparse.Namespace, scratch: Path) -> Any:
+    from streams.settings import Settings
+
+    settings = Settings()
+    update: dict[str, Any] = {}
+    if args.templates is not None:
+        if not (args.templates / "_layouts").is_dir():
+            raise ConfigurationError(f"{args.templates} is not a templates folder (it has no _layouts/)")
+        # The tenant checks look for the schemas beside the templates folder (rendering/lint.py
+        # check_override); a folder of links keeps them working for templates kept anywhere.
+        (scratch / "templates").symlink_to(args.templates.resolve(), target_is_directory=True)
+        (scratch / "schemas").symlink_to(Path(settings.schemas_dir).resolve(), target_is_directory=True)
+        update["templates_dir"] = scratch / "templates"
+    if args.bootstrap:
+        update["kafka_bootstrap"] = args.bootstrap
+    return settings.model_copy(update=update)
+
+
+def _topics(args: argparse.Namespace, inbound: tuple[str, ...], prefix: str) -> list[str]:
+    if not args.topic:
+        return list(inbound)
+    chosen = []
+    for t in args.topic:
+        name = t if t in inbound else f"{prefix}{t}"
+        if name not in inbound:
+            raise ConfigurationError(f"{t!r} is not an inbound topic; these are: {', '.join(inbound)}")
+        chosen.append(name)
+    return chosen
+
+
+def _limited(records: Iterator[ReplayRecord], limit: int | None) -> Iterator[ReplayRecord]:
+    for n, record in enumerate(records):
+        if limit is not None and n >= limit:
+            return
+        yield record
+
+
+def _exported(records: Iterator[ReplayRecord], out: IO[str] | None) -> Iterator[ReplayRecord]:
+    from streams.replay.records import dump_record
+
+    for record in records:
+        if out is not None:
+            out.write(dump_record(record) + "\n")
+        yield record
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # The dead letters are lines of the report; the worker's per-record warnings would repeat them.
+        for name in ("streams.runtime.emit", "streams.runtime.guard", "streams.ingest.agents", "streams.codecs.partitioning"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return asyncio.run(run(args))
+    except ConfigurationError as e:
+        print(f"tidings-replay: {e}", file=sys.stderr)
+        return 2
+
+
+async def run(args: argparse.Namespace) -> int:
+    if args.offline and (args.file is None or args.tenants is None):
+        raise ConfigurationError("--offline needs --file and --tenants: there is no Kafka to read them from")
+    if args.simulate and not args.until:
+        raise ConfigurationError("--simulate needs --until (an ISO time, or +30d after the last record)")
+    scratch = Path(tempfile.mkdtemp(prefix="tidings-replay-"))
+    try:
+        return await _run(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the command's steps, in order
+    from streams.app import build_runtime
+    from streams.domain.tenants import TenantDirectory
+    from streams.replay import kafka, shadow
+    from streams.replay.records import read_file
+    from streams.replay.report import DeliveryDecisions, Gallery, JsonLines, MailLine, Summary
+    from streams.replay.run import Replay, Unreachable, VirtualClock
+
+    settings = _settings(args, scratch)
+    started = dt.datetime.now(dt.timezone.utc)
+    clock = VirtualClock(_iso(args.now) if args.now else started)
+    rt = build_runtime(settings, sender=Unreachable(), attachments=Unreachable(), clock=clock)
+
+    # Configuration, as the worker reads it before its agents start (streams/app.py before_agents).
+    if args.tenants is not None:
+        for tenant in TenantDirectory.load(args.tenants):
+            rt.tenants.put(tenant)
+    feeds = [] if args.offline else [*([rt.tenant_feed] if args.tenants is None else []), rt.suppression_feed, *rt.customer_feeds]
+    for feed in feeds:
+        feed.start()
+    try:
+        for feed in feeds:
+            feed.wait_caught_up(settings.tenants_catch_up_seconds)
+    finally:
+        for feed in feeds:
+            feed.stop()
+
+    topics = _topics(args, rt.topics.inbound, rt.topics.prefix)
+    if args.file is not None:
+        from streams.replay.records import count_lines
+
+        total: int | None = count_lines(args.file)
+        records: Iterator[ReplayRecord] = (r for r in read_file(args.file) if r.topic in topics or not args.topic)
+    else:
+        total, records = kafka.read_range(settings.kafka_bootstrap, topics, kafka.Bound.parse(args.start),
+                                          kafka.Bound.parse(args.end), time_order=args.simulate)
+    if args.limit is not None and total is not None:
+        total = min(total, args.limit)
+
+    summary = Summary()
+    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    export = open(args.export, "w", encoding="utf-8") if args.export else None  # noqa: SIM115
+    gallery = Gallery(args.html) if args.html else None
+    lines = JsonLines(out)
+    replayed: dict[str, shadow.Mail] = {}
+    seen: dict[str, dt.datetime | None] = {"first": None, "last": None}
+
+    def keep(tenant: str | None, trigger: str | None) -> bool:
+        return (args.tenant is None or tenant == args.tenant) and (args.trigger is None or trigger == args.trigger)
+
+    def emit(line: MailLine) -> None:
+        if not keep(line.tenant, line.trigger):
+            return
+        summary.add(line)
+        if args.shadow:
+            # Every mail the worker would render (the deployment's outbound topic has them all, the
+            # ones its sender then skipped or suppressed too).
+            if line.text is not None and line.message_id is not None:
+                replayed[line.message_id] = shadow.Mail(line.message_id, line.tenant or "", line.trigger or "",
+                                                       line.subject or "", line.text or "", line.html or "")
+            return
+        lines.add(line)
+        if gallery is not None:
+            gallery.add(line)
+
+    def timestamps(rs: Iterator[ReplayRecord]) -> Iterator[ReplayRecord]:
+        for r in rs:
+            at = dt.datetime.fromtimestamp(r.timestamp, dt.timezone.utc)
+            first, last = seen["first"], seen["last"]
+            seen["first"] = at if first is None else min(first, at)
+            seen["last"] = at if last is None else max(last, at)
+            if args.shadow:
+                clock.at = at  # rendered as of when the worker processed it, near enough: its event time
+            yield r
+
+    replay = Replay(rt, clock, DeliveryDecisions(rt.suppressions, settings.unknown_outcome), emit,
+                    show_recipients=args.show_recipients, keep_bodies=bool(args.html or args.shadow))
+    progress = Progress(total)
+    step = parse_span(args.step) if args.simulate else None
+    try:
+        await replay.feed_all(timestamps(_exported(_limited(records, args.limit), export)), step=step, on_record=progress)
+        if args.simulate and step is not None:
+            last = seen["last"] or clock.at
+            await replay.advance(parse_until(args.until, last), step)
+    finally:
+        progress.close()
+        if export is not None:
+            export.close()
+    elapsed = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+
+    err = sys.stderr
+    if args.shadow:
+        deployed = shadow.Deployed()
+        lo, hi = seen["first"], seen["last"]
+        if lo is not None and hi is not None and not args.offline:
+            deployed = _read_deployed(settings.kafka_bootstrap, rt, set(topics), lo, hi, keep)
+        differences = shadow.compare(replayed, deployed)
+        for d in differences:
+            out.write(d.json() + "\n")
+        print(shadow.summary(differences, len(replayed), len(deployed.mails)), file=err)
+        for d in differences:
+            if d.diff:
+                print(d.diff, file=err)
+    else:
+        print(summary.table(), file=err)
+        if args.simulate:
+            print("\nmails per day and trigger (simulated):", file=err)
+            print(summary.days(), file=err)
+    if gallery is not None:
+        print(f"gallery: {gallery.close(clock.at)}", file=err)
+    print(f"{replay.records:,} records in {elapsed:.1f} s; {replay.tables.entities():,} entities in state; nothing was written",
+          file=err)
+    if out is not sys.stdout:
+        out.close()
+    return 0
+
+
+def _read_deployed(bootstrap: str, rt: Any, topics: set[str], first: dt.datetime, last: dt.datetime, keep: Any) -> Any:
+    """The deployment's outbound records and delivery statuses since the first replayed record."""
+    from streams.replay import kafka, shadow
+
+    start = kafka.Bound(at=first - dt.timedelta(minutes=5))  # a mail is produced after its event; a little slack for clock skew
+
+    def decoded(topic_names: list[str]) -> Iterator[dict[str, Any]]:
+        _, records = kafka.read_range(bootstrap, topic_names, start, kafka.Bound())
+        for r in records:
+            with contextlib.suppress(Exception):  # a record the replay cannot read is not the deployment's mail
+                yield rt.codec.decode(r.value).record
+
+    outbound = list(decoded([rt.topics.outbound, rt.topics.outbound_priority]))
+    return shadow.collect_deployed(outbound, decoded([rt.topics.delivery_status]), topics=topics, first=first, last=last, keep=keep)
+
+
+def _iso(text: str) -> dt.datetime:
+    at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.timezone.utc)
