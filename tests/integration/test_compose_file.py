@@ -21,7 +21,7 @@ from streams.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKER_DIR = REPO_ROOT / "tests" / "compose"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-SERVICES = {"kafka", "ses", "worker", "prometheus"}
+SERVICES = {"kafka", "ses", "worker", "prometheus", "grafana"}
 BUILD_TIMEOUT_SECONDS = 240
 
 
