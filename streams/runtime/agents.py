@@ -14,6 +14,7 @@ from typing import Any
 from streams.errors import InfrastructureFailure
 from streams.runtime.emit import Pending, RecordContext, Source
 from streams.runtime.guard import Guard, hold
+from streams.runtime.transport import ChangelogBatch
 
 
 def raw_topic(app: Any, *names: str) -> Any:
@@ -24,6 +25,15 @@ def raw_topic(app: Any, *names: str) -> Any:
 class TransactionalWriter:
     """Hands a record's outputs to Faust's producer, in the transaction of the input's partition.
 
+    All outputs of one input go into the producer buffer as one ``ChangelogBatch`` entry (in the
+    input's transaction: ``input_transaction``), which the buffer's task appends to aiokafka record
+    batches. Awaiting Faust's ``Producer.send`` per record instead (a future, the transaction's
+    lock, a send each) cost more per event than rendering its mail. Putting is synchronous, so the
+    buffer keeps the order of everything written before (the same record's table writes), and the
+    commit waits for the entry like for any table write (``TidingsProducerBuffer.drain``). A send
+    the broker refuses is found by the buffer's task, which stops the worker before any commit
+    (``streams/runtime/transport.py``): the record is held, as when a write fails here.
+
     The transactional id is the one Faust itself gives a send to that partition of the input's
     co-partitioned group (``Consumer.send``: ``{app id}-{group}-{partition}``); see
     ``streams/runtime/emit.py`` for why it is taken from the input and not from the output topic.
@@ -33,16 +43,13 @@ class TransactionalWriter:
         self.app = app
 
     async def write(self, source: Source, records: list[Pending]) -> None:
-        app = self.app
-        tid = None
-        if app.in_transaction:
-            tid = f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
-        producer = app.producer
+        batch = ChangelogBatch(source.partition, source.topic, input_transaction=True)
         for r in records:
-            try:
-                await producer.send(r.topic, r.key, r.value, source.partition, None, r.headers, transactional_id=tid)
-            except Exception as e:
-                raise InfrastructureFailure(f"the producer refused a record for {r.topic}: {type(e).__name__}") from e
+            batch.add(r.topic, r.key, r.value, r.headers)
+        try:
+            self.app.producer.buffer.put(batch)
+        except Exception as e:
+            raise InfrastructureFailure(f"the producer refused {len(records)} records: {type(e).__name__}") from e
 
 
 def guarded_agent(

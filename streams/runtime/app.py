@@ -90,6 +90,10 @@ def new_app(settings: Settings) -> TidingsApp:
         web_bind=settings.web_host,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
+        # Faust's default (0) sends a produce request per record batch as soon as it has one: at
+        # a few hundred events a second that is a request per record, and the socket writes
+        # alone took a fifth of the worker (py-spy). A few milliseconds gather them.
+        producer_linger=settings.producer_linger_ms / 1000,
         # No standby replicas: faust-streaming 0.15 seeks a standby changelog partition to a
         # missing (None) offset when it was not among the newly assigned ones, and its recovery
         # crashes ("Offset must be a positive integer"). A worker taking over a partition

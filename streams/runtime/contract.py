@@ -47,7 +47,8 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._highwaters", "overridden: changelog ends asked from the broker"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread.seek_to_committed", "overridden"),
     ("faust.transport.drivers.aiokafka", "Producer.send", "takes transactional_id; _trn_locks and _transaction_producers"),
-    ("faust.transport.drivers.aiokafka", "Producer.commit_transactions", "overridden: open a transaction first if none"),
+    ("faust.transport.drivers.aiokafka", "Producer.commit_transactions", "overridden: open a transaction first if none; partitions committed concurrently"),
+    ("faust.transport.drivers.aiokafka", "Producer.flush", "overridden: drains the buffer up to the commit instead of ProducerBuffer.flush"),
     ("faust.transport.drivers.aiokafka", "Producer.begin_transaction", "creates _transaction_producers and _trn_locks"),
     ("faust.transport.producer", "ProducerBuffer._send_pending", "overridden: ChangelogBatch entries"),
     ("faust.transport.producer", "ProducerBuffer.put", "overridden: counts for drain"),
@@ -66,6 +67,9 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("faust.tables.manager", "TableManager.changelog_topics.fget", "status.py: changelog partitions are not counted as consumer lag"),
     ("aiokafka.producer.producer", "AIOKafkaProducer.create_batch", "ChangelogBatch records appended as record batches"),
     ("aiokafka.producer.producer", "AIOKafkaProducer.send_batch", "ChangelogBatch"),
+    ("aiokafka.producer.producer", "AIOKafkaProducer.send", "short ChangelogBatch runs join the open batch (transport._send_batches)"),
+    ("aiokafka.producer.message_accumulator", "MessageAccumulator.add_batch", "waits for the previous batch of a partition: why short runs use send"),
+    ("faust.transport.producer", "ProducerBuffer.__init__", "pending is an asyncio.Queue whose deque _take_following_batches peeks"),
     ("aiokafka.producer.transaction_manager", "TransactionManager.__init__", "_txn_manager.state read by _transaction_ended"),
 )
 

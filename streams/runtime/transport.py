@@ -27,7 +27,7 @@ Three small overrides, one for each link of that chain:
   same transaction as the records their processing produced).
 * ``TidingsProducer.commit_transactions`` opens a transaction first when a transactional producer
   has none (after a final commit), so a late commit of offsets is an offsets-only transaction
-  rather than an ``IllegalOperation``. Whatever else commits late (the periodic commit task, a
+  rather than an ``IllegalOperation`` (and commits the partitions' transactions concurrently). Whatever else commits late (the periodic commit task, a
   future agent or table, a second ``commit_and_end_transactions``) stays safe.
 * ``TidingsConsumer.on_stop`` never lets a failed final commit abort the consumer's stop: the
   error is logged and the consumer thread is still stopped, so the process exits instead of hanging.
@@ -107,7 +107,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka.producer.transaction_manager import TransactionState
@@ -115,6 +115,8 @@ from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
+
+from streams.runtime.guard import stop_worker
 
 log = logging.getLogger(__name__)
 
@@ -226,22 +228,50 @@ class TidingsProducerBuffer(ProducerBuffer):
     max_messages = 2000
     _put = 0
     _sent = 0
+    on_failure: Callable[[BaseException, str], None] = staticmethod(stop_worker)
+    max_merged = 500  # entries sent together (_take_following_batches): bounds one send's records
 
     def put(self, fut: Any) -> None:
         self._put += 1
         super().put(fut)
 
     async def _send_pending(self, fut: Any) -> None:
+        taken = 1
         try:
             if isinstance(fut, ChangelogBatch):
-                # Faust types the buffer's app Optional (Producer.__init__ sets it) and its producer as ProducerT;
-                # it is the TidingsProducer, which adds send_changelog_batch.
-                await self.app.producer.send_changelog_batch(fut)  # type: ignore[union-attr]
+                batches = [fut, *self._take_following_batches()]
+                taken = len(batches)
+                try:
+                    # Faust types the buffer's app Optional (Producer.__init__ sets it) and its producer as ProducerT;
+                    # it is the TidingsProducer, which adds send_changelog_batch.
+                    await self.app.producer.send_changelog_batch(*batches)  # type: ignore[union-attr]
+                except Exception as e:
+                    # Records of inputs the guard already counted as handled: their offsets must
+                    # not commit. Faust would crash the buffer's service and stop gracefully, with
+                    # a final commit; exiting now aborts the open transactions instead, and the
+                    # inputs are read again after the restart (guard.py: held).
+                    self.on_failure(e, f"the producer buffer, sending {sum(map(len, batches))} records")
+                    raise
             else:
                 await super()._send_pending(fut)
         finally:
-            self._sent += 1
+            self._sent += taken
             self.message_sent.set()
+
+    def _take_following_batches(self) -> list[ChangelogBatch]:
+        """The ``ChangelogBatch`` entries queued right behind the one being sent, taken out now.
+
+        aiokafka accepts one record batch per topic partition until the sender takes it
+        (``MessageAccumulator.add_batch`` waits for that, up to the linger), so entries sent one at
+        a time queue up behind each other under load; sent together they make one record batch
+        per topic partition. Only the run of batches at the head is taken: Faust's own entries
+        (table writes through ``faust.Table``) keep their place in the order.
+        """
+        queue = self.pending._queue  # type: ignore[attr-defined]  # asyncio.Queue's deque: peeking has no public API
+        taken: list[ChangelogBatch] = []
+        while queue and isinstance(queue[0], ChangelogBatch) and len(taken) < self.max_merged:
+            taken.append(self.pending.get_nowait())
+        return taken
 
     async def drain(self) -> None:
         target = self._put
@@ -261,8 +291,15 @@ class TidingsProducer(aiokafka_driver.Producer):
         self.buffer = self._drainable_buffer
 
     async def flush(self) -> None:
+        # Not super().flush(): Faust's starts with ProducerBuffer.flush, which returns only once
+        # the buffer is empty, and under load the agents refill it faster than it empties (one run
+        # of 2,000 events: a commit waited 14 s in it, so nothing became visible until the backlog
+        # was gone). drain() waits for exactly what was put before the commit began.
         await self._drainable_buffer.drain()
-        await super().flush()
+        if self._producer is not None:
+            await self._producer.flush()
+        for producer in self._transaction_producers.values():
+            await producer.flush()
 
     async def commit_transactions(
         self,
@@ -270,32 +307,60 @@ class TidingsProducer(aiokafka_driver.Producer):
         group_id: str,
         start_new_transaction: bool = True,
     ) -> None:
-        for transactional_id in tid_to_offset_map:
-            producer = self._transaction_producers.get(transactional_id)
-            if producer is None or not _transaction_ended(producer):
-                continue
+        """Faust's commit, with every partition's transaction committed at the same time.
+
+        Faust commits them one after the other, each a few round trips to the transaction
+        coordinator (offsets, end of transaction, a new one), so a commit of four partitions took
+        four times as long and every mail waited for all of them. They are independent: one
+        transactional producer per partition. A transaction that a final commit already ended is
+        opened first, so a late commit of offsets is an offsets-only transaction rather than an
+        ``IllegalOperation`` (see the module docstring).
+        """
+        async def commit(transactional_id: str, offsets: Mapping[TP, int]) -> None:
             async with self._trn_locks[transactional_id]:
+                producer = self._transaction_producers.get(transactional_id)
+                if producer is None:
+                    log.warning("commit invoked for unknown transaction %s", transactional_id)
+                    return
                 if _transaction_ended(producer):
                     log.info("committing offsets for %s after its transaction ended: in a new one", transactional_id)
                     await producer.begin_transaction()
-        await super().commit_transactions(tid_to_offset_map, group_id, start_new_transaction=start_new_transaction)
+                await producer.send_offsets_to_transaction(offsets, group_id)
+                await producer.commit_transaction()
+                if start_new_transaction:
+                    await producer.begin_transaction()
 
+        await asyncio.gather(*(commit(tid, offsets) for tid, offsets in tid_to_offset_map.items()))
 
-    async def send_changelog_batch(self, batch: ChangelogBatch) -> None:
-        """Append a ``ChangelogBatch`` to its partition's open transaction (or, without
-        transactions, to the producer), as aiokafka record batches."""
-        for topic, records in batch.records.items():
-            if not self.app.in_transaction:
-                await _send_batches(self._ensure_producer(), topic, batch.partition, records)
+    async def send_changelog_batch(self, *batches: ChangelogBatch) -> None:
+        """Append ``ChangelogBatch`` entries to their partitions' open transactions (or, without
+        transactions, to the producer), as aiokafka record batches: one per topic partition for
+        all the entries given, in their order."""
+        # (transactional id or None) -> (topic, partition) -> records, in the entries' order.
+        merged: dict[str | None, dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Headers | None]]]] = {}
+        for batch in batches:
+            for topic, records in batch.records.items():
+                tid = None
+                if self.app.in_transaction:
+                    # Faust's own choice of transaction for a record on (topic, partition), or the input's.
+                    group = (
+                        self.app.assignor.group_for_topic(batch.source_topic)
+                        if batch.input_transaction and batch.source_topic is not None else _group(self.app.assignor, topic, batch.source_topic)
+                    )
+                    tid = f"{self.app.conf.id}-{group}-{batch.partition}"
+                merged.setdefault(tid, {}).setdefault((topic, batch.partition), []).extend(records)
+        for tid, by_tp in merged.items():
+            if tid is None:
+                for (topic, partition), records in by_tp.items():
+                    await _send_batches(self._ensure_producer(), topic, partition, records)
                 continue
-            # Faust's own choice of transaction for a record on (topic, partition).
-            tid = f"{self.app.conf.id}-{_group(self.app.assignor, topic, batch.source_topic)}-{batch.partition}"
             lock = self._trn_locks.get(tid)
             producer = self._transaction_producers.get(tid)
             if lock is None or producer is None:
                 raise ProducerSendError(f"No transaction producer found for : {tid}")
             async with lock:
-                await _send_batches(producer, topic, batch.partition, records)
+                for (topic, partition), records in by_tp.items():
+                    await _send_batches(producer, topic, partition, records)
 
     async def commit_open_transaction(self, transactional_id: str) -> bool:
         """Commit one transactional producer's open transaction (no offsets) and begin the next."""
@@ -363,42 +428,68 @@ def changelog_ends(bootstrap: str, partitions: list[TP], tail: int = 64, timeout
         consumer.close()
 
 
+Headers = list[tuple[str, bytes]]
+
+
 class ChangelogBatch:
-    """Changelog records of table writes on one partition, queued as one entry of the producer buffer."""
+    """Records for one partition number, queued as one entry of the producer buffer.
 
-    __slots__ = ("partition", "records", "source_topic")
+    Table writes (changelog records) of a tick chunk or of one event, and the outputs of one input
+    record (``agents.TransactionalWriter``): each takes one place in the buffer and goes out as
+    aiokafka record batches, instead of one future message and one transactional send a record.
+    """
 
-    def __init__(self, partition: int, source_topic: str | None = None) -> None:
+    __slots__ = ("input_transaction", "partition", "records", "source_topic")
+
+    def __init__(self, partition: int, source_topic: str | None = None, *, input_transaction: bool = False) -> None:
         self.partition = partition
         # The input whose transaction these writes belong to: its co-partitioned group names the
         # transaction when a changelog is not (yet) in the assignor's topic groups (a changelog
         # created after the group's last assignment).
         self.source_topic = source_topic
-        self.records: dict[str, list[tuple[bytes, bytes | None]]] = {}  # changelog topic -> (key, value)
+        # Outputs of an input record always join the input's transaction (streams/runtime/emit.py
+        # says why), whether or not their topic is in the assignor's groups.
+        self.input_transaction = input_transaction
+        self.records: dict[str, list[tuple[bytes | None, bytes | None, Headers | None]]] = {}  # topic -> records
 
-    def add(self, topic: str, key: bytes, value: bytes | None) -> None:
+    def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None) -> None:
         records = self.records.get(topic)
         if records is None:
             records = self.records[topic] = []
-        records.append((key, value))
+        records.append((key, value, headers))
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.records.values())
 
     def take(self) -> ChangelogBatch:
         """A batch with the records added so far; this one starts empty again."""
-        taken = ChangelogBatch(self.partition, self.source_topic)
+        taken = ChangelogBatch(self.partition, self.source_topic, input_transaction=self.input_transaction)
         taken.records, self.records = self.records, {}
         return taken
 
 
-async def _send_batches(producer: Any, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+# Runs at least this long go out as record batches of their own (send_batch); shorter ones join the
+# partition's open batch record by record (send). aiokafka takes a new record batch for a topic
+# partition only once the sender has taken the previous one, up to the linger later: entries of a
+# few records each sent as batches waited that long one after the other (565 queued entries, 2.8 s
+# at a 5 ms linger), while appending a record costs about as much as building it into a batch.
+BATCH_OF_ITS_OWN = 64
+
+
+async def _send_batches(
+    producer: Any, topic: str, partition: int, records: list[tuple[bytes | None, bytes | None, Headers | None]],
+) -> None:
+    if len(records) < BATCH_OF_ITS_OWN:
+        for key, value, headers in records:
+            # The delivery future is not awaited: a failed batch fails the transaction's commit.
+            await producer.send(topic, value=value, key=key, partition=partition, headers=headers or None)
+        return
     builder = producer.create_batch()
-    for key, value in records:
-        if builder.append(key=key, value=value, timestamp=None) is None:  # full
+    for key, value, headers in records:
+        if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:  # full
             await producer.send_batch(builder, topic, partition=partition)
             builder = producer.create_batch()
-            builder.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
+            builder.append(key=key, value=value, timestamp=None, headers=headers or [])  # an empty batch takes any record
     if builder.record_count():
         await producer.send_batch(builder, topic, partition=partition)
 
