@@ -74,12 +74,15 @@ class IngestHandler:
             self.m.render_seconds.observe((time.perf_counter() - started) / len(queued))
         if result.record is not None and result.tenant is not None and self.engine.feeds(result.event_type):
             # The entity state and its timers: written in this event's transaction, on its partition.
+            # Straight to the partition's database, the changelog records queued as one producer
+            # buffer entry (streams/runtime/tables.py PartitionRows), in the same step as the writes.
+            rows = self.tables.partition_rows(ctx.partition, msg.topic)
             try:
-                self.engine.on_event(
-                    self.tables.states, self.tables.timers, ctx.partition, result.event_type, result.record, result.tenant
-                )
+                self.engine.on_event(rows.states, rows.timers, ctx.partition, result.event_type, result.record, result.tenant)
             except RejectedInput as e:
                 result.rejections.append(self.pipeline.state_rejection(e, result))
+            finally:
+                rows.send_changelog()
         self.m.events_consumed.labels(msg.topic, result.event_type).inc()
         if result.decoded is not None and result.decoded.legacy_fingerprint:
             self.m.legacy_fingerprint_events.labels(msg.topic, result.event_type).inc()
