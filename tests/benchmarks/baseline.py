@@ -1,13 +1,21 @@
-"""The baseline: the same work as a Tidings worker's ingest stage, as a bare confluent-kafka loop.
+"""The baselines: the same work as a Tidings worker's ingest stage, as bare confluent-kafka loops.
 
-    python -m tests.benchmarks.baseline --bootstrap H:P --inbound T --outbound T --group G
+    python -m tests.benchmarks.baseline --bootstrap H:P --inbound T --outbound T --group G [--transactional]
 
 Per record: ``SingleObjectCodec.decode`` (fastavro, schemaless), the same trigger evaluation, the
 same ``Renderer`` over the same Jinja2 templates, ``SingleObjectCodec.encode`` of the same
 ``tidings.outbound.RenderedEmail``, produced to the same partition number of the output topic.
-No Faust, no transactions, no state, no SES: a plain consumer (auto-commit) and a plain producer
-(librdkafka defaults: acks=all, linger 5 ms). It runs in its own process, as a worker does, until
-SIGTERM. ``BaselineProcess`` starts and stops it from the benchmark.
+No Faust, no state, no SES. Two loops:
+
+- plain: a plain consumer (auto-commit) and a plain producer (librdkafka defaults: acks=all,
+  linger 5 ms), no transactions;
+- ``--transactional``: exactly-once as a Kafka client does it by hand: up to ``BATCH`` records
+  consumed, processed and produced in one transaction with their offsets
+  (``send_offsets_to_transaction``), committed, and the next batch. This is what the Tidings
+  worker's exactly-once costs are compared with.
+
+Each runs in its own process, as a worker does, until SIGTERM. ``BaselineProcess`` starts and stops
+it from the benchmark and reads its CPU time.
 """
 
 from __future__ import annotations
@@ -19,11 +27,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from streams.settings import REPO_ROOT
 
+BATCH = 500  # records per transaction of the transactional loop, at most
 
-def run(bootstrap: str, inbound: str, outbound: str, group: str) -> None:
+
+def run(bootstrap: str, inbound: str, outbound: str, group: str, transactional: bool = False) -> None:
     from confluent_kafka import Consumer, Producer
 
     from streams.codecs.avro import SingleObjectCodec
@@ -46,15 +57,18 @@ def run(bootstrap: str, inbound: str, outbound: str, group: str) -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"})
-    producer = Producer({"bootstrap.servers": bootstrap})
+    consumer_conf = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
+    producer_conf = {"bootstrap.servers": bootstrap}
+    if transactional:
+        consumer_conf |= {"enable.auto.commit": False, "isolation.level": "read_committed"}
+        producer_conf |= {"transactional.id": f"{group}-loop", "linger.ms": 5}
+    consumer = Consumer(consumer_conf)
+    producer = Producer(producer_conf)
+    if transactional:
+        producer.init_transactions(30)
     consumer.subscribe([inbound])
-    while not stopping:
-        msg = consumer.poll(0.1)
-        if msg is None:
-            continue
-        if msg.error() is not None:
-            raise RuntimeError(f"consumer error: {msg.error()}")
+
+    def process(msg: Any) -> None:
         decoded = codec.decode(msg.value())
         record = decoded.record
         tenant = tenants.get(record["envelope"]["tenant_id"])
@@ -71,7 +85,27 @@ def run(bootstrap: str, inbound: str, outbound: str, group: str) -> None:
                     break
                 except BufferError:
                     producer.poll(0.1)
-        producer.poll(0)
+
+    while not stopping:
+        if not transactional:
+            msg = consumer.poll(0.1)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                raise RuntimeError(f"consumer error: {msg.error()}")
+            process(msg)
+            producer.poll(0)
+            continue
+        batch = consumer.consume(num_messages=BATCH, timeout=0.05)
+        if not batch:
+            continue
+        producer.begin_transaction()
+        for msg in batch:
+            if msg.error() is not None:
+                raise RuntimeError(f"consumer error: {msg.error()}")
+            process(msg)
+        producer.send_offsets_to_transaction(consumer.position(consumer.assignment()), consumer.consumer_group_metadata())
+        producer.commit_transaction()
     producer.flush(10)
     consumer.close()
 
@@ -83,11 +117,14 @@ class BaselineProcess:
     outbound: str
     group: str
     log_file: Path
+    transactional: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BaselineProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         args = ["--bootstrap", self.bootstrap, "--inbound", self.inbound, "--outbound", self.outbound, "--group", self.group]
+        if self.transactional:
+            args.append("--transactional")
         with open(self.log_file, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.benchmarks.baseline", *args],
@@ -115,8 +152,9 @@ def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.baseline", description=__doc__.split("\n")[0])
     for name in ("bootstrap", "inbound", "outbound", "group"):
         parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--transactional", action="store_true", help="exactly-once: consume, produce and commit offsets in transactions")
     args = parser.parse_args()
-    run(args.bootstrap, args.inbound, args.outbound, args.group)
+    run(args.bootstrap, args.inbound, args.outbound, args.group, args.transactional)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ class Workload:
         return {e.event_id for e in self.events}
 
 
-def build_workload(count: int, run: str, publisher: EventPublisher) -> Workload:
+def build_workload(count: int, run: str, publisher: EventPublisher, first: int = 0) -> Workload:
+    """``count`` events numbered from ``first`` (distinct entities and event ids per phase), and a warm-up event."""
     catalog = Catalog.load()
     tenants = TenantDirectory.load(REPO_ROOT / "deploy" / "tenants")
 
@@ -66,8 +67,8 @@ def build_workload(count: int, run: str, publisher: EventPublisher) -> Workload:
         assert tenant is not None, f"sample tenant {tenant_id} is not in deploy/tenants"
         return event, len(event_firings(BOOKING_CREATED, record, catalog, tenant))
 
-    made = [make(n) for n in range(count)]
-    warmup, warmup_records = make(count)
+    made = [make(n) for n in range(first, first + count)]
+    warmup, warmup_records = make(first + count)
     records = sum(mails for _, mails in made)
     assert records > 0 and warmup_records > 0, "no trigger fires for the sample events: nothing to measure"
     return Workload([e for e, _ in made], records, warmup, warmup_records)
