@@ -40,8 +40,8 @@ serialised context and a compiled-template cache per process for every mail, and
 process must be replaced; the instrumentation makes each single step small (the largest single
 operation a template can trigger works on at most ``max_value_chars``), so the CPU check between
 steps is a deadline with a bounded overshoot, measured in ``tests/benchmarks/test_hostile.py``. The CSS
-inliner (Rust) runs on the rendered HTML outside the meter; its work (style rules x elements) is
-bounded before it runs (``css_check``).
+inliner (Rust) runs on the rendered HTML outside the meter, when it has rules to inline
+(``streams/rendering/css.py``); its work (style rules x elements) is bounded before it runs (``css_check``).
 
 The meter is per mail (all three parts, attachment names), held in a context variable while the
 renderer renders; without an active meter (tools that compile or render outside the renderer) the
