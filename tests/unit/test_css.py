@@ -16,14 +16,16 @@ from html.parser import HTMLParser
 import css_inline
 import pytest
 
+from deploy.local.samples import BOOKING_CREATED, booking_created
+from streams.domain.evaluate import event_firings
 from streams.domain.rules import Catalog
-from streams.domain.tenants import TenantDirectory
+from streams.domain.tenants import Tenant, TenantDirectory
 from streams.rendering.budget import BudgetExceeded
 from streams.rendering.css import StyleInliner
-from streams.rendering.render import Renderer
+from streams.rendering.render import Renderer, Source
 from streams.settings import REPO_ROOT
 from streams.tools.preview import NOW, _mails, render_entry
-from tests.hostile import CSS_BOMB
+from tests.hostile import CSS_BOMB, tenant_data
 
 LAYOUT = (REPO_ROOT / "templates" / "_layouts" / "base.html").read_text(encoding="utf-8")
 # Parses and writes HTML as the inliner does, and inlines nothing.
@@ -171,3 +173,17 @@ def test_the_comparison_sees_an_inlined_rule_and_a_changed_text() -> None:
     assert _document(html)[0] != _document(_AlwaysInlining().inline(html))[0]
     page = "<html><head><title>t</title></head><body><p>a  b</p></body></html>"
     assert _document(page) != _document(page.replace("a  b", "a b"))
+
+
+def test_a_tenant_override_with_its_own_style_rules_is_inlined_by_the_renderer() -> None:
+    body = ('{% extends "_layouts/base.html" %}{% block content %}'
+            '<style>.note { color: #b00020 }</style><p class="note">{{ booking_id }}</p>{% endblock %}')
+    data = tenant_data()
+    templates = {f"storage/booking.created/{lang}/{part}": body if part == "body.html" else "{{ booking_id }}"
+                 for lang in data["languages"] for part in ("subject.txt", "body.html", "body.txt")}
+    tenant = Tenant.model_validate({**data, "templates": templates})
+    event = booking_created(tenant.tenant_id, 1)
+    (firing,) = event_firings(BOOKING_CREATED, event, Catalog.load(), tenant)
+    html = Renderer(REPO_ROOT / "templates").render(firing, tenant, event, Source("t", "e", NOW), NOW).record["html"]
+    assert f'<p class="note" style="color: #b00020;">{event["booking_id"]}</p>' in html
+    assert ".note" not in html and "prefers-color-scheme: dark" in html  # the rule inlined, the layout's @media kept
