@@ -8,7 +8,7 @@ network.
 The packs' layout (``templates/_layouts/base.html``) carries only such an ``@media`` block, so for
 the packs' mails the inliner applied nothing: it parsed and re-serialised the HTML (html5ever adds
 ``<tbody>``, orders attributes, writes U+00A0 as ``&nbsp;``, moves the at-rules to the top of
-``<head>`` without their comments), a fifth of a warm render. ``StyleInliner.inline`` therefore
+``<head>`` without their comments), about 0.07 ms, a tenth of a warm render then. ``StyleInliner.inline`` therefore
 runs the inliner only on HTML that has something for it:
 
 - **nothing to inline** (no ``<link``, and every ``<style`` opens a plain ``<style>`` element
