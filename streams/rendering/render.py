@@ -1,7 +1,8 @@
 """Render one firing into the outbound record (``tidings.outbound.RenderedEmail``).
 
 Template files live at ``templates/<pack>/<template>/<locale>/{subject.txt,body.html,body.txt}``
-and extend the brand layouts in ``templates/_layouts/``. The HTML's CSS is inlined (css-inline). The render context is the event record
+and extend the brand layouts in ``templates/_layouts/``. The HTML's CSS is inlined (css-inline) when
+it has style rules to inline (``streams/rendering/css.py``). The render context is the event record
 (its fields at the top level, as merge tags), plus ``recipient``, ``brand``, ``locale`` and
 ``time_zone``. Any failure of one mail raises ``RenderFailed`` for that mail only.
 
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import css_inline
 from jinja2 import Template, TemplateError
 
 from streams.domain.address import AddressError, sendable
@@ -30,7 +30,8 @@ from streams.domain.evaluate import Firing
 from streams.domain.tenants import Tenant
 from streams.domain.token import TokenSigner
 from streams.errors import InvalidRecipient, RenderFailed
-from streams.rendering.budget import BudgetExceeded, RenderBudget, css_check, metered, part_check
+from streams.rendering.budget import BudgetExceeded, RenderBudget, metered, part_check
+from streams.rendering.css import StyleInliner
 from streams.rendering.environment import OverrideLoader, build_environment, warm_locales
 from streams.rendering.locale import LAST_RESORT, Fallback, babel_locale, choose_locale, normalize
 
@@ -137,10 +138,8 @@ class Renderer:
         # Signs the one-click unsubscribe links; without it (previews, tools) only a mailto is offered.
         self.unsubscribe_tokens = unsubscribe_tokens
         self.env = build_environment(templates_dir)
-        # Mail clients drop <style> blocks unpredictably (Gmail clips, Outlook ignores parts), so
-        # styles become style attributes; at-rules (the dark-mode media query) stay a rule since
-        # they cannot be inlined. Nothing is fetched: tenant templates must not reach the network.
-        self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+        # Style rules become style attributes; skipped for HTML with nothing to inline (css.py).
+        self._inliner = StyleInliner(p.read_text(encoding="utf-8") for p in sorted((templates_dir / "_layouts").glob("*.html")))
         self._locales: dict[tuple[str, str], frozenset[str]] = {}
         # Babel reads a language's CLDR data on its first use: tens of milliseconds of CPU that
         # would otherwise fall inside the first mail of each language, under its CPU budget.
@@ -183,7 +182,6 @@ class Renderer:
         with metered(self.budget):
             attachments = self._attachments(firing, context, base)
         try:
-            css_check(html)
             html = part_check(self.budget, "body.html", self._inliner.inline(html))
         except BudgetExceeded as e:
             raise RenderFailed(f"{base}/body.html: {e}") from None

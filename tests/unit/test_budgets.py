@@ -221,3 +221,56 @@ def test_a_deployment_sets_the_budgets_with_settings() -> None:
     budget = RenderBudget.from_settings(settings)
     assert (budget.max_iterations, budget.max_cpu_seconds, budget.max_html_chars) == (500, 1.5, 10_000)
     assert RenderBudget.from_settings(Settings()) == RenderBudget()
+
+
+class _Clocks:
+    """A wall clock and a thread CPU clock the test moves; counts how often the CPU clock is read."""
+
+    def __init__(self) -> None:
+        self.wall = 1000.0
+        self.cpu = 5.0
+        self.cpu_reads = 0
+
+    def perf_counter(self) -> float:
+        return self.wall
+
+    def thread_time(self) -> float:
+        self.cpu_reads += 1
+        return self.cpu
+
+
+@pytest.mark.parametrize("wall_per_cpu", [1, 3, 250], ids=["idle", "loaded", "starved"])
+def test_the_cpu_budget_fails_at_the_first_check_after_it_whatever_the_load(monkeypatch, wall_per_cpu: int) -> None:  # type: ignore[no-untyped-def]
+    """The CPU clock is read only when the wall clock allows the deadline to have passed, yet no check
+    after the deadline lets the render go on: the thread gets ``1 / wall_per_cpu`` of a core."""
+    from streams.rendering import budget as module
+
+    clocks = _Clocks()
+    monkeypatch.setattr(module, "time", clocks)
+    meter = module.Meter(RenderBudget(max_cpu_seconds=0.1))
+    spent = 0.0
+    tick = 0.0007  # CPU seconds between two checks
+    while spent + tick <= 0.1:
+        spent += tick
+        clocks.cpu += tick
+        clocks.wall += tick * wall_per_cpu
+        meter.check_time()  # within the budget: never fails
+    clocks.cpu += tick
+    clocks.wall += tick * wall_per_cpu
+    with pytest.raises(BudgetExceeded, match="cpu_time"):
+        meter.check_time()
+    if wall_per_cpu == 1:
+        # On an idle core the wall clock runs with the CPU clock: read at the start, near the
+        # deadline and at it, not at each of the ~140 checks.
+        assert clocks.cpu_reads <= 4
+
+
+def test_a_mail_that_ends_before_its_cpu_budget_could_be_spent_reads_the_cpu_clock_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from streams.rendering import budget as module
+
+    clocks = _Clocks()  # the wall clock stands still: far less than the CPU budget passes
+    monkeypatch.setattr(module, "time", clocks)
+    env = build_environment(REPO_ROOT / "templates")
+    with metered(BUDGET) as meter:
+        env.from_string("{% for i in range(50) %}{{ i }}{{ 'x' ~ i }}{% endfor %}").render({})
+    assert meter.steps >= 50 and clocks.cpu_reads == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from jinja2 import TemplateError
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.codecs.avro import SingleObjectCodec
@@ -14,7 +15,9 @@ from streams.domain.samples import sample_event
 from streams.domain.tenants import TenantDirectory
 from streams.errors import RenderFailed
 from streams.ingest.pipeline import IngestPipeline
+from streams.rendering.environment import build_environment
 from streams.rendering.render import Renderer, Source
+from streams.settings import REPO_ROOT
 from tests.unit.conftest import NOW
 
 ESCAPES = [
@@ -70,3 +73,30 @@ def test_each_tenants_events_render_with_that_tenants_brand_only(
                 assert tenant.brand.name in mail["html"]
                 others = {name for tid, name in brands.items() if tid != tenant.tenant_id and name not in tenant.brand.name}
                 assert not [name for name in others if name in mail["html"] or name in mail["text"]], trigger.key
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ d.name }}", "Jana"),
+        ("{{ d['name'] }}", "Jana"),
+        ("{{ d.get('name') }}", "Jana"),  # a dict method is still the method
+        ("{{ d.items()|list|length }}", "2"),
+        ("{{ d.keys is defined }}", "True"),
+        ("{{ s.name }}", "Jana"),  # a dict subclass goes the sandbox's way
+    ],
+)
+def test_a_dict_item_is_read_as_the_sandbox_reads_it(source: str, expected: str) -> None:
+    class Sub(dict):  # type: ignore[type-arg]
+        pass
+
+    env = build_environment(REPO_ROOT / "templates")
+    context = {"d": {"name": "Jana", "items": "not the method"}, "s": Sub(name="Jana")}
+    assert env.from_string(source).render(context) == expected
+
+
+@pytest.mark.parametrize("source", ["{{ d.missing }}", "{{ d.__class__ }}", "{{ d.update }}", "{{ d.__class__.__mro__ }}"])
+def test_a_missing_or_unsafe_dict_attribute_is_still_an_error(source: str) -> None:
+    env = build_environment(REPO_ROOT / "templates")
+    with pytest.raises(TemplateError):
+        env.from_string(source).render({"d": {"name": "Jana"}})
