@@ -41,6 +41,19 @@ class Settings(BaseSettings):
         description="How long the producer gathers records into one request to a partition: a few milliseconds "
         "of latency for far fewer requests under load.",
     )
+    fetch_min_bytes: int = Field(
+        65536,
+        ge=1,
+        description="How much the broker gathers before it answers a fetch (or fetch_max_wait_ms passes): fewer "
+        "fetch rounds over every assigned partition at a steady event rate.",
+    )
+    fetch_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        le=1500,
+        description="The longest the broker holds a fetch for fetch_min_bytes: added latency at low rates, "
+        "and the polling rate of an idle worker.",
+    )
     session_timeout_seconds: float = Field(
         10.0,
         gt=0,

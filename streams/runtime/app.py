@@ -37,6 +37,7 @@ class TidingsApp(faust.App):
     exactly-once transactions cleanly (``streams/runtime/transport.py``)."""
 
     commits: CommitWatch  # fed by the consumer's commits (streams/runtime/transport.py)
+    fetch_tuning: tuple[int, int] = (1, 1500)  # fetch_min_bytes, fetch_max_wait_ms of the worker's consumer
     before_agents: Callable[[], Awaitable[None]] | None = None
     after_stop: Callable[[], Awaitable[None]] | None = None
 
@@ -105,6 +106,7 @@ def new_app(settings: Settings) -> TidingsApp:
         recovery_consistency_check=False,
     )
     app.commits = CommitWatch()
+    app.fetch_tuning = (settings.fetch_min_bytes, settings.fetch_max_wait_ms)  # streams/runtime/transport.py
     return app
 
 

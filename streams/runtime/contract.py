@@ -46,6 +46,8 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("faust.transport.consumer", "Consumer.on_stop", "overridden: a failed final commit must not hang the stop"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._highwaters", "overridden: changelog ends asked from the broker"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread.seek_to_committed", "overridden"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer", "extended: fetch_min_bytes and fetch_max_wait set on the consumer"),
+    ("aiokafka.consumer.consumer", "AIOKafkaConsumer.start", "builds the Fetcher from _fetch_min_bytes and _fetch_max_wait_ms"),
     ("faust.transport.drivers.aiokafka", "Producer.send", "takes transactional_id; _trn_locks and _transaction_producers"),
     ("faust.transport.drivers.aiokafka", "Producer.commit_transactions", "overridden: open a transaction first if none; partitions committed concurrently"),
     ("faust.transport.drivers.aiokafka", "Producer.flush", "overridden: drains the buffer up to the commit instead of ProducerBuffer.flush"),

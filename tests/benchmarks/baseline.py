@@ -25,6 +25,7 @@ import datetime as dt
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ def run(bootstrap: str, inbound: str, outbound: str, group: str, transactional: 
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    consumer_conf = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
+    consumer_conf = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                     "topic.metadata.refresh.interval.ms": 1000}
     producer_conf = {"bootstrap.servers": bootstrap}
     if transactional:
         consumer_conf |= {"enable.auto.commit": False, "isolation.level": "read_committed"}
@@ -66,6 +68,12 @@ def run(bootstrap: str, inbound: str, outbound: str, group: str, transactional: 
     producer = Producer(producer_conf)
     if transactional:
         producer.init_transactions(30)
+    # A consumer subscribed to a topic its first metadata answer lacks (just created, not yet in
+    # this broker's cache) waits for the next refresh, five minutes by default: the warm-up event
+    # then timed out. Subscribe once the topic is known.
+    deadline = time.monotonic() + 60
+    while not _known(consumer, inbound) and time.monotonic() < deadline:
+        time.sleep(0.2)
     consumer.subscribe([inbound])
 
     def process(msg: Any) -> None:
@@ -108,6 +116,11 @@ def run(bootstrap: str, inbound: str, outbound: str, group: str, transactional: 
         producer.commit_transaction()
     producer.flush(10)
     consumer.close()
+
+
+def _known(consumer: Any, topic: str) -> bool:
+    metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+    return metadata is not None and metadata.error is None and bool(metadata.partitions)
 
 
 @dataclass
