@@ -2,6 +2,7 @@
 
     tidings-replay [--dry-run] [--from T|P:O,..] [--to T|P:O,..] [--topic T]... [--limit N]
                    [--tenant ID] [--trigger PACK/TRIGGER] [--out FILE] [--html DIR] [--show-recipients]
+                   [--processes N]   (a dry run over disjoint partitions in N processes: parallel.py)
     tidings-replay --shadow  [range ...] [--templates DIR] [--tenants DIR]
     tidings-replay --simulate --until T|+30d [--step 1h] [range ...]
     tidings-replay --file records.jsonl ...      (a file of exported records instead of Kafka)
