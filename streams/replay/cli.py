@@ -2,6 +2,7 @@
 
     tidings-replay [--dry-run] [--from T|P:O,..] [--to T|P:O,..] [--topic T]... [--limit N]
                    [--tenant ID] [--trigger PACK/TRIGGER] [--out FILE] [--html DIR] [--show-recipients]
+                   [--processes N]   (a dry run over disjoint partitions in N processes: parallel.py)
     tidings-replay --shadow  [range ...] [--templates DIR] [--tenants DIR]
     tidings-replay --simulate --until T|+30d [--step 1h] [range ...]
     tidings-replay --file records.jsonl ...      (a file of exported records instead of Kafka)
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from streams.errors import ConfigurationError
+from streams.replay.parallel import WorkerFailed
 from streams.replay.records import ReplayRecord
 
 log = logging.getLogger("streams.replay")
@@ -84,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     sim = p.add_argument_group("simulation")
     sim.add_argument("--until", help="simulate up to this time: ISO, or +30d after the last record")
     sim.add_argument("--step", default="1h", help="tick interval of the simulation (default 1h)")
+    p.add_argument("--processes", type=int,
+                   help="dry run in this many processes over disjoint partitions (default: the usable CPUs from Kafka, "
+                        "1 from a --file; always 1 for --shadow, --simulate, --html, --export and --limit)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every dead letter as the worker would")
     return p
 
@@ -99,7 +104,11 @@ class Progress:
         self.started = self._last = time.monotonic()
 
     def __call__(self) -> None:
-        self.done += 1
+        self.update(self.done + 1)
+
+    def update(self, done: int) -> None:
+        """``done`` records read so far (the sum of several processes' counts)."""
+        self.done = done
         if not self.enabled:
             return
         now = time.monotonic()
@@ -171,25 +180,30 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("streams.runtime.emit", "streams.runtime.guard", "streams.ingest.agents", "streams.codecs.partitioning"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        return asyncio.run(run(args))
+        return run(args)
     except ConfigurationError as e:
         print(f"tidings-replay: {e}", file=sys.stderr)
         return 2
+    except WorkerFailed as e:
+        print(f"tidings-replay: {e}", file=sys.stderr)
+        return 1
 
 
-async def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """The command, outside any event loop: a dry run in several processes forks, and a fork
+    inside a running loop would leave the children a loop they cannot use."""
     if args.offline and (args.file is None or args.tenants is None):
         raise ConfigurationError("--offline needs --file and --tenants: there is no Kafka to read them from")
     if args.simulate and not args.until:
         raise ConfigurationError("--simulate needs --until (an ISO time, or +30d after the last record)")
     scratch = Path(tempfile.mkdtemp(prefix="tidings-replay-"))
     try:
-        return await _run(args, scratch)
+        return _run(args, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the command's steps, in order
+def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the command's steps, in order
     from streams.app import build_runtime
     from streams.domain.tenants import TenantDirectory
     from streams.replay import kafka, shadow
@@ -217,14 +231,24 @@ async def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - 
             feed.stop()
 
     topics = _topics(args, rt.topics.inbound, rt.topics.prefix)
+    spans: list[kafka.Span] = []
     if args.file is not None:
-        from streams.replay.records import count_lines
+        from streams.replay.records import count_partitions
 
-        total: int | None = count_lines(args.file)
+        sizes = count_partitions(args.file)
+    else:
+        spans = kafka.plan_range(settings.kafka_bootstrap, topics, kafka.Bound.parse(args.start), kafka.Bound.parse(args.end))
+        sizes = {}
+        for span in spans:
+            sizes[span.partition] = sizes.get(span.partition, 0) + span.size
+    total: int | None = sum(sizes.values())
+    processes = _processes(args, len(sizes))
+    if processes > 1:
+        return _dry_run_in_processes(args, rt, clock, topics, spans, sizes, processes, scratch, started)
+    if args.file is not None:
         records: Iterator[ReplayRecord] = (r for r in read_file(args.file) if r.topic in topics or not args.topic)
     else:
-        total, records = kafka.read_range(settings.kafka_bootstrap, topics, kafka.Bound.parse(args.start),
-                                          kafka.Bound.parse(args.end), time_order=args.simulate)
+        records = kafka.read_planned(settings.kafka_bootstrap, spans, time_order=args.simulate)
     if args.limit is not None and total is not None:
         total = min(total, args.limit)
 
@@ -268,11 +292,15 @@ async def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - 
                     show_recipients=args.show_recipients, keep_bodies=bool(args.html or args.shadow))
     progress = Progress(total)
     step = parse_span(args.step) if args.simulate else None
-    try:
+
+    async def replay_all() -> None:
         await replay.feed_all(timestamps(_exported(_limited(records, args.limit), export)), step=step, on_record=progress)
         if args.simulate and step is not None:
             last = seen["last"] or clock.at
             await replay.advance(parse_until(args.until, last), step)
+
+    try:
+        asyncio.run(replay_all())
     finally:
         progress.close()
         if export is not None:
@@ -303,6 +331,65 @@ async def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - 
           file=err)
     if out is not sys.stdout:
         out.close()
+    return 0
+
+
+def _processes(args: argparse.Namespace, partitions: int) -> int:
+    """How many processes the dry run gets: never more than partition numbers with records."""
+    from streams.replay.parallel import usable_cpus
+
+    one_place = {"--shadow": args.shadow, "--simulate": args.simulate, "--html": args.html is not None,
+                 "--export": args.export is not None, "--limit": args.limit is not None}
+    if args.processes is not None:
+        if args.processes < 1:
+            raise ConfigurationError(f"--processes {args.processes}: at least 1")
+        named = [flag for flag, on in one_place.items() if on]
+        if args.processes > 1 and named:
+            raise ConfigurationError(f"--processes {args.processes} is for dry runs; {', '.join(named)} needs every "
+                                     "partition in one process")
+        wanted = args.processes
+    elif any(one_place.values()) or args.file is not None:
+        wanted = 1  # a file is usually small; --processes N splits it too
+    else:
+        wanted = usable_cpus()
+    return max(1, min(wanted, partitions))
+
+
+def _dry_run_in_processes(args: argparse.Namespace, rt: Any, clock: Any, topics: list[str], spans: list[Any],
+                          sizes: dict[int, int], processes: int, scratch: Path, started: dt.datetime) -> int:
+    """The dry run split over ``processes`` processes by partition number (``parallel.py``)."""
+    from streams.replay import parallel
+    from streams.replay.report import DeliveryDecisions, MailLine
+    from streams.replay.run import Replay
+
+    shards = parallel.shards_of(parallel.assign(sizes, processes), spans)
+
+    def make_replay(emit: Any) -> Replay:
+        return Replay(rt, clock, DeliveryDecisions(rt.suppressions, rt.settings.unknown_outcome), emit,
+                      show_recipients=args.show_recipients)
+
+    def keep(line: MailLine) -> bool:
+        return (args.tenant is None or line.tenant == args.tenant) and (args.trigger is None or line.trigger == args.trigger)
+
+    progress = Progress(sum(sizes.values()))
+    try:
+        results = parallel.run_shards(shards, scratch, make_replay, keep, file=args.file,
+                                      topics=set(topics) if args.topic else None,
+                                      bootstrap=rt.settings.kafka_bootstrap, progress=progress.update)
+    finally:
+        progress.close()
+    if args.out == "-":
+        sys.stdout.flush()
+        summary = parallel.merge(results, scratch, shards, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        with open(args.out, "wb") as out:
+            summary = parallel.merge(results, scratch, shards, out)
+    elapsed = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+    print(summary.table(), file=sys.stderr)
+    records, entities = sum(r.records for r in results), sum(r.entities for r in results)
+    print(f"{records:,} records in {elapsed:.1f} s in {len(shards)} processes; {entities:,} entities in state; "
+          "nothing was written", file=sys.stderr)
     return 0
 
 

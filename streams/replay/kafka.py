@@ -215,17 +215,28 @@ def read_spans(consumer, spans: Sequence[Span], *, time_order: bool = False) -> 
     return in_time_order(events, [(s.topic, s.partition) for s in spans]) if time_order else in_served_order(events)
 
 
+def plan_range(bootstrap: str, topics: Sequence[str], start: Bound, end: Bound) -> list[Span]:
+    """The spans of the range, planned with a consumer that is closed again (the range's end is
+    fixed here: records produced later are not part of it)."""
+    consumer = read_only_consumer(bootstrap)
+    try:
+        return plan_spans(consumer, topics, start, end)
+    finally:
+        consumer.close()
+
+
+def read_planned(bootstrap: str, spans: Sequence[Span], *, time_order: bool = False) -> Iterator[ReplayRecord]:
+    """The records of ``spans``, with a read-only consumer of their own (closed when done)."""
+    consumer = read_only_consumer(bootstrap)
+    try:
+        yield from read_spans(consumer, spans, time_order=time_order)
+    finally:
+        consumer.close()
+
+
 def read_range(
     bootstrap: str, topics: Sequence[str], start: Bound, end: Bound, *, time_order: bool = False
 ) -> tuple[int, Iterator[ReplayRecord]]:
     """``(records to read at most, the records)``: the range of ``topics`` between the bounds."""
-    consumer = read_only_consumer(bootstrap)
-    spans = plan_spans(consumer, topics, start, end)
-
-    def records() -> Iterator[ReplayRecord]:
-        try:
-            yield from read_spans(consumer, spans, time_order=time_order)
-        finally:
-            consumer.close()
-
-    return sum(s.size for s in spans), records()
+    spans = plan_range(bootstrap, topics, start, end)
+    return sum(s.size for s in spans), read_planned(bootstrap, spans, time_order=time_order)

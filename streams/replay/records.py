@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import orjson
 
 from streams.errors import ConfigurationError
 
@@ -48,12 +51,12 @@ def dump_record(record: ReplayRecord) -> str:
 
 def load_record(line: str, where: str = "") -> ReplayRecord:
     try:
-        raw: dict[str, Any] = json.loads(line)
+        raw: dict[str, Any] = orjson.loads(line)
         return ReplayRecord(
             topic=str(raw["topic"]), partition=int(raw.get("partition", 0)), offset=int(raw.get("offset", 0)),
             key=_unb64(raw.get("key")), value=_unb64(raw.get("value")), timestamp=float(raw["timestamp"]) / 1000,
         )
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:  # orjson.JSONDecodeError is a ValueError
         raise ConfigurationError(f"{where}: not a record line ({type(e).__name__}: {e})") from None
 
 
@@ -68,6 +71,22 @@ def read_file(path: Path) -> Iterator[ReplayRecord]:
 def count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for line in f if line.strip())
+
+
+_PARTITION = re.compile(rb'"partition"\s*:\s*(\d+)')
+
+
+def count_partitions(path: Path) -> dict[int, int]:
+    """Records per partition number, without decoding the lines (a line without one is partition 0,
+    as ``load_record`` reads it)."""
+    counts: dict[int, int] = {}
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                m = _PARTITION.search(line)
+                p = int(m.group(1)) if m else 0
+                counts[p] = counts.get(p, 0) + 1
+    return counts
 
 
 def write_records(out: IO[str], records: Iterable[ReplayRecord]) -> int:

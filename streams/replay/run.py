@@ -3,7 +3,9 @@
 The handlers are the worker's own (``IngestHandler``, ``TickHandler``, ``FiringsHandler``), built
 from the worker's composition (``streams.app.build_runtime``) and run under the worker's guard
 (``streams/runtime/guard.py``) with a ``RecordingWriter`` in place of the transactional producer:
-what a handler emits is what the worker would write, and here it is only read back. Entity state
+what a handler emits is what the worker would write, and here it is only looked at: which records
+went where, and each mail's fields, taken from the rendered record the ingest handler encoded
+(``IngestResult.mails``) or, for a timed mail, decoded from the outbound record. Entity state
 and timers live in dicts holding only the entities the range touches. The delivery step is the
 sender's ledger and suppression decisions (``report.DeliveryDecisions``), never SES.
 
@@ -29,7 +31,7 @@ from streams.errors import RejectedInput
 from streams.ingest.agents import IngestHandler
 from streams.replay.records import ReplayRecord
 from streams.replay.report import DEAD_LETTERED, DISABLED, STALE, SUPPRESSED, DeliveryDecisions, MailLine, mask
-from streams.runtime.emit import Outputs, Pending, RecordingWriter
+from streams.runtime.emit import Outputs, Pending, RecordingWriter, Source
 from streams.runtime.guard import Guard
 from streams.state import values
 from streams.triggers.agents import FiringsHandler, TickHandler, tick_value
@@ -101,8 +103,12 @@ class Unreachable:
         raise AssertionError(f"tidings-replay must not reach SES or S3 ({name})")
 
 
-def _where(record: ReplayRecord | None) -> str | None:
-    return None if record is None else f"{record.topic}[{record.partition}]@{record.offset}"
+def _place(record: Source) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+def _where(record: Source | None) -> str | None:
+    return None if record is None else _place(record)
 
 
 def _abort(error: BaseException, where: str) -> None:
@@ -157,6 +163,7 @@ class Replay:
         self.partitions: set[int] = set()
         self.ticked_to: dt.datetime | None = None
         self._synthetic_offset = 0
+        self._at_cache: tuple[dt.datetime | None, str] = (None, "")
         self.records = 0
 
     # -- input --------------------------------------------------------------------------------
@@ -230,46 +237,58 @@ class Replay:
     def _collect(self, result: IngestResult | None, record: ReplayRecord | None = None) -> None:
         """What the handler emitted for one record, as mail lines; the writer is emptied."""
         emitted = self.writer.records
+        if not emitted and result is None:
+            return
+        at = self._at()
         mails = {p.key for _, p in emitted if p.topic in self.lanes}
+        # The mails the ingest handler rendered, as dicts: what it encoded into the outbound records
+        # (``IngestHandler`` encodes ``mail.record`` unchanged), so they need not be decoded again.
+        rendered = {m.record["message_id"].encode(): m.record for m in result.mails} if result is not None else {}
         for source, pending in emitted:
-            where = f"{source.topic}[{source.partition}]@{source.offset}"
             if pending.topic in self.lanes:
-                self._mail(pending, where)
+                self._mail(pending, source, at, rendered.get(pending.key))
             elif pending.topic == self.dead_letter_topic:
-                self._dead_letter(pending, where, result)
+                self._dead_letter(pending, _place(source), result, at)
             elif pending.topic == self.status_topic and pending.key not in mails:
-                self._status(pending, where)
+                self._status(pending, _place(source), at)
         emitted.clear()
         if result is not None and result.tenant is not None and result.record is not None:
             for firing in result.stale:
                 self.emit(MailLine(
                     STALE, firing.message_id, result.tenant.tenant_id, firing.trigger.key,
                     self._recipient(str(firing.recipient.get("email", ""))), reason="older than max_age",
-                    at=self.clock.at.isoformat(), source=_where(record),
+                    at=at, source=_where(record),
                 ))
-            self._disabled(result)
+            self._disabled(result, at)
+
+    def _at(self) -> str:
+        """The clock as the lines show it; formatted once per clock value, not once per line."""
+        if self._at_cache[0] != self.clock.at:
+            self._at_cache = (self.clock.at, self.clock.at.isoformat())
+        return self._at_cache[1]
 
     def _recipient(self, address: str | None) -> str | None:
         return address if self.show_recipients else mask(address)
 
-    def _mail(self, pending: Pending, where: str) -> None:
-        mail = self.rt.codec.decode(pending.value).record
+    def _mail(self, pending: Pending, source: Source, at: str, mail: dict[str, Any] | None) -> None:
+        if mail is None:  # a timed mail (the firings handler's result is not observed): read it back
+            mail = self.rt.codec.decode(pending.value).record
         why, reason = self.decisions(mail, self.clock.at)
         self.emit(MailLine(
             why, mail["message_id"], mail["tenant_id"], f"{mail['pack']}/{mail['trigger']}",
-            self._recipient(mail["to_address"]), mail["locale"], mail["subject"], reason, where, self.clock.at.isoformat(),
+            self._recipient(mail["to_address"]), mail["locale"], mail["subject"], reason, _place(source), at,
             text=mail["text"] if self.keep_bodies else None, html=mail["html"] if self.keep_bodies else None,
         ))
 
-    def _status(self, pending: Pending, where: str) -> None:
+    def _status(self, pending: Pending, where: str, at: str) -> None:
         status = self.rt.codec.decode(pending.value).record
         if status["status"] == STATUS_SUPPRESSED:  # a mail never rendered: its recipient is an inactive customer
             self.emit(MailLine(
                 SUPPRESSED, status["message_id"], status["tenant_id"], f"{status['pack']}/{status['trigger']}",
-                reason=status["reason"], source=where, at=self.clock.at.isoformat(),
+                reason=status["reason"], source=where, at=at,
             ))
 
-    def _dead_letter(self, pending: Pending, where: str, result: IngestResult | None) -> None:
+    def _dead_letter(self, pending: Pending, where: str, result: IngestResult | None, at: str) -> None:
         headers = {k: v.decode("utf-8", "replace") for k, v in pending.headers}
         tenant = result.tenant.tenant_id if result is not None and result.tenant is not None else None
         trigger = None
@@ -283,10 +302,10 @@ class Replay:
         detail = headers.get("tidings.detail", "")
         self.emit(MailLine(
             DEAD_LETTERED, headers.get("tidings.message_id"), tenant, trigger,
-            reason=f"{reason}: {detail}" if detail else reason, source=where, at=self.clock.at.isoformat(),
+            reason=f"{reason}: {detail}" if detail else reason, source=where, at=at,
         ))
 
-    def _disabled(self, result: IngestResult) -> None:
+    def _disabled(self, result: IngestResult, at: str) -> None:
         """Event triggers of this event that the tenant has off (in a pack it uses): the mails they would send."""
         tenant, record = result.tenant, result.record
         assert tenant is not None and record is not None
@@ -301,6 +320,6 @@ class Replay:
                     mid = message_id(tenant_id=tenant.tenant_id, trigger=f"{trigger.key}#{mail.template}",
                                      entity_id=entity_id, occurrence=occurrence, recipient=email)
                     self.emit(MailLine(DISABLED, mid, tenant.tenant_id, trigger.key, self._recipient(email),
-                                       reason="off for the tenant", at=self.clock.at.isoformat()))
+                                       reason="off for the tenant", at=at))
             except RejectedInput:
                 continue

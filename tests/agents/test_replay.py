@@ -193,3 +193,47 @@ def test_the_command_offline_over_a_record_file(tmp_path: Any, capsys: pytest.Ca
 
     assert main(["--offline", "--file", str(records)]) == 2  # --offline needs --tenants: said, not a traceback
     assert "--offline needs" in capsys.readouterr().err
+
+
+def test_a_dry_run_in_processes_says_what_one_process_says(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--processes 3`` over four partitions: the same lines as one process (a duplicate and a dead
+    letter included), written in (topic, partition, offset) order, and the same summary."""
+    import json
+
+    from streams.replay.cli import main
+    from streams.replay.records import dump_record
+
+    h = Harness()
+    topic = h.rt.topics.for_event("tidings.storage.BookingCreated")
+    records = []
+    for n in range(12):
+        event = sample_event(h.rt.topics.catalog.samples, "tidings.storage.BookingCreated", STORAGE, now=T0)
+        event = {**event, "envelope": {**event["envelope"], "event_id": f"ev-{n}"}, "booking_id": f"BK-{n}"}
+        value = h.codec.encode("tidings.storage.BookingCreated", event)
+        records.append(ReplayRecord(topic, n % 4, n // 4, f"BK-{n}".encode(), value, T0.timestamp()))
+    records.append(ReplayRecord(topic, 1, 3, b"BK-1", records[1].value, T0.timestamp()))  # a redelivery: a duplicate
+    records.append(ReplayRecord(topic, 2, 3, b"junk", b"\x00garbage", T0.timestamp()))
+    file = tmp_path / "records.jsonl"
+    file.write_text("".join(dump_record(r) + "\n" for r in records))  # the partitions interleaved
+    common = ["--file", str(file), "--tenants", str(REPO_ROOT / "deploy" / "tenants"), "--offline", "--now", T0.isoformat()]
+
+    assert main([*common, "--out", str(tmp_path / "one.jsonl"), "--processes", "1"]) == 0
+    one_err = capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "three.jsonl"), "--processes", "3"]) == 0
+    three_err = capsys.readouterr().err
+    one = (tmp_path / "one.jsonl").read_text().splitlines()
+    three = (tmp_path / "three.jsonl").read_text().splitlines()
+    assert sorted(one) == sorted(three) and len(three) == 14
+    assert collections.Counter(json.loads(line)["why"] for line in three) == {FIRED: 12, DUPLICATE: 1, DEAD_LETTERED: 1}
+
+    def place(line: str) -> tuple[str, int, int]:
+        t, rest = json.loads(line)["source"].split("[")
+        p, o = rest.split("]@")
+        return t, int(p), int(o)
+
+    assert [place(line) for line in three] == sorted(place(line) for line in three)
+    assert one_err.split("\n14 records")[0] == three_err.split("\n14 records")[0]  # the summary table
+    assert "in 3 processes" in three_err and "14 records" in three_err
+
+    assert main([*common, "--processes", "2", "--simulate", "--until", "+1d"]) == 2
+    assert "--simulate needs every partition in one process" in capsys.readouterr().err

@@ -175,6 +175,16 @@ def test_a_dry_run_lists_exactly_the_mails_the_worker_sent(deployment: Deploymen
     rendered = {line["message_id"] for line in lines if line["why"] in ("fired", "duplicate", "suppressed")}
     assert len(list((tmp_path / "gallery" / "mails").rglob("*.html"))) == len(rendered)
 
+    # Two processes over disjoint partitions (each with its own read-only consumer): the same lines
+    # (but for ``at``, the time each run started), the duplicate still found on its partition.
+    split, summary = _untouched(deployment, tmp_path, "--processes", "2")
+    assert "in 2 processes" in summary
+
+    def without_at(ls: list[dict[str, Any]]) -> list[str]:
+        return sorted(json.dumps({k: v for k, v in line.items() if k != "at"}, sort_keys=True) for line in ls)
+
+    assert without_at(split) == without_at(lines)
+
 
 def test_shadow_finds_no_difference_and_then_exactly_the_changed_template(deployment: Deployment, tmp_path: Path) -> None:
     _, received = _sent_day(deployment)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from pathlib import Path
 
 import pytest
 
 from streams.errors import ConfigurationError
 from streams.replay.cli import Progress, parse_span, parse_until
 from streams.replay.kafka import Bound
-from streams.replay.records import ReplayRecord, dump_record, load_record
+from streams.replay.parallel import assign
+from streams.replay.records import ReplayRecord, count_partitions, dump_record, load_record
 from streams.replay.report import DUPLICATE, FIRED, SUPPRESSED, DeliveryDecisions, MailLine, Summary, mask
 from streams.replay.shadow import CHANGED, FAILED, GONE, NEW, Mail, collect_deployed, compare, text_diff
 from streams.suppression.model import Suppression, SuppressionList, scope_for
@@ -62,6 +64,42 @@ def test_delivery_decisions_are_the_senders_ledger_and_suppression_list() -> Non
     assert decide(_mail("m3", "gone@example.com", tenant="lagerhaus-nord"), T0) == (FIRED, None)  # another tenant's list
 
 
+def test_a_suppression_added_later_is_seen_by_the_next_decision() -> None:
+    """Tenants without entries skip the lookup; the set of such tenants follows the list."""
+    suppressions = SuppressionList()
+    decide = DeliveryDecisions(suppressions)
+    assert decide(_mail("m1", "gone@example.com"), T0) == (FIRED, None)
+    suppressions.apply_record(*Suppression("boxit-london", "gone@example.com", "bounce", scope_for("bounce"), T0).encode())
+    assert decide(_mail("m2", "Gone@Example.com"), T0) == (SUPPRESSED, "bounce")  # the lookup normalises the address
+    assert decide(_mail("m3", "other@example.com"), T0) == (FIRED, None)
+
+
+def test_a_mail_line_is_its_set_fields_without_bodies() -> None:
+    line = MailLine(FIRED, "m1", "boxit-london", "storage/booking.created", "j***@example.com#1a2b3c", "de",
+                    "Buchung bestätigt", source="t[1]@2", at="2026-12-04T10:00:00+00:00", text="body", html="<p>body</p>")
+    assert json.loads(line.json()) == {
+        "why": FIRED, "message_id": "m1", "tenant": "boxit-london", "trigger": "storage/booking.created",
+        "recipient": "j***@example.com#1a2b3c", "locale": "de", "subject": "Buchung bestätigt", "source": "t[1]@2",
+        "at": "2026-12-04T10:00:00+00:00",
+    }
+    assert "bestätigt" in line.json()  # UTF-8, not \u escapes
+    assert line.json_bytes() == line.json().encode()
+
+
+def test_processes_get_partitions_largest_first_to_the_least_loaded() -> None:
+    assert assign({0: 10, 1: 10, 2: 10, 3: 10}, 2) == [[0, 2], [1, 3]]
+    assert assign({0: 100, 1: 10, 2: 10, 3: 10}, 2) == [[0], [1, 2, 3]]
+    assert assign({0: 5, 3: 5}, 4) == [[0], [3]]  # no process without a partition
+    assert assign({2: 7, 0: 7, 1: 7}, 2) == assign({0: 7, 1: 7, 2: 7}, 2)  # the same split for the same sizes
+
+
+def test_a_record_file_is_counted_per_partition_without_decoding(tmp_path: Path) -> None:
+    records = [ReplayRecord("t", p, o, None, b"x", 1.0) for p, o in [(0, 1), (3, 1), (3, 2)]]
+    file = tmp_path / "r.jsonl"
+    file.write_text("".join(dump_record(r) + "\n" for r in records) + '\n{"topic": "t", "timestamp": 1}\n')
+    assert count_partitions(file) == {0: 2, 3: 2}  # the line without a partition is partition 0, as it is read
+
+
 def test_summary_counts_per_trigger_and_why_and_per_day() -> None:
     s = Summary()
     for why, day in [(FIRED, "2026-12-04"), (FIRED, "2026-12-05"), (DUPLICATE, "2026-12-05")]:
@@ -91,6 +129,24 @@ def test_progress_is_silent_off_a_terminal() -> None:
         progress()
     progress.close()
     assert progress.done == 10 and out.getvalue() == ""
+
+
+def test_progress_on_a_terminal_says_read_of_total_rate_and_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    now = [100.0]
+    monkeypatch.setattr("streams.replay.cli.time.monotonic", lambda: now[0])
+    out = Terminal()
+    progress = Progress(1000, out)
+    progress()
+    assert out.getvalue() == ""  # not before half a second
+    now[0] += 2.0
+    progress.update(400)  # several processes: their summed count
+    assert out.getvalue() == "\rread 400 of 1,000 records, 200/s, 3 s left   "
+    progress.close()
+    assert out.getvalue().endswith("\n")
 
 
 def _m(mid: str, text: str = "Hello", subject: str = "Booked") -> Mail:
