@@ -22,7 +22,7 @@ from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.runtime.guard import EXIT_HELD
 from tests.integration.harness import Deployment
 
-TMPFS_SIZE = "48m"
+TMPFS_SIZE = "128m"  # RocksDB preallocates per partition database (32 of them); 48m was filled by the worker itself in one CI run
 
 
 def _mount(path: Path) -> None:
