@@ -80,8 +80,12 @@ class StubStats:
 
     def peak_sends(self, window: float = 1.0) -> int:
         """The most accepted sends in any half-open window of ``window`` seconds."""
-        stamps = self.accepted_sends
-        return max((bisect.bisect_left(stamps, s + window) - i for i, s in enumerate(stamps)), default=0)
+        return peak(self.accepted_sends, window)
+
+
+def peak(stamps: tuple[float, ...], window: float = 1.0) -> int:
+    """The most of the sorted ``stamps`` in any half-open window of ``window`` seconds."""
+    return max((bisect.bisect_left(stamps, s + window) - i for i, s in enumerate(stamps)), default=0)
 
 
 class SesStub:

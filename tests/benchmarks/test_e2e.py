@@ -34,7 +34,6 @@ once, every mail reached SES), never speed.
 
 from __future__ import annotations
 
-import bisect
 import os
 import time
 import uuid
@@ -46,7 +45,7 @@ from typing import Any
 import pytest
 
 from deploy.local.samples import BOOKING_CREATED
-from deploy.sesstub import SesStub
+from deploy.sesstub import SesStub, peak
 from streams.codecs.avro import SingleObjectCodec
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
@@ -274,13 +273,8 @@ def ses_drain(check: Callable[[], Any], stub: SesStub, *, expected: int, already
         "quota": QUOTA,
         "achieved_per_second": round(rate, 1),
         "achieved_to_quota": round(rate / QUOTA, 3),
-        "peak_in_any_second": peak_sends(stamps),
+        "peak_in_any_second": peak(stamps),
     }
-
-
-def peak_sends(stamps: tuple[float, ...]) -> int:
-    """The most sends in any one-second window."""
-    return max((bisect.bisect_left(stamps, s + 1.0) - i for i, s in enumerate(stamps)), default=0)
 
 
 @pytest.fixture(scope="module")
