@@ -68,8 +68,20 @@ class WorkerProcess:
     def assert_alive(self) -> bool:
         """Raise with the log tail if the worker died unasked; returns False so it fits in a wait condition."""
         if not self.expected_exit and self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"worker exited with code {self.process.returncode}:\n{self.log_tail()}")
+            raise RuntimeError(f"worker exited with code {self.process.returncode}:\n{self.first_error()}\n"
+                               f"... last lines:\n{self.log_tail()}")
         return False
+
+    def first_error(self, lines: int = 40) -> str:
+        """The log from its first traceback or CRITICAL line on: the cause, which a crash's
+        shutdown noise pushes out of the tail."""
+        if not self.log_file.is_file():
+            return ""
+        text = self.log_file.read_text(errors="replace").splitlines()
+        for n, line in enumerate(text):
+            if line.startswith("Traceback") or "[CRITICAL]" in line:
+                return "\n".join(text[max(0, n - 5):n + lines])
+        return "(no traceback in the log)"
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_file.is_file():

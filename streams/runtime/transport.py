@@ -249,23 +249,24 @@ class TidingsProducerBuffer(ProducerBuffer):
 
     async def _send_pending(self, fut: Any) -> None:
         taken = 1
+        records = 1
         try:
             if isinstance(fut, ChangelogBatch):
                 batches = [fut, *self._take_following_batches()]
                 taken = len(batches)
-                try:
-                    # Faust types the buffer's app Optional (Producer.__init__ sets it) and its producer as ProducerT;
-                    # it is the TidingsProducer, which adds send_changelog_batch.
-                    await self.app.producer.send_changelog_batch(*batches)  # type: ignore[union-attr]
-                except Exception as e:
-                    # Records of inputs the guard already counted as handled: their offsets must
-                    # not commit. Faust would crash the buffer's service and stop gracefully, with
-                    # a final commit; exiting now aborts the open transactions instead, and the
-                    # inputs are read again after the restart (guard.py: held).
-                    self.on_failure(e, f"the producer buffer, sending {sum(map(len, batches))} records")
-                    raise
+                records = sum(map(len, batches))
+                # Faust types the buffer's app Optional (Producer.__init__ sets it) and its producer as ProducerT;
+                # it is the TidingsProducer, which adds send_changelog_batch.
+                await self.app.producer.send_changelog_batch(*batches)  # type: ignore[union-attr]
             else:
                 await super()._send_pending(fut)
+        except Exception as e:
+            # Records of inputs the guard already counted as handled: their offsets must not
+            # commit. Faust would crash the buffer's service and stop gracefully, with a final
+            # commit of those offsets (exit 1); exiting now aborts the open transactions instead,
+            # and the inputs are read again after the restart (guard.py: held).
+            self.on_failure(e, f"the producer buffer, sending {records} records")
+            raise
         finally:
             self._sent += taken
             self.message_sent.set()
