@@ -32,6 +32,15 @@ Three small overrides, one for each link of that chain:
 * ``TidingsConsumer.on_stop`` never lets a failed final commit abort the consumer's stop: the
   error is logged and the consumer thread is still stopped, so the process exits instead of hanging.
 
+Records acked out of order. The sender's agents run several actors on one queue, so on one
+partition a later record can finish (and be acked) while an earlier one is still in flight.
+Faust's ``_new_offset`` commits the first run of consecutive acked offsets wherever it starts: it
+compares the run's head with the committed offset only once something was committed, and lets one
+offset be missing even then (for a transaction marker). A commit then passed the record in flight,
+whose outcome (a dead letter, a status) joined a transaction that no later offset of the partition
+ever committed: the invoice's FAILED status in the delivery-status test. ``TidingsConsumer.
+_new_offset`` keeps acked offsets at or above the lowest record still in flight out of the commit.
+
 Table state: ``TidingsConsumer._commit_offsets`` sends the queued changelog records of a transaction
 before committing it, as Faust already does without transactions. Faust's ``ProducerBuffer.flush``
 is not enough for that: it returns as soon as its queue is empty, while its task may still be
@@ -170,6 +179,20 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         # active; it resumes the flow itself once the seek is done and the queues are cleared.
         self.stop_flow()
         return super().perform_seek()
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # Never past a record still in flight (the module docstring: "Records acked out of order").
+        floor = min((m.offset for m in self._unacked_messages if m.tp == tp and not m.acked), default=None)
+        acked = self._acked[tp]
+        if floor is None or max(acked, default=-1) < floor:
+            return super()._new_offset(tp)
+        waiting = [offset for offset in acked if offset >= floor]
+        acked[:] = [offset for offset in acked if offset < floor]
+        try:
+            return super()._new_offset(tp) if acked else None
+        finally:
+            acked.extend(waiting)
+            acked.sort()
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Called as _add_gap(tp, r_offset + 1, offset) by _drain_messages, where ``offset`` is a

@@ -1,0 +1,106 @@
+"""Which offset a commit may reach when several actors share a partition
+(streams/runtime/transport.py, ``TidingsConsumer._new_offset``): never past a record still in
+flight, whatever the actors that finished after it acked. The consumer is Tidings' own, built on a
+Faust app that never connects; acks and in-flight records are set the way Faust's ``ack`` and
+stream iterator leave them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+import mode
+import pytest
+from faust.types import TP, Message
+
+from streams.runtime.transport import TidingsConsumer, TidingsTransport
+
+TOPIC = "it.outbound"
+TP2 = TP(TOPIC, 2)
+
+
+async def _nothing(*args: Any) -> None:
+    return None
+
+
+class _Consumer(TidingsConsumer):
+    def _new_consumer_thread(self) -> Any:
+        # The real one owns a thread, its loop and a connection; offsets need none of them.
+        return mode.Service(loop=self.loop, beacon=self.beacon)
+
+
+@pytest.fixture
+def consumer() -> Iterator[TidingsConsumer]:
+    loop = asyncio.new_event_loop()
+    try:
+        app = faust.App("offset-floor", broker="kafka://127.0.0.1:1", loop=loop)
+        transport = TidingsTransport("kafka://127.0.0.1:1", app)
+        yield _Consumer(
+            transport, callback=_nothing, on_partitions_revoked=_nothing, on_partitions_assigned=_nothing, loop=loop,
+        )
+    finally:
+        loop.close()
+
+
+def _taken(consumer: TidingsConsumer, *offsets: int) -> dict[int, Message]:
+    """Records an actor took off the queue: tracked, not yet acked."""
+    messages = {}
+    for offset in offsets:
+        m = Message(TOPIC, 2, offset, 0.0, 0, {}, b"k", b"v", None)
+        consumer._unacked_messages.add(m)
+        messages[offset] = m
+    return messages
+
+
+def _ack(consumer: TidingsConsumer, messages: dict[int, Message], *offsets: int) -> None:
+    for offset in offsets:
+        m = messages[offset]
+        m.acked = True
+        consumer._unacked_messages.discard(m)
+        consumer._acked_index[TP2].add(offset)
+        consumer._acked[TP2].append(offset)
+
+
+def test_a_record_in_flight_holds_back_the_later_records_its_sibling_actors_acked(consumer: TidingsConsumer) -> None:
+    # Nothing committed yet: Faust's own rule would commit 1..2 and pass record 0.
+    messages = _taken(consumer, 0, 1, 2)
+    _ack(consumer, messages, 1, 2)
+    assert consumer._new_offset(TP2) is None
+    _ack(consumer, messages, 0)
+    assert consumer._new_offset(TP2) == 3
+
+
+def test_the_commit_reaches_the_record_in_flight_and_no_further(consumer: TidingsConsumer) -> None:
+    consumer._committed_offset[TP2] = 10
+    messages = _taken(consumer, 10, 11, 12, 13)
+    _ack(consumer, messages, 10, 12, 13)
+    assert consumer._new_offset(TP2) == 11
+    assert sorted(consumer._acked[TP2]) == [12, 13]  # kept for the next commit
+    _ack(consumer, messages, 11)
+    assert consumer._new_offset(TP2) == 14
+
+
+def test_a_transaction_marker_before_the_record_in_flight_is_committed_once_the_record_is(consumer: TidingsConsumer) -> None:
+    consumer._committed_offset[TP2] = 5
+    messages = _taken(consumer, 5, 7, 8)
+    consumer._gap[TP2].addi(6, 7)  # offset 6 is a marker: never delivered
+    _ack(consumer, messages, 5, 8)
+    assert consumer._new_offset(TP2) == 6  # Faust counts a gap only below the highest acked offset
+    _ack(consumer, messages, 7)
+    assert consumer._new_offset(TP2) == 9
+
+
+def test_with_nothing_in_flight_the_rule_is_faust_s(consumer: TidingsConsumer) -> None:
+    messages = _taken(consumer, 0, 1, 2, 3)
+    _ack(consumer, messages, 0, 1, 2, 3)
+    assert consumer._new_offset(TP2) == 4
+    assert consumer._new_offset(TP2) is None  # nothing new acked
+
+
+def test_records_in_flight_on_another_partition_do_not_hold_this_one(consumer: TidingsConsumer) -> None:
+    consumer._unacked_messages.add(Message(TOPIC, 1, 0, 0.0, 0, {}, b"k", b"v", None))
+    messages = _taken(consumer, 0, 1)
+    _ack(consumer, messages, 0, 1)
+    assert consumer._new_offset(TP2) == 2
