@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 import faust
@@ -22,7 +22,7 @@ from streams.runtime.commits import CommitWatch
 from streams.runtime.emit import Outputs, RecordContext
 from streams.runtime.guard import Guard, Outcome
 from streams.runtime.status import WorkerView, worker_view
-from streams.runtime.tables import GuardedRows, LedgerExpiry, StateTables, create_tables, ledger_table
+from streams.runtime.tables import LedgerExpiry, LedgerRows, StateTables, create_tables, ledger_table
 from streams.runtime.transport import TidingsTransport
 from streams.settings import Settings
 
@@ -127,7 +127,7 @@ class Wiring:
             reports=reports,
         )
         self._count = count
-        self._ledger: GuardedRows | None = None
+        self._ledger: MutableMapping[str, Any] | None = None
 
     @property
     def commits(self) -> CommitWatch:
@@ -150,10 +150,11 @@ class Wiring:
         """The entity tables (one per name) and the timers table, co-partitioned with the inputs."""
         return create_tables(self.app, self.settings, names)
 
-    def ledger(self) -> GuardedRows:
-        """The delivery ledger's rows (message id -> entry); a refused write holds the record."""
+    def ledger(self) -> MutableMapping[str, Any]:
+        """The delivery ledger's rows (message id -> entry), written on the current record's
+        partition (``LedgerRows``); a refused write holds the record."""
         if self._ledger is None:
-            self._ledger = GuardedRows(ledger_table(self.app, self.settings))
+            self._ledger = LedgerRows.of(ledger_table(self.app, self.settings), self.app)
         return self._ledger
 
     def ledger_expiry(self) -> LedgerExpiry:

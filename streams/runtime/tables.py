@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
+import orjson
 import rocksdict
 from faust.serializers import codecs
+from faust.streams import current_event
 
 from streams.errors import InfrastructureFailure
 from streams.runtime.transport import ChangelogBatch
@@ -104,7 +106,7 @@ def _store_failure(table: Any, error: Exception) -> InfrastructureFailure:
 
 
 def _raw(table: Any) -> Any:
-    return table.table if isinstance(table, GuardedRows) else table
+    return table.table if isinstance(table, (GuardedRows, LedgerRows)) else table
 
 
 @dataclass(frozen=True)
@@ -194,14 +196,7 @@ class PartitionRows(MutableMapping[str, bytes]):
         # A RestoredTable's partition is rebuilt from its changelog whenever it is assigned, so
         # RocksDB's write-ahead log protects nothing there; skipping it halves a write.
         self._write = _NO_WAL if isinstance(table, RestoredTable) else None
-        # The tables' key codec (TableKeyCodec) writes what json.dumps writes; calling json
-        # directly skips the codec registry, a tenth of a tick's time. Checked once per table on
-        # a key that needs escaping, so a table with another codec keeps working.
-        fast = _JSON_KEYS.get(table.name)
-        if fast is None:
-            probe = 'tenant/"ü\\'
-            fast = _JSON_KEYS[table.name] = _json_key(probe) == store._encode_key(probe)
-        self._encode = _json_key if fast else store._encode_key
+        self._encode = _key_encoder(table)
 
     @classmethod
     def of(cls, table: Any, partition: int, changes: ChangelogBatch) -> MutableMapping[str, bytes]:
@@ -248,6 +243,101 @@ class PartitionRows(MutableMapping[str, bytes]):
 
     def __len__(self) -> int:
         raise TypeError("PartitionRows is for keyed access; use StateTables.partition_items to scan")
+
+
+class LedgerRows(MutableMapping[str, Any]):
+    """The delivery ledger's rows (message id -> entry dict), without Faust's per-key machinery.
+
+    The sender writes two or three entries a mail (``sending``, then the outcome). Through the
+    ``faust.Table`` mapping each write cost as much as the MIME build of the mail: the managed-dict
+    layers, sensors, a future message in the producer buffer and a transactional ``send`` of its
+    own (py-spy of the sender at 350 mails/s: 15 % of the worker's GIL samples). Here a write has
+    the same two effects and nothing else: the entry goes into the partition's local database,
+    and its changelog record into the producer buffer as a ``ChangelogBatch``, behind whatever
+    the same record wrote before, so it joins the same exactly-once transaction as the record's
+    status; the buffer merges neighbouring batches into one aiokafka batch
+    (``streams/runtime/transport.py``). Values are JSON as Faust's own codec writes them
+    (orjson, which Faust uses when installed), so Faust's restore and ``LedgerExpiry`` read them.
+
+    The partition is the current record's, as for a Faust table write: only inside an agent
+    handling a record of a topic co-partitioned with the ledger (the outbound lanes). Faust keeps
+    the local rows of a table restored from its local store across restarts (the ledger is not a
+    ``RestoredTable``, see ``ledger_table``), so the write keeps RocksDB's write-ahead log.
+    """
+
+    __slots__ = ("table", "_app", "_store", "_topic", "_encode")
+
+    def __init__(self, table: Any, app: Any) -> None:
+        self.table = table
+        self._app = app
+        # Faust creates a table's store and changelog topic on first use, after the app is configured.
+        self._store: Any = None
+        self._topic = ""
+        self._encode: Any = None
+
+    def _db(self, partition: int) -> Any:
+        if self._store is None:
+            self._topic = self.table.changelog_topic.get_topic_name()
+            self._store = self.table.data
+            self._encode = _key_encoder(self.table)
+        return self._store._db_for_partition(partition)
+
+    def _partition(self) -> tuple[int, str]:
+        event = current_event()
+        if event is None:
+            raise RuntimeError("ledger rows are written while handling an outbound record (no current event)")
+        return event.message.partition, event.message.topic
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        partition, _ = self._partition()
+        db = self._db(partition)
+        raw = db.get(self._encode(key))
+        return default if raw is None else orjson.loads(raw)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._write(key, orjson.dumps(value))
+
+    def __delitem__(self, key: str) -> None:
+        if self.get(key) is None:
+            raise KeyError(key)
+        self._write(key, None)
+
+    def _write(self, key: str, raw: bytes | None) -> None:
+        partition, source_topic = self._partition()
+        db = self._db(partition)
+        raw_key = self._encode(key)
+        try:
+            if raw is None:
+                db.delete(raw_key)
+            else:
+                db.put(raw_key, raw)
+        except Exception as e:  # RocksDB's IO errors are plain Exceptions (see GuardedRows)
+            raise _store_failure(self.table, e) from e
+        batch = ChangelogBatch(partition, source_topic)
+        batch.add(self._topic, raw_key, raw)
+        try:
+            self._app.producer.buffer.put(batch)
+        except Exception as e:
+            raise InfrastructureFailure(f"the producer refused a ledger record: {type(e).__name__}") from e
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("LedgerRows is for keyed access")
+
+    def __len__(self) -> int:
+        raise TypeError("LedgerRows is for keyed access")
+
+    @classmethod
+    def of(cls, table: Any, app: Any) -> MutableMapping[str, Any]:
+        """The fast rows where the store is RocksDB; the guarded table itself otherwise (``memory://``)."""
+        if not str(app.conf.store).startswith("rocksdb"):
+            return GuardedRows(table)
+        return cls(table, app)
 
 
 class LedgerExpiry:
@@ -318,6 +408,21 @@ _NO_WAL.disable_wal = True  # type: ignore[method-assign, assignment]  # rocksdi
 
 def _json_key(key: str) -> bytes:
     return json.dumps(key).encode()
+
+
+def _key_encoder(table: Any) -> Callable[[str], bytes]:
+    """How ``table`` encodes its keys, skipping Faust's codec registry where that is plain JSON.
+
+    The tables' key codec (TableKeyCodec) writes what json.dumps writes; calling json directly
+    skips the codec registry, a tenth of a tick's time. Checked once per table on a key that
+    needs escaping, so a table with another codec keeps working.
+    """
+    store = table.data
+    fast = _JSON_KEYS.get(table.name)
+    if fast is None:
+        probe = 'tenant/"ü\\'
+        fast = _JSON_KEYS[table.name] = _json_key(probe) == store._encode_key(probe)
+    return _json_key if fast else store._encode_key
 
 
 class CoPartitionedTable(faust.Table):
