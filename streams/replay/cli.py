@@ -96,9 +96,11 @@ def parser() -> argparse.ArgumentParser:
 class Progress:
     """``read N of M, rate, time left`` on a terminal; nothing when standard error is not one."""
 
-    def __init__(self, total: int | None, stream: IO[str] = sys.stderr) -> None:
+    def __init__(self, total: int | None, stream: IO[str] | None = None) -> None:
         self.total = total
-        self.stream = stream
+        # Looked up when the run starts, not when this module was imported: a test runner (or an
+        # embedding program) may have replaced sys.stderr in between, and closed the old one.
+        self.stream = stream = stream if stream is not None else sys.stderr
         self.enabled = stream.isatty()
         self.done = 0
         self.started = self._last = time.monotonic()
