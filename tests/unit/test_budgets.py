@@ -274,3 +274,60 @@ def test_a_mail_that_ends_before_its_cpu_budget_could_be_spent_reads_the_cpu_clo
     with metered(BUDGET) as meter:
         env.from_string("{% for i in range(50) %}{{ i }}{{ 'x' ~ i }}{% endfor %}").render({})
     assert meter.steps >= 50 and clocks.cpu_reads == 1
+
+
+def test_a_full_collection_inside_a_render_is_not_counted_against_its_cpu_budget(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The collector's time is the process's, not the template's: a full collection of 0.15 s
+    (what the unit tests' heap costs) inside a render with 0.1 s of budget fails nothing, while the
+    same 0.15 s spent by the template fails it."""
+    from streams.rendering import budget as module
+
+    clocks = _Clocks()
+    monkeypatch.setattr(module, "time", clocks)
+    collector = module._CollectorTime()
+    monkeypatch.setattr(module, "_collector", collector)
+    meter = module.Meter(RenderBudget(max_cpu_seconds=0.1))
+    collector("start", {"generation": 2})
+    clocks.cpu += 0.15
+    clocks.wall += 0.15
+    collector("stop", {"generation": 2, "collected": 0})
+    clocks.cpu += 0.01
+    clocks.wall += 0.01
+    meter.check_time()  # 0.01 s of the template's own
+    clocks.cpu += 0.1
+    clocks.wall += 0.1
+    with pytest.raises(BudgetExceeded, match="cpu_time"):
+        meter.check_time()
+
+
+def test_only_full_collections_are_timed_and_each_thread_keeps_its_own(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from streams.rendering import budget as module
+
+    clocks = _Clocks()
+    monkeypatch.setattr(module, "time", clocks)
+    collector = module._CollectorTime()
+    for generation in (0, 1):
+        collector("start", {"generation": generation})
+        clocks.cpu += 1.0
+        collector("stop", {"generation": generation})
+    assert collector.of_this_thread() == 0.0
+    collector("start", {"generation": 2})
+    clocks.cpu += 0.25
+    collector("stop", {"generation": 2})
+    other: list[float] = []
+    thread = threading.Thread(target=lambda: other.append(collector.of_this_thread()))
+    thread.start()
+    thread.join()
+    assert collector.of_this_thread() == 0.25 and other == [0.0]
+
+
+def test_the_collector_reports_real_full_collections() -> None:
+    import gc
+
+    from streams.rendering import budget as module
+
+    before = module._collector.of_this_thread()
+    gc.collect()  # a full collection, in this thread: timed however short it is
+    assert module._collector.of_this_thread() > before
