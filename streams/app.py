@@ -271,7 +271,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     )
     wiring.on_assigned(lambda assignment: sender.share_quota(len({p for t, p in assignment if t == topics.outbound})))
     wiring.on_revoked(wiring.commits.release_all)
-    concurrency = settings.sender_concurrency
+    concurrency = settings.sender_in_flight
     wiring.agent("deliver", [topics.outbound_priority], "tidings.deliver_priority", sender.priority, concurrency=concurrency)
     wiring.agent("deliver", [topics.outbound], "tidings.deliver", sender.outbound, concurrency=concurrency)
 

@@ -1,7 +1,8 @@
 """The sender's handler: drain both outbound topics into SES, once per message id, at the quota.
 
 Two agents, one per lane topic (``outbound-priority`` for ``high`` mails, ``outbound`` for the
-rest), each with ``TIDINGS_SENDER_CONCURRENCY`` actors, share one ``Pacer``
+rest), each with ``Settings.sender_in_flight`` actors (``TIDINGS_SENDER_CONCURRENCY``, by default a tenth
+of a second of the quota), share one ``Pacer``
 (``streams/delivery/pacing.py``): at most that many SES requests in flight, admitted at the
 worker's share of the account's send rate, ``high`` first, then ``normal``, then ``bulk``.
 
@@ -109,7 +110,7 @@ class Sender:
         self.clock = clock
         self.outbox = Outbox(encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
         self.bucket = TokenBucket.for_quota(settings.ses_max_send_rate)
-        self.pacer = Pacer(self.bucket, concurrency=settings.sender_concurrency)
+        self.pacer = Pacer(self.bucket, concurrency=settings.sender_in_flight)
         self.in_flight: dict[str, asyncio.Event] = {}
         # What a crash can send twice: a permit is taken before each request and given back once
         # the commit carrying its outcome is done (streams/runtime/commits.py). See

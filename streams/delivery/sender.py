@@ -74,7 +74,7 @@ class SesSender:
         # Its own threads and connections, one per request in flight: asyncio's default executor
         # has min(32, cores + 4) threads (6 here) and botocore pools 10 connections, either of
         # which would cap the sender far below TIDINGS_SENDER_CONCURRENCY.
-        self._threads = concurrent.futures.ThreadPoolExecutor(settings.sender_concurrency, thread_name_prefix="ses")
+        self._threads = concurrent.futures.ThreadPoolExecutor(settings.sender_in_flight, thread_name_prefix="ses")
 
         self._due = threading.local()  # per SES thread: when its current request may leave
         self._client: Any = boto3.client(
@@ -86,7 +86,7 @@ class SesSender:
                 settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
             ),
             config=Config(
-                max_pool_connections=settings.sender_concurrency,
+                max_pool_connections=settings.sender_in_flight,
                 retries={"total_max_attempts": 1},
                 connect_timeout=settings.ses_timeout_seconds,
                 read_timeout=settings.ses_timeout_seconds,

@@ -156,7 +156,7 @@ class LeanSesSender:
         self._base, host = _endpoint(settings)
         self._url = self._base + SEND_EMAIL_PATH
         self._signer = SigV4Signer(host, settings.aws_region)
-        self._concurrency = settings.sender_concurrency
+        self._concurrency = settings.sender_in_flight
         self._timeout = settings.ses_timeout_seconds
         self._settings = settings
         self._credentials: Any = self._resolve_credentials()

@@ -40,7 +40,7 @@ from confluent_kafka import Producer
 
 from deploy.local.worker import WorkerProcess
 from deploy.sesstub import SesStub
-from streams.settings import REPO_ROOT
+from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
 from streams.topics import ensure_topics
 from tests.benchmarks.delivery import MailFactory
@@ -54,7 +54,15 @@ FAULTS = os.environ.get("TIDINGS_BENCH_SENDER_FAULTS", "1") != "0"  # 0: through
 FAULT_RATE = int(os.environ.get("TIDINGS_BENCH_SENDER_FAULT_RATE", "200"))
 FAULT_SECONDS = float(os.environ.get("TIDINGS_BENCH_SENDER_FAULT_SECONDS", "60"))  # how long throttling and the outage last
 SES_CLIENT = os.environ.get("TIDINGS_BENCH_SES_CLIENT", "lean")  # lean | boto3, the worker's TIDINGS_SES_CLIENT
-CONCURRENCY = int(os.environ.get("TIDINGS_BENCH_SENDER_CONCURRENCY", "16"))  # the worker default
+# Unset: the worker's default (Settings.sender_in_flight, a tenth of a second of the quota).
+CONCURRENCY = os.environ.get("TIDINGS_BENCH_SENDER_CONCURRENCY")
+
+
+_CONCURRENCY_ENV = {} if CONCURRENCY is None else {"TIDINGS_SENDER_CONCURRENCY": CONCURRENCY}
+
+
+def _in_flight(rate: int) -> int:
+    return Settings(ses_max_send_rate=rate, sender_concurrency=None if CONCURRENCY is None else int(CONCURRENCY)).sender_in_flight
 PRIORITY_EVERY_SECONDS = 0.25
 JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "sender.json"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -86,7 +94,7 @@ def _throughput(rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStu
     stub.heal()
     stub.reset()
     dep = _deployment(kafka_bootstrap, ses_endpoint, workdir, f"rate{rate}", TIDINGS_SES_ENDPOINT_URL=stub.endpoint,
-                      TIDINGS_SES_MAX_SEND_RATE=str(rate), TIDINGS_SENDER_CONCURRENCY=str(CONCURRENCY),
+                      TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV,
                       TIDINGS_SES_CLIENT=SES_CLIENT,
                       # permits for about two commit intervals of sending at the rate
                       TIDINGS_SENDER_MAX_UNCOMMITTED=os.environ.get("TIDINGS_BENCH_SENDER_UNCOMMITTED", str(max(200, 2 * rate))))
@@ -176,7 +184,7 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, workdir:
         stub.heal()
         stub.reset()
         return _deployment(kafka_bootstrap, ses_endpoint, workdir, name, TIDINGS_SES_ENDPOINT_URL=stub.endpoint,
-                           TIDINGS_SES_MAX_SEND_RATE=str(rate), TIDINGS_SENDER_CONCURRENCY=str(CONCURRENCY),
+                           TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV,
                            TIDINGS_SES_CLIENT=SES_CLIENT)
 
     dep = deployment("kill")
@@ -190,10 +198,10 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, workdir:
     result = stub_tally(stub, expected)
     worker.stop()
     results[f"sigkill_mid_{len(expected)}"] = (
-        f"{result}; unknown outcomes counted {unknown:.0f} (in-flight bound {CONCURRENCY})"
+        f"{result}; unknown outcomes counted {unknown:.0f} (in-flight bound {_in_flight(rate)})"
     )
     print(f"\nsigkill: {result}", flush=True)
-    assert result.lost == 0 and result.duplicates <= CONCURRENCY
+    assert result.lost == 0 and result.duplicates <= _in_flight(rate)
 
     # Both faults start with the first mail at SES, not at the publish: rendering the bookings
     # takes the worker a while, and a fault that ends before the sends begin measures nothing.

@@ -28,3 +28,15 @@ def test_a_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIDINGS_AWS_SECRET_ACCESS_KEY", "hunter2")
     assert "hunter2" not in repr(Settings())
+
+
+@pytest.mark.parametrize(("quota", "expected"), [(14.0, 16), (200.0, 20), (500.0, 50), (1000.0, 100), (501.0, 51)])
+def test_requests_in_flight_follow_the_quota_unless_set(quota: float, expected: int) -> None:
+    assert Settings(ses_max_send_rate=quota).sender_in_flight == expected
+    assert Settings(ses_max_send_rate=quota, sender_concurrency=8).sender_in_flight == 8
+
+
+def test_a_concurrency_below_one_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SENDER_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="sender_concurrency"):
+        Settings()
