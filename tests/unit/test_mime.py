@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import email
+import email.header
 import email.policy
 
 import pytest
@@ -125,3 +126,58 @@ def test_idn_domains_are_sent_in_ascii_in_every_address_header() -> None:
 def test_a_non_ascii_local_part_cannot_be_sent() -> None:
     with pytest.raises(PermanentDelivery, match="^invalid_recipient: "):
         build_mime({**MAIL, "to_address": "jürgen@example.org"})
+
+
+@pytest.mark.parametrize("text", [
+    "Grüße\nZeile mit Leerzeichen am Ende   \nTab am Ende\t\n= Gleichheitszeichen =3D\n" + "x" * 200 + "\n" + "ü" * 100,
+    "Windows\r\nZeilen\r\n\r\nund ein einzelnes \r mitten drin",
+    "€ 4-byte 😀 " * 40 + "\n. a dot line\nFrom the start of a line",
+    "",
+])
+def test_both_bodies_read_back_exactly_and_stay_within_the_line_limit(text: str) -> None:
+    raw = build_mime({**MAIL, "text": text, "html": f"<p>{text}</p>"})
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 78
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    # A reader gets the lines back with its own line ends: compare them, not the CR or LF.
+    for part, expected in ((msg.get_body(("plain",)), text), (msg.get_body(("html",)), f"<p>{text}</p>")):
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert part.get_content_charset() == "utf-8"
+        assert part.get_content().splitlines() == expected.splitlines()
+
+
+@pytest.mark.parametrize("subject", [
+    "ä" * 60,  # 2-byte characters across the 45-byte word boundary
+    "x" + "€" * 40,  # 3-byte, starting off the boundary
+    "😀" * 30,  # 4-byte
+    "Termin bestätigt 😀 für Zoë, 東京 " * 5,
+])
+def test_encoded_words_never_split_a_character_and_read_back_exactly(subject: str) -> None:
+    raw = build_mime({**MAIL, "subject": subject, "to_name": subject[:50]})
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        assert len(line) <= 998
+        for word in line.split(b" "):
+            if word.startswith(b"=?utf-8?b?"):
+                assert len(word) <= 75  # RFC 2047's limit for one encoded-word
+                word.decode("ascii")
+                email.header.decode_header(word.decode("ascii"))[0][0].decode("utf-8")  # each word whole UTF-8
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Subject"] == subject
+    assert msg["To"].addresses[0].display_name.replace(" ", "") == subject[:50].replace(" ", "").strip()
+
+
+def test_a_mail_built_twice_is_the_same_bytes() -> None:
+    assert build_mime(MAIL) == build_mime(dict(MAIL))
+    assert build_mime(MAIL) != build_mime({**MAIL, "message_id": "another"})
+
+
+def test_a_body_quoting_the_boundary_cannot_end_its_part() -> None:
+    first = build_mime(MAIL)
+    boundary = email.message_from_bytes(first).get_boundary()
+    assert boundary is not None and boundary.startswith("=_")
+    hostile = f"before\n--{boundary}\nContent-Type: text/html\n\n<script>x</script>\n--{boundary}--\nafter"
+    msg = email.message_from_bytes(build_mime({**MAIL, "text": hostile}), policy=email.policy.default)
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert parts[0].get_content().splitlines() == hostile.splitlines()
