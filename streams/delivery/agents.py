@@ -147,7 +147,12 @@ class Sender:
         """The raw message, built before the mail's turn at the pacer, not after: between the
         grant and the request's arrival at SES should be as little as possible (see pacing.py)."""
         files = [(a, await self.store.fetch(a["uri"])) for a in mail.get("attachments", ())]
-        # Almost a millisecond of CPU (streams/delivery/mime.py): off the event loop that also runs ingest.
+        if not files:
+            # About 0.15 ms of CPU (streams/delivery/mime.py), less than a render on the same loop.
+            # Handing it to a thread cost as much again (wake-ups, the future, the GIL passed back
+            # and forth: 0.3 ms of process CPU per mail against 0.15 built here).
+            return build_mime(mail, files)
+        # Attachments are base64-encoded whole, up to TIDINGS_MAX_ATTACHMENT_BYTES: off the event loop.
         return await asyncio.to_thread(build_mime, mail, files)
 
     async def _request(self, mail: dict[str, Any], raw: bytes) -> str:
