@@ -249,9 +249,9 @@ class LedgerRows(MutableMapping[str, Any]):
     """The delivery ledger's rows (message id -> entry dict), without Faust's per-key machinery.
 
     The sender writes two or three entries a mail (``sending``, then the outcome). Through the
-    ``faust.Table`` mapping each write cost as much as the MIME build of the mail: the managed-dict
-    layers, sensors, a future message in the producer buffer and a transactional ``send`` of its
-    own (py-spy of the sender at 350 mails/s: 15 % of the worker's GIL samples). Here a write has
+    ``faust.Table`` mapping each write cost about 0.15 ms of CPU: the managed-dict layers,
+    sensors, a future message in the producer buffer and a transactional ``send`` of its own
+    (py-spy of the sender at 350 mails/s: 15 % of the worker's GIL samples). Here a write has
     the same two effects and nothing else: the entry goes into the partition's local database,
     and its changelog record into the producer buffer as a ``ChangelogBatch``, behind whatever
     the same record wrote before, so it joins the same exactly-once transaction as the record's
