@@ -137,15 +137,6 @@ class Settings(BaseSettings):
         description="The SES account's maximum send rate (recipients per second). Each worker takes the share of it "
         "that its outbound partitions are of all partitions, so the workers together stay at the quota.",
     )
-    ses_arrival_jitter_seconds: float = Field(
-        0.03,
-        ge=0,
-        le=0.5,
-        description="How much later than its paced moment a request may reach SES (the network, a busy event loop). "
-        "The pacer keeps this fraction of the quota back so that no second at SES holds more than the quota "
-        "(streams/delivery/pacing.py): 0.03 by default, what the test suite's Python fault proxy adds; a worker "
-        "close to its SES endpoint can use 0.01 and send 98.5 % of the quota instead of 96.5 %.",
-    )
     sender_concurrency: int | None = Field(
         None,
         ge=1,

@@ -109,7 +109,7 @@ class Sender:
         self.m = metrics
         self.clock = clock
         self.outbox = Outbox(encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
-        self.bucket = TokenBucket.for_quota(settings.ses_max_send_rate, settings.ses_arrival_jitter_seconds)
+        self.bucket = TokenBucket.for_quota(settings.ses_max_send_rate)
         self.pacer = Pacer(self.bucket, concurrency=settings.sender_in_flight)
         self.in_flight: dict[str, asyncio.Event] = {}
         # What a crash can send twice: a permit is taken before each request and given back once
@@ -128,7 +128,7 @@ class Sender:
     def share_quota(self, owned_partitions: int) -> None:
         """The account's quota is shared by all workers; each takes its partitions' share of it."""
         share = max(owned_partitions, 1) / self.settings.partitions
-        self.bucket.set_rate(*ses_shape(self.settings.ses_max_send_rate * share, self.settings.ses_arrival_jitter_seconds))
+        self.bucket.set_rate(*ses_shape(self.settings.ses_max_send_rate * share))
         self.m.send_rate_limit.set(self.bucket.rate)
 
     async def priority(self, ctx: RecordContext) -> None:

@@ -28,14 +28,12 @@ requests; measured at the wire, 50/s never showed more than 50 in a second. Requ
 drift on their way to SES: the fault proxy, which stamps arrivals like SES meters them, saw them
 up to 28 ms later than the wire on this 2-core machine (p99 18 ms), enough for one send over the
 quota in a second. Hence ``JITTER_ALLOWANCE``: the rate is cut by that fraction, so the grants
-stay within the quota even in a window stretched by that much. It is the default of
-``TIDINGS_SES_ARRIVAL_JITTER_SECONDS``: a worker whose requests reach SES within a few
-milliseconds of their moment (the benchmark's stand-in on the same machine: 0.01) keeps less back.
+stay within the quota even in a window stretched by that much.
 
 ``ses_shape(quota)`` picks ``burst = 1 + quota * OVERSLEEP_TOLERANCE_SECONDS`` and the largest
 ``rate`` with ``rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1``: 48.3/s at 50, 193/s at
-200, 966/s at 1000, about 3.5 % under the quota (with a jitter of 0.01: 49.3, 197, 985, about
-1.5 % under). That misses a 0.98 utilisation target by default on purpose: going over the quota costs throttled requests and retries, going under costs seconds.
+200, 966/s at 1000, about 3.5 % under the quota. That misses a 0.98 utilisation target on
+purpose: going over the quota costs throttled requests and retries, going under costs seconds.
 A burst of ``quota`` would instead let an idle sender spend a second's worth at once,
 ``2 * quota - 1`` in a window; SES tolerates short bursts above the quota but throttles if they
 last. A new bucket starts empty, so a starting worker does not add its burst to the clump of
@@ -124,9 +122,9 @@ class TokenBucket:
             self._tokens = min(self._tokens, self.burst)
 
     @classmethod
-    def for_quota(cls, quota: float, jitter: float = JITTER_ALLOWANCE, **kwargs: Clock | Sleep) -> TokenBucket:
+    def for_quota(cls, quota: float, **kwargs: Clock | Sleep) -> TokenBucket:
         """A bucket shaped by ``ses_shape``, starting empty: never above ``quota`` in any second."""
-        rate, burst = ses_shape(quota, jitter)
+        rate, burst = ses_shape(quota)
         bucket = cls(rate, burst, **kwargs)  # type: ignore[arg-type]  # clock=/sleep=: mypy cannot pair each name with its type
         bucket._tokens = 0.0
         return bucket
@@ -137,15 +135,12 @@ class TokenBucket:
         self._stamp = now
 
 
-def ses_shape(quota: float, jitter: float = JITTER_ALLOWANCE) -> tuple[float, float]:
-    """``(rate, burst)`` for a send-rate quota, ``jitter`` the drift allowed between grant and SES
-    (``TIDINGS_SES_ARRIVAL_JITTER_SECONDS``); why, in the module docstring."""
+def ses_shape(quota: float) -> tuple[float, float]:
+    """``(rate, burst)`` for a send-rate quota; why, in the module docstring."""
     if quota <= 0:
         raise ValueError(f"quota must be positive, got {quota}")
-    if not 0 <= jitter < 1:
-        raise ValueError(f"jitter must be at least 0 and under a second, got {jitter}")
     burst = SES_BURST + quota * OVERSLEEP_TOLERANCE_SECONDS
-    return (quota + SES_BURST - burst) / (1 + jitter) - 1e-6, burst
+    return (quota + SES_BURST - burst) / (1 + JITTER_ALLOWANCE) - 1e-6, burst
 
 
 class PriorityLanes(Generic[T]):

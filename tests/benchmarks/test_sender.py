@@ -14,7 +14,6 @@ last; peak: the most accepted in any one-second window (the quota is per second)
 backlog drains, a password reset is queued on the priority topic every 0.25 s; its queue time
 runs from being queued to its SENT status. CPU per mail: the worker process's CPU time (user +
 system, all threads, from /proc) from its first send to the end of the drain, over the mails sent.
-The pacer's drift allowance is ``TIDINGS_BENCH_SENDER_JITTER`` (default 0.01: the stand-in is local).
 
 Part 2, the issue's fault scenarios (``TIDINGS_BENCH_SENDER_FAULTS=0`` skips them): SIGKILL a
 third into ten seconds' worth of mails, SES throttling 30 % of requests for a minute, SES
@@ -60,10 +59,6 @@ CONCURRENCY = os.environ.get("TIDINGS_BENCH_SENDER_CONCURRENCY")
 
 
 _CONCURRENCY_ENV = {} if CONCURRENCY is None else {"TIDINGS_SENDER_CONCURRENCY": CONCURRENCY}
-# The stand-in runs next to the worker: its requests arrive within milliseconds of their paced
-# moment, so the pacer keeps 1 % back for drift, not the default 3 % (TIDINGS_SES_ARRIVAL_JITTER_SECONDS).
-# The peak in any one second is asserted, so a drift larger than this fails the run.
-JITTER = os.environ.get("TIDINGS_BENCH_SENDER_JITTER", "0.01")
 
 
 def _in_flight(rate: int) -> int:
@@ -99,7 +94,7 @@ def _throughput(rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStu
     stub.heal()
     stub.reset()
     dep = _deployment(kafka_bootstrap, ses_endpoint, workdir, f"rate{rate}", TIDINGS_SES_ENDPOINT_URL=stub.endpoint,
-                      TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV, TIDINGS_SES_ARRIVAL_JITTER_SECONDS=JITTER,
+                      TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV,
                       TIDINGS_SES_CLIENT=SES_CLIENT,
                       # permits for about two commit intervals of sending at the rate
                       TIDINGS_SENDER_MAX_UNCOMMITTED=os.environ.get("TIDINGS_BENCH_SENDER_UNCOMMITTED", str(max(200, 2 * rate))))
@@ -189,7 +184,7 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, workdir:
         stub.heal()
         stub.reset()
         return _deployment(kafka_bootstrap, ses_endpoint, workdir, name, TIDINGS_SES_ENDPOINT_URL=stub.endpoint,
-                           TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV, TIDINGS_SES_ARRIVAL_JITTER_SECONDS=JITTER,
+                           TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV,
                            TIDINGS_SES_CLIENT=SES_CLIENT)
 
     dep = deployment("kill")
