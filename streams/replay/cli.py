@@ -100,8 +100,8 @@ class Progress:
         self.total = total
         # Looked up when the run starts, not when this module was imported: a test runner (or an
         # embedding program) may have replaced sys.stderr in between, and closed the old one.
-        self.stream = stream = stream if stream is not None else sys.stderr
-        self.enabled = stream.isatty()
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty()
         self.done = 0
         self.started = self._last = time.monotonic()
 

@@ -56,16 +56,15 @@ FAULT_SECONDS = float(os.environ.get("TIDINGS_BENCH_SENDER_FAULT_SECONDS", "60")
 SES_CLIENT = os.environ.get("TIDINGS_BENCH_SES_CLIENT", "lean")  # lean | boto3, the worker's TIDINGS_SES_CLIENT
 # Unset: the worker's default (Settings.sender_in_flight, a tenth of a second of the quota).
 CONCURRENCY = os.environ.get("TIDINGS_BENCH_SENDER_CONCURRENCY")
-
-
 _CONCURRENCY_ENV = {} if CONCURRENCY is None else {"TIDINGS_SENDER_CONCURRENCY": CONCURRENCY}
-
-
-def _in_flight(rate: int) -> int:
-    return Settings(ses_max_send_rate=rate, sender_concurrency=None if CONCURRENCY is None else int(CONCURRENCY)).sender_in_flight
 PRIORITY_EVERY_SECONDS = 0.25
 JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "sender.json"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _in_flight(rate: int) -> int:
+    """What a worker of this benchmark may have in flight at ``rate``: the bound on a crash's duplicates."""
+    return Settings(ses_max_send_rate=rate, sender_concurrency=CONCURRENCY).sender_in_flight
 
 
 def _deployment(kafka_bootstrap: str, ses_endpoint: str, workdir: Path, name: str, **env: str) -> Deployment:
