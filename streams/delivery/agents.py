@@ -50,7 +50,7 @@ from streams.delivery.ledger import (
 )
 from streams.delivery.mime import build_mime
 from streams.delivery.outbox import Outbox
-from streams.delivery.pacing import Pacer, TokenBucket, ses_shape
+from streams.delivery.pacing import Pacer, TokenBucket, WireGate, cap_for, ses_shape
 from streams.delivery.policy import Action, attempts, decide, unknown_after_timeout
 from streams.domain.status import FAILED, SENT, SUPPRESSED
 from streams.errors import OutcomeUnknown, PermanentDelivery, RetryableDelivery, SendingBlocked
@@ -110,6 +110,7 @@ class Sender:
         self.clock = clock
         self.outbox = Outbox(encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
         self.bucket = TokenBucket.for_quota(settings.ses_max_send_rate)
+        self.gate = WireGate.for_quota(settings.ses_max_send_rate)
         self.pacer = Pacer(self.bucket, concurrency=settings.sender_in_flight)
         self.in_flight: dict[str, asyncio.Event] = {}
         # What a crash can send twice: a permit is taken before each request and given back once
@@ -129,6 +130,7 @@ class Sender:
         """The account's quota is shared by all workers; each takes its partitions' share of it."""
         share = max(owned_partitions, 1) / self.settings.partitions
         self.bucket.set_rate(*ses_shape(self.settings.ses_max_send_rate * share))
+        self.gate.set_cap(cap_for(self.settings.ses_max_send_rate * share))
         self.m.send_rate_limit.set(self.bucket.rate)
 
     async def priority(self, ctx: RecordContext) -> None:
@@ -159,6 +161,7 @@ class Sender:
         return await self.client.send(
             not_before=time.monotonic() + SEND_LEAD_SECONDS,
             gap=1.0 / self.bucket.rate,
+            gate=self.gate,
             from_address=mail["from_address"],
             to_address=mail["to_address"],
             raw=raw,

@@ -7,6 +7,9 @@
         async with pacer.slot("high", recipients=1):
             await sender.send(...)
 
+    WireGate         at most ``cap`` requests in any one-second window, counted at the moment each
+                     is written to its socket: the hard bound, where the bucket is the smooth one
+
 Pure asyncio (no boto3, no faust). Time comes from an injectable monotonic ``clock`` and ``sleep``
 so tests run on a fake clock without waiting.
 
@@ -21,29 +24,38 @@ in opposite directions:
   adds. With ``burst = 1`` the tokens earned while it overslept are lost (measured: 46/s paced at
   49/s); a burst of ``1 + rate * tolerance`` keeps them for oversleeps up to ``tolerance``.
 
-The bucket counts grants, not arrivals at SES. The sender holds each granted request until a
-moment ``SEND_LEAD_SECONDS`` after its grant, right before it goes on the wire
-(``streams/delivery/sender.py``), so the time a worker thread and botocore take does not bunch
-requests; measured at the wire, 50/s never showed more than 50 in a second. Requests still
-drift on their way to SES: the fault proxy, which stamps arrivals like SES meters them, saw them
-up to 28 ms later than the wire on this 2-core machine (p99 18 ms), enough for one send over the
-quota in a second. Hence ``JITTER_ALLOWANCE``: the rate is cut by that fraction, so the grants
-stay within the quota even in a window stretched by that much.
+The bucket counts grants, not requests on the wire. Between a grant and the moment the
+request's bytes are handed to the socket, the sender signs it, holds it until a moment
+``SEND_LEAD_SECONDS`` after its grant and hands it to the HTTP client, whose write runs as a
+task of its own: on a busy event loop that task starts late, by up to 21 ms in the sender
+benchmark at 200/s (p99 3 ms), and late requests then leave together. The bucket alone would
+need a margin for that drift (it had 3 %, and reached 0.966 of the quota). Instead, the lean SES
+client passes each request through a ``WireGate`` at the write itself (``sesv2.py``): at most
+``cap`` writes in any one-second window, counted at the moment of the write, whatever happened
+before it. Proof sketch: a request is admitted at ``t`` only if fewer than ``cap`` writes fall in
+``(t - 1, t]``; in any window ``[s, s + 1)`` take the last write ``t``: every other write in the
+window is in ``(t - 1, t]`` and was counted when ``t`` was admitted.
+
+What the gate cannot see is the way from the socket to SES. Measured against the benchmark's
+stand-in on the same machine, socket to arrival was 0.13 ms at the median and up to 16 ms.
+``JITTER_ALLOWANCE`` keeps the bucket that fraction under the quota, so the writes in a second
+are a few short of the cap and a few milliseconds of drift cannot make a second at SES hold
+more than the quota.
 
 ``ses_shape(quota)`` picks ``burst = 1 + quota * OVERSLEEP_TOLERANCE_SECONDS`` and the largest
-``rate`` with ``rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1``: 48.3/s at 50, 193/s at
-200, 966/s at 1000, about 3.5 % under the quota. That misses a 0.98 utilisation target on
-purpose: going over the quota costs throttled requests and retries, going under costs seconds.
-A burst of ``quota`` would instead let an idle sender spend a second's worth at once,
-``2 * quota - 1`` in a window; SES tolerates short bursts above the quota but throttles if they
-last. A new bucket starts empty, so a starting worker does not add its burst to the clump of
-first requests.
+``rate`` with ``rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1``: 49.3/s at 50, 197/s at
+200, 985/s at 1000, about 1.5 % under the quota. Going over the quota costs throttled requests
+and retries, going under costs seconds. A burst of ``quota`` would instead let an idle sender
+spend a second's worth at once, ``2 * quota - 1`` in a window; SES tolerates short bursts above
+the quota but throttles if they last. A new bucket starts empty, so a starting worker does not
+add its burst to the clump of first requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -59,8 +71,9 @@ LANES = ("high", "normal", "bulk")
 SES_BURST = 1  # the least burst: one recipient per request
 # How late a waiter may wake without losing the send it waited for (see the module docstring).
 OVERSLEEP_TOLERANCE_SECONDS = 0.005
-# How far apart, as a fraction of a second, a request's grant and its arrival at SES may drift.
-JITTER_ALLOWANCE = 0.03
+# How far apart, as a fraction of a second, a request's write and its arrival at SES may drift.
+JITTER_ALLOWANCE = 0.01
+WINDOW_SECONDS = 1.0  # SES states its quota per second
 
 # Tokens short of a whole by less than this count as whole. Float refill arithmetic leaves
 # 0.9999999999 where 1 was meant; without the tolerance a fake clock spins on ever-smaller sleeps.
@@ -307,3 +320,53 @@ class Pacer:
             self._in_use += 1
             self._admitting = True
             turn.set_result(None)
+
+
+class WireGate:
+    """At most ``cap`` admissions in any window of ``WINDOW_SECONDS``, counted when each is admitted.
+
+    ``await gate.admit()`` immediately before the write it guards, with nothing that can suspend
+    in between, so the moment admitted is the moment written (see the module docstring). Waiters
+    are served in arrival order. ``cap`` follows the worker's share of the quota (``set_cap``).
+    """
+
+    def __init__(self, cap: int, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        self.cap = _valid_cap(cap)
+        self._clock, self._sleep = clock, sleep
+        self._admitted: deque[float] = deque()
+        self._turn = asyncio.Lock()
+
+    @classmethod
+    def for_quota(cls, quota: float, **kwargs: Clock | Sleep) -> WireGate:
+        return cls(cap_for(quota), **kwargs)  # type: ignore[arg-type]  # clock=/sleep=, as in TokenBucket.for_quota
+
+    def set_cap(self, cap: int) -> None:
+        self.cap = _valid_cap(cap)
+
+    async def admit(self) -> float:
+        """Wait until the window has room, take a place in it and return the moment taken."""
+        async with self._turn:
+            while True:
+                now = self._clock()
+                admitted = self._admitted
+                while admitted and admitted[0] <= now - WINDOW_SECONDS + _TOKEN_EPSILON:
+                    admitted.popleft()
+                if len(admitted) < self.cap:
+                    admitted.append(now)
+                    return now
+                # The oldest of the window leaves it at exactly this moment; a shrunken cap may
+                # need several to leave, one sleep each.
+                await self._sleep(admitted[len(admitted) - self.cap] + WINDOW_SECONDS - now)
+
+
+def cap_for(quota: float) -> int:
+    """The whole sends a quota (or a worker's share of one) allows in a second, at least one."""
+    if quota <= 0:
+        raise ValueError(f"quota must be positive, got {quota}")
+    return max(1, math.floor(quota + 1e-9))
+
+
+def _valid_cap(cap: int) -> int:
+    if cap < 1:
+        raise ValueError(f"cap must be at least 1, got {cap}")
+    return int(cap)

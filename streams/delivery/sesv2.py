@@ -26,8 +26,12 @@ behind ``EmailSender``:
   No retries of its own: a resent request may send a mail twice; the delivery agent decides;
 - pacing: the request is signed first, then held until its granted moment ``not_before`` and at
   least ``gap`` after the previous request (a late one catching up at most the pacer's oversleep
-  tolerance), then written. The hold is an ``asyncio.sleep`` on the event loop: there are no
-  threads to pick a request up, so the moment it is released is the moment it is written.
+  tolerance), then handed to aiohttp. aiohttp writes the body from a task of its own (on Python
+  3.11; 3.12 starts it eagerly), which a busy loop starts late, so the hold spaces requests but
+  cannot bound them. The bound is the ``gate`` (``pacing.WireGate``), admitted in aiohttp's
+  ``on_request_chunk_sent`` trace signal: aiohttp awaits that signal immediately before it
+  writes the chunk to the transport, so a request is counted at the moment it is written. The
+  body is one chunk (bytes); a request is admitted once, at its first.
 
 The aiohttp session belongs to the event loop that made it; a sender used from a new loop (a test
 calling ``asyncio.run`` per send) makes a new one. ``close()`` releases the connections.
@@ -48,7 +52,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from streams.delivery.pacing import OVERSLEEP_TOLERANCE_SECONDS
+from streams.delivery.pacing import OVERSLEEP_TOLERANCE_SECONDS, WireGate
 from streams.delivery.sender import classify_ses_error
 from streams.errors import OutcomeUnknown, RetryableDelivery, SendingBlocked
 from streams.settings import Settings
@@ -182,12 +186,15 @@ class LeanSesSender:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session_loop is not loop or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency)
+            wire = aiohttp.TraceConfig()
+            wire.on_request_chunk_sent.append(_through_gate)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 # Connect and read bounded separately: which one ran out decides whether SES may have the mail.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=self._timeout),
                 skip_auto_headers=("Accept-Encoding",),
                 headers={"User-Agent": USER_AGENT},
+                trace_configs=[wire],
             )
             self._session_loop = loop
         return self._session
@@ -199,7 +206,7 @@ class LeanSesSender:
 
     async def send(
         self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,
-        not_before: float | None = None, gap: float = 0.0,
+        not_before: float | None = None, gap: float = 0.0, gate: WireGate | None = None,
     ) -> str:
         import aiohttp
 
@@ -219,7 +226,8 @@ class LeanSesSender:
         if not_before is not None:
             await self._hold(not_before, gap)
         try:
-            async with session.post(self._url, data=body, headers=headers) as response:
+            async with session.post(self._url, data=body, headers=headers,
+                                    trace_request_ctx=None if gate is None else _Passage(gate)) as response:
                 payload = await response.read()
                 status = response.status
                 error_type = response.headers.get("x-amzn-ErrorType", "")
@@ -265,6 +273,23 @@ class LeanSesSender:
         out = self._last_out = max(due, self._last_out + gap, now - OVERSLEEP_TOLERANCE_SECONDS)
         if out > now:
             await asyncio.sleep(out - now)
+
+
+class _Passage:
+    """One request's way through the wire gate: admitted at its first chunk, not again."""
+
+    __slots__ = ("gate", "admitted")
+
+    def __init__(self, gate: WireGate) -> None:
+        self.gate = gate
+        self.admitted = False
+
+
+async def _through_gate(session: Any, context: Any, params: Any) -> None:
+    passage = context.trace_request_ctx
+    if isinstance(passage, _Passage) and not passage.admitted:
+        passage.admitted = True
+        await passage.gate.admit()
 
 
 def _error(status: int, error_type: str, payload: bytes) -> tuple[str, str]:

@@ -154,7 +154,8 @@ def test_a_broker_restart_mid_stream_loses_nothing_and_doubles_nothing(
     The worker runs supervised, as in production: if the outage falls under a write it cannot
     finish (a transaction's commit, the producer buffer), it exits with 75 without acknowledging
     and is started again; whether it rides the outage out or restarts depends on where the outage
-    lands, and either way every mail is sent once.
+    lands. Riding it out, every mail is sent once; an exit is a crash to the sender, which may
+    send again the mails in flight at that moment, at most the uncommitted bound.
     """
     broker = LocalBroker(tmp_path_factory.mktemp("restarted-broker")).start()
     try:
@@ -162,7 +163,8 @@ def test_a_broker_restart_mid_stream_loses_nothing_and_doubles_nothing(
         dep = Deployment(run=run, bootstrap=broker.bootstrap, ses_endpoint=ses_endpoint,
                          workdir=tmp_path_factory.mktemp("broker-restart"),
                          env=worker_env(run, broker.bootstrap, ses_endpoint))
-        dep.env.update({"TIDINGS_SES_MAX_SEND_RATE": str(RATE), "TIDINGS_SENDER_CONCURRENCY": str(CONCURRENCY)})
+        dep.env.update({"TIDINGS_SES_MAX_SEND_RATE": str(RATE), "TIDINGS_SENDER_CONCURRENCY": str(CONCURRENCY),
+                        "TIDINGS_SENDER_MAX_UNCOMMITTED": str(UNCOMMITTED)})
         dep.create_topics()
         dep.publish_tenants()
         try:
@@ -174,7 +176,8 @@ def test_a_broker_restart_mid_stream_loses_nothing_and_doubles_nothing(
             dep.wait_settled(len(expected), timeout=240)
             result = tally(dep, expected)
             print(f"\nbroker restarted mid-stream: {result}; the worker exited held {len(worker.held_exits)} times")
-            assert (result.lost, result.duplicates) == (0, 0), result
+            assert result.lost == 0, result
+            assert result.duplicates <= (UNCOMMITTED * len(worker.held_exits)), (result, worker.held_exits)
         finally:
             dep.close()
     finally:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from deploy.local.samples import tiny_pdf
 from deploy.local.ses_emulator import ses_client, verify_domains
 from deploy.sesstub import SesStub
 from streams.delivery.mime import build_mime
+from streams.delivery.pacing import WireGate
 from streams.delivery.sender import EmailSender, SesSender
 from streams.delivery.sesv2 import LeanSesSender
 from streams.errors import OutcomeUnknown, PermanentDelivery, RetryableDelivery
@@ -209,3 +211,57 @@ def test_the_stand_ins_own_go_tests_pass() -> None:
     result = subprocess.run([go_binary(), "test", "-count=1", "."], cwd=SOURCE_DIR, capture_output=True, text=True,
                             timeout=600, env={**os.environ, "CGO_ENABLED": "0"})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+@pytest.fixture
+def own_stub(tmp_path: Path) -> Iterator[SesStub]:
+    """A stand-in no other test's slow requests can reach (the module's may still be answering some)."""
+    with SesStub(tmp_path / "sesstub") as s:
+        yield s
+
+
+def test_the_lean_clients_wire_gate_holds_the_request_itself_not_only_its_turn(own_stub: SesStub) -> None:
+    """The gate is passed at the write (``sesv2.py``): while it is closed, not even the request's
+    headers reach SES, whose handler starts, and stamps the arrival, on the headers."""
+    stub = own_stub
+    sender = LeanSesSender(_settings(stub.endpoint))
+    gate = WireGate(1)
+    mail = {"from_address": "a@shop.example", "raw": b"Subject: gate\r\n\r\nhello\r\n", "tags": {}}
+
+    async def main() -> tuple[int, float]:
+        try:
+            await gate.admit()  # the window holds its one place for the next second
+            started = time.monotonic()
+            request = asyncio.create_task(sender.send(to_address="held@example.org", gate=gate, **mail))
+            await asyncio.sleep(0.5)
+            early = stub.counts().get("requests", 0)
+            await request
+            return early, time.monotonic() - started
+        finally:
+            await sender.close()
+
+    early, took = asyncio.run(main())
+    assert early == 0
+    assert took >= 0.9 and stub.counts()["accepted"] == 1
+
+
+def test_through_the_wire_gate_a_clump_of_requests_reaches_ses_at_most_cap_a_second(own_stub: SesStub) -> None:
+    stub = own_stub
+    sender = LeanSesSender(_settings(stub.endpoint))
+    gate = WireGate(5)
+
+    async def main() -> None:
+        try:
+            await asyncio.gather(*(
+                sender.send(from_address="a@shop.example", to_address=f"r{n}@example.org",
+                            raw=b"Subject: clump\r\n\r\nhello\r\n", tags={}, gate=gate)
+                for n in range(12)
+            ))
+        finally:
+            await sender.close()
+
+    asyncio.run(main())
+    stats = stub.stats()
+    assert len(stats.accepted_sends) == 12
+    assert stats.peak_sends(1.0) == 5
+    assert stats.accepted_sends[-1] - stats.accepted_sends[0] >= 2.0 - 0.05  # 5, 5 a second later, 2 after that

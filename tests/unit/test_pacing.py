@@ -8,7 +8,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from streams.delivery.pacing import JITTER_ALLOWANCE, OVERSLEEP_TOLERANCE_SECONDS, Pacer, PriorityLanes, TokenBucket, ses_shape
+from streams.delivery.pacing import (
+    JITTER_ALLOWANCE,
+    OVERSLEEP_TOLERANCE_SECONDS,
+    Pacer,
+    PriorityLanes,
+    TokenBucket,
+    WireGate,
+    cap_for,
+    ses_shape,
+)
 
 T = TypeVar("T")
 EPS = 1e-6  # float slack when comparing simulated times
@@ -392,3 +401,90 @@ def test_a_waiter_cancelled_right_after_getting_its_turn_hands_the_slot_on() -> 
 
     run(main())
     assert served == ["second"]
+
+
+# --- WireGate
+
+
+@pytest.mark.parametrize("cap", [1, 14, 200])
+def test_the_wire_gate_never_admits_more_than_its_cap_in_any_second(cap: int) -> None:
+    # Requests reach the gate in clumps and at random moments, as late tasks do on a busy loop.
+    t = LateTime(0.03, seed=cap)
+    gate = WireGate(cap, clock=t, sleep=t.sleep)
+    rng = random.Random(cap)
+
+    async def main() -> list[float]:
+        stamps: list[float] = []
+
+        async def one() -> None:
+            stamps.append(await gate.admit())
+
+        while t.now <= 20:
+            await asyncio.gather(*(one() for _ in range(rng.randint(1, 3 * cap))))
+            await t.sleep(rng.uniform(0, 0.2))
+        return stamps
+
+    stamps = run(main())
+    assert stamps == sorted(stamps)
+    assert most_in_window(stamps, 1.0, closed=False) == cap  # half-open: SES's "in any one second"
+
+
+def test_with_requests_always_waiting_the_wire_gate_fills_every_second() -> None:
+    t = FakeTime()
+    gate = WireGate(50, clock=t, sleep=t.sleep)
+
+    async def main() -> list[float]:
+        stamps: list[float] = []
+
+        async def sender() -> None:
+            while t.now < 10:
+                stamps.append(await gate.admit())
+
+        await asyncio.gather(*(sender() for _ in range(80)))
+        return [s for s in stamps if s < 10]
+
+    stamps = run(main())
+    assert len(stamps) == 50 * 10
+    assert most_in_window(stamps, 1.0, closed=False) == 50
+
+
+def test_the_wire_gate_serves_waiters_in_arrival_order() -> None:
+    t = FakeTime()
+    gate = WireGate(2, clock=t, sleep=t.sleep)
+    order: list[int] = []
+
+    async def one(n: int) -> None:
+        await gate.admit()
+        order.append(n)
+
+    async def main() -> None:
+        await asyncio.gather(*(one(n) for n in range(7)))
+
+    run(main())
+    assert order == list(range(7))
+    assert t.now == pytest.approx(3.0)  # 7 at 2 a second: the last waits for the fourth second
+
+
+def test_a_lower_cap_applies_to_the_next_admission() -> None:
+    t = FakeTime()
+    gate = WireGate(10, clock=t, sleep=t.sleep)
+
+    async def main() -> list[float]:
+        stamps = [await gate.admit() for _ in range(6)]  # six at 0.0
+        gate.set_cap(2)  # a rebalance halved this worker's share
+        stamps += [await gate.admit() for _ in range(3)]
+        return stamps
+
+    stamps = run(main())
+    assert stamps[:6] == [0.0] * 6
+    assert stamps[6:] == pytest.approx([1.0, 1.0, 2.0])  # the window must drain below 2 first
+
+
+def test_the_cap_for_a_quota_is_its_whole_sends_so_shares_never_add_up_to_more() -> None:
+    assert [cap_for(q) for q in (1, 14, 49.99, 200, 0.5)] == [1, 14, 49, 200, 1]
+    assert sum(cap_for(14 * share) for share in (0.5, 0.25, 0.25)) <= 14
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            cap_for(bad)
+    with pytest.raises(ValueError):
+        WireGate(0)
