@@ -274,7 +274,7 @@ def _fault_runs(kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, workdir:
     finally:
         broker.stop()
     results[f"broker_restart_mid_{len(expected)}"] = (
-        f"{result}; the worker exited held {len(worker.held_exits)} times and was started again; "
+        f"{result}; the worker exited held (75) and was started again {len(worker.held_exits)} times; "
         f"all sent {drained:.0f} s after the restart began"
     )
     print(f"\nbroker restart: {results[f'broker_restart_mid_{len(expected)}']}", flush=True)

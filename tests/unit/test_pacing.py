@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import pytest
 
 from streams.delivery.pacing import (
+    GATE_WINDOW_SECONDS,
     JITTER_ALLOWANCE,
     OVERSLEEP_TOLERANCE_SECONDS,
     Pacer,
@@ -427,11 +428,14 @@ def test_the_wire_gate_never_admits_more_than_its_cap_in_any_second(cap: int) ->
     stamps = run(main())
     assert stamps == sorted(stamps)
     assert most_in_window(stamps, 1.0, closed=False) == cap  # half-open: SES's "in any one second"
+    # ... even where writes drift apart on their way to SES by up to the allowance
+    assert most_in_window(stamps, 1.0 + JITTER_ALLOWANCE, closed=False) == cap
+    assert GATE_WINDOW_SECONDS == pytest.approx(1.0 + JITTER_ALLOWANCE)
 
 
 def test_with_requests_always_waiting_the_wire_gate_fills_every_second() -> None:
     t = FakeTime()
-    gate = WireGate(50, clock=t, sleep=t.sleep)
+    gate = WireGate(50, window=1.0, clock=t, sleep=t.sleep)
 
     async def main() -> list[float]:
         stamps: list[float] = []
@@ -450,7 +454,7 @@ def test_with_requests_always_waiting_the_wire_gate_fills_every_second() -> None
 
 def test_the_wire_gate_serves_waiters_in_arrival_order() -> None:
     t = FakeTime()
-    gate = WireGate(2, clock=t, sleep=t.sleep)
+    gate = WireGate(2, window=1.0, clock=t, sleep=t.sleep)
     order: list[int] = []
 
     async def one(n: int) -> None:
@@ -477,7 +481,8 @@ def test_a_lower_cap_applies_to_the_next_admission() -> None:
 
     stamps = run(main())
     assert stamps[:6] == [0.0] * 6
-    assert stamps[6:] == pytest.approx([1.0, 1.0, 2.0])  # the window must drain below 2 first
+    w = GATE_WINDOW_SECONDS
+    assert stamps[6:] == pytest.approx([w, w, 2 * w])  # the window must drain below 2 first
 
 
 def test_the_cap_for_a_quota_is_its_whole_sends_so_shares_never_add_up_to_more() -> None:
@@ -488,3 +493,5 @@ def test_the_cap_for_a_quota_is_its_whole_sends_so_shares_never_add_up_to_more()
             cap_for(bad)
     with pytest.raises(ValueError):
         WireGate(0)
+    with pytest.raises(ValueError, match="cannot bound a second"):
+        WireGate(5, window=0.5)
