@@ -28,26 +28,29 @@ The bucket counts grants, not requests on the wire. Between a grant and the mome
 request's bytes are handed to the socket, the sender signs it, holds it until a moment
 ``SEND_LEAD_SECONDS`` after its grant and hands it to the HTTP client, whose write runs as a
 task of its own: on a busy event loop that task starts late, by up to 21 ms in the sender
-benchmark at 200/s (p99 3 ms), and late requests then leave together. The bucket alone would
-need a margin for that drift (it had 3 %, and reached 0.966 of the quota). Instead, the lean SES
-client passes each request through a ``WireGate`` at the write itself (``sesv2.py``): at most
-``cap`` writes in any window of ``w`` seconds (a second and the allowance below), counted at the
-moment of the write, whatever happened before it. Proof sketch: a request is admitted at ``t`` only if fewer than ``cap`` writes fall in
-``(t - w, t]``; in any window ``[s, s + w)`` take the last write ``t``: every other write in the
-window is in ``(t - w, t]`` and was counted when ``t`` was admitted.
+benchmark at 200/s (p99 3 ms), and late requests then leave together. So the lean SES client
+passes each request through a ``WireGate`` at the write itself (``sesv2.py``): at most ``cap``
+writes in any window of ``w`` seconds (a second and the allowance below), counted at the moment
+of the write, whatever happened before it. Proof sketch: a request is admitted at ``t`` only if
+fewer than ``cap`` writes fall in ``(t - w, t]``; in any window ``[s, s + w)`` take the last
+write ``t``: every other write in the window is in ``(t - w, t]`` and was counted when ``t`` was
+admitted.
 
-What the gate cannot see is the way from the socket to SES. Measured against the benchmark's
-stand-in on the same machine, socket to arrival was 0.2 ms at the median, 3 ms at the 99th
-percentile and up to 16 ms. ``JITTER_ALLOWANCE`` is what is left for that way: the gate's window
-is a second and that fraction (10 ms), so writes that drift apart by up to that much still
-arrive at most ``cap`` in any second, and the bucket runs that fraction under the quota, so the
-gate seldom has to hold anything (it holds the catch-up after a stall, not the steady flow).
-Measured at a quota of 50 with the gate's window at exactly one second: the writes reached 50 in
-some second and the stand-in counted 51 arrivals in one.
+What the gate cannot see is the way from the socket to SES. ``JITTER_ALLOWANCE`` is what is
+left for that way: the gate's window is a second and that fraction (30 ms), so writes that drift
+apart by up to that much still arrive at most ``cap`` in any second, and the bucket runs that
+fraction under the quota, so the gate seldom has to hold anything (it holds the catch-up after
+a stall, not the steady flow). Measured against the benchmark's stand-in on this 2-core machine,
+socket to arrival was 0.2 ms at the median and 3 ms at the 99th percentile, but up to 16 ms with
+the stand-in at nice -10 and 41 ms without; with an allowance of 1 % (10 ms) the stand-in counted
+51 arrivals in a second at a quota of 50, 501 at 500, and 202 at 200 while it throttled 30 % of
+the requests and the worker also rendered. 3 % has held in every run. It costs the 0.98 target:
+on a machine where SES's clock is not the sender's scheduler (real SES, or a stand-in on cores of
+its own), the allowance is the network's jitter and can shrink with it.
 
 ``ses_shape(quota)`` picks ``burst = 1 + quota * OVERSLEEP_TOLERANCE_SECONDS`` and the largest
-``rate`` with ``rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1``: 49.3/s at 50, 197/s at
-200, 985/s at 1000, about 1.5 % under the quota. Going over the quota costs throttled requests
+``rate`` with ``rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1``: 48.3/s at 50, 193/s at
+200, 966/s at 1000, about 3.5 % under the quota. Going over the quota costs throttled requests
 and retries, going under costs seconds. A burst of ``quota`` would instead let an idle sender
 spend a second's worth at once, ``2 * quota - 1`` in a window; SES tolerates short bursts above
 the quota but throttles if they last. A new bucket starts empty, so a starting worker does not
@@ -75,7 +78,7 @@ SES_BURST = 1  # the least burst: one recipient per request
 # How late a waiter may wake without losing the send it waited for (see the module docstring).
 OVERSLEEP_TOLERANCE_SECONDS = 0.005
 # How far apart, as a fraction of a second, a request's write and its arrival at SES may drift.
-JITTER_ALLOWANCE = 0.01
+JITTER_ALLOWANCE = 0.03
 WINDOW_SECONDS = 1.0  # SES states its quota per second
 # The wire gate's window: a second and the allowance, so writes that drift apart by up to the
 # allowance on their way to SES still arrive at most ``cap`` in any second.

@@ -47,8 +47,10 @@ def commit() -> str:
         return ""
 
 
-def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[Any], ses: dict[str, Any]) -> dict[str, Any]:
-    """One repeat: every phase of each pipeline (``test_e2e.Phase``), and the SES figures."""
+def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[Any], ses: dict[str, Any],
+                   scaled: list[Any] | None = None, workers: int = 1) -> dict[str, Any]:
+    """One repeat: every phase of each pipeline (``test_e2e.Phase``), the SES figures, and the
+    scaled-out deployment's saturation with its ratio to one worker's."""
     def phases(run: list[Any]) -> dict[str, Any]:
         return {p.name: {"rate": p.rate, "cpu_ms_per_event": p.cpu_ms_per_event, **dataclasses.asdict(p.figures)}
                 for p in run}
@@ -62,6 +64,11 @@ def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[A
             # >= 1 means Tidings spends more CPU per event; the issue's target is stated as its inverse.
             "cpu_per_event": round(t["cpu_ms_per_event"] / other["cpu_ms_per_event"], 3),
         }
+    if scaled:
+        s = phases(scaled)["saturation"]
+        figures["scaled"] = {"workers": workers, "events_per_second": s["events_per_second"],
+                             "cpu_ms_per_event": s["cpu_ms_per_event"],
+                             "ratio_to_one_worker": round(s["events_per_second"] / t["events_per_second"], 3)}
     return figures
 
 
@@ -84,6 +91,10 @@ def build(*, events: int, partitions: int, broker: str, repeats: list[dict[str, 
                                        for k in ("events_per_second", "cpu_per_event")}
     medians["ses"] = {k: _median([r["ses"][k] for r in repeats])
                       for k in ("achieved_per_second", "achieved_to_quota", "peak_in_any_second")}
+    if all("scaled" in r for r in repeats):
+        medians["scaled"] = {"workers": repeats[0]["scaled"]["workers"],
+                             **{k: _median([r["scaled"][k] for r in repeats])
+                                for k in ("events_per_second", "cpu_ms_per_event", "ratio_to_one_worker")}}
     return {
         "benchmark": "e2e",
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -117,6 +128,10 @@ def table(report: dict[str, Any]) -> str:
         r = med[f"ratio_to_{loop}"]
         lines.append(f"Tidings / {loop} loop: events/s x{r['events_per_second']:.3f}, "
                      f"{loop} loop's CPU per event / Tidings' {1 / r['cpu_per_event']:.3f}")
+    if "scaled" in med:
+        sc = med["scaled"]
+        lines.append(f"Tidings, {sc['workers']} workers in one group: {sc['events_per_second']:.1f} events/s "
+                     f"(x{sc['ratio_to_one_worker']:.3f} of one worker), CPU {sc['cpu_ms_per_event']:.2f} ms/event summed")
     ses = med["ses"]
     lines += [
         f"outbound -> SES stand-in at a quota of {report['quota']:.0f}/s: {ses['achieved_per_second']:.1f}/s "

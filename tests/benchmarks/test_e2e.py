@@ -20,6 +20,11 @@ then three phases, each with events of its own:
    inbound record timestamp to outbound record visible.
 3. **paced at 80 % of the saturation rate this pipeline reached**: latency p50/p99 again.
 
+**Scale-out**: a second Tidings deployment with ``TIDINGS_BENCH_E2E_WORKERS`` workers (default 2;
+1 skips it) in one consumer group, the partitions shared between them, gets the saturation phase
+only; its rate against the one worker's in the same repeat is the scale-out ratio, and its CPU
+per event sums the workers' processes.
+
 Then, separately from ingest, **outbound -> SES**: the worker stops (gracefully) and starts again
 with a quota of ``TIDINGS_BENCH_E2E_QUOTA`` mails/s (default 200, a rate one worker can send), and
 drains the mails of its run still unsent into the SES stand-in (``deploy/sesstub``); reported are
@@ -74,10 +79,11 @@ PACED_RATE = 150.0
 PACED_SECONDS = _env_number("TIDINGS_BENCH_PACED_SECONDS", 10)
 QUOTA = _env_number("TIDINGS_BENCH_E2E_QUOTA", 200)
 INGEST_QUOTA = 14.0  # Settings.ses_max_send_rate's default, while ingest is measured
+SCALE_WORKERS = int(_env_number("TIDINGS_BENCH_E2E_WORKERS", 2))
 STARTUP_SECONDS = 120.0  # a process starts, joins its group and processes the warm-up event
 PHASE_SECONDS = 60.0 + EVENTS / 10  # one phase through a pipeline, at 10 events/s at worst
 SES_SECONDS = 60.0 + 3 * EVENTS / 20  # every mail of a repeat in SES, at 20 mails/s at worst
-TOTAL_SECONDS = REPEATS * (3 * (STARTUP_SECONDS + 3 * PHASE_SECONDS) + SES_SECONDS) + 300
+TOTAL_SECONDS = REPEATS * (3 * (STARTUP_SECONDS + 3 * PHASE_SECONDS) + SES_SECONDS + 2 * STARTUP_SECONDS + PHASE_SECONDS) + 300
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -103,7 +109,7 @@ class PipelineRun:
     name: str
     topic: str
     reader: OutboundReader
-    pid: Callable[[], int]
+    pids: Callable[[], list[int]]  # the pipeline's processes (several workers when scaled out)
     check: Callable[[], Any]
     codec: SingleObjectCodec
     phases: list[Phase] = field(default_factory=list)
@@ -118,13 +124,13 @@ class PipelineRun:
         assert self.seen == workload.warmup_records, f"{self.name}: {self.seen} records for the warm-up event"
 
     def phase(self, name: str, publisher: EventPublisher, workload: Workload, rate: float | None) -> Phase:
-        pid = self.pid()
-        cpu_before = cpu_seconds(pid)
+        pids = self.pids()
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
         started_at = time.time()
         publish(publisher, self.topic, workload, rate)
         self.reader.wait_for(self.seen + workload.records, timeout=PHASE_SECONDS + len(workload.events) / (rate or 1e9),
                              check=self.check, what=f"{self.name}: {name}")
-        cpu = cpu_seconds(pid) - cpu_before
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
         result, records = figures(self.reader.arrivals[self.seen:], self.codec, started_at=started_at,
                                   events=len(workload.events))
         assert_exactly_once(records, workload, f"{self.name}: {name}")
@@ -199,7 +205,7 @@ def run_loop(bootstrap: str, publisher: EventPublisher, workloads: Workloads, ru
         process.start()
         assert process.process is not None
         pid = process.process.pid
-        pipeline = PipelineRun(f"{name} loop", topics.for_event(BOOKING_CREATED), reader, lambda: pid,
+        pipeline = PipelineRun(f"{name} loop", topics.for_event(BOOKING_CREATED), reader, lambda: [pid],
                                process.assert_alive, publisher.codec)
         phases(pipeline, publisher, workloads)
         process.stop()
@@ -209,9 +215,9 @@ def run_loop(bootstrap: str, publisher: EventPublisher, workloads: Workloads, ru
         process.stop()
 
 
-def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, workloads: Workloads, run: str,
-                params: BenchParams, workdir: Path) -> tuple[PipelineRun, dict[str, Any]]:
-    settings = prefixed(run, "tidings", bootstrap, params)
+def tidings_deployment(bootstrap: str, stub: SesStub, run: str, params: BenchParams, workdir: Path,
+                       name: str = "tidings") -> Deployment:
+    settings = prefixed(run, name, bootstrap, params)
     deployment = Deployment(
         run=run, bootstrap=bootstrap, ses_endpoint=stub.endpoint, workdir=workdir,
         env={
@@ -228,15 +234,21 @@ def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, worklo
     )
     deployment.create_topics()
     deployment.publish_tenants()
+    return deployment
+
+
+def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, workloads: Workloads, run: str,
+                params: BenchParams, workdir: Path) -> tuple[PipelineRun, dict[str, Any]]:
+    deployment = tidings_deployment(bootstrap, stub, run, params, workdir)
     topics = deployment.topics
     reader = OutboundReader(bootstrap, topics.outbound, f"bench-{run}-tidings-reader")
     stub.reset()
     try:
         worker = deployment.start_worker()
 
-        def pid() -> int:
+        def pid() -> list[int]:
             assert worker.process is not None
-            return worker.process.pid
+            return [worker.process.pid]
 
         pipeline = PipelineRun("Tidings", topics.for_event(BOOKING_CREATED), reader, pid, worker.assert_alive,
                                publisher.codec)
@@ -248,6 +260,39 @@ def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, worklo
         worker.start()
         ses = ses_drain(worker.assert_alive, stub, expected=expected, already=len(before.accepted_sends))
         return pipeline, ses
+    finally:
+        reader.close()
+        deployment.close()
+
+
+def run_tidings_scaled(bootstrap: str, stub: SesStub, publisher: EventPublisher, workloads: Workloads, run: str,
+                       params: BenchParams, workdir: Path, workers: int) -> PipelineRun:
+    """``workers`` workers in one group, timed once all of them own partitions: the saturation phase."""
+    deployment = tidings_deployment(bootstrap, stub, run, params, workdir, name=f"tidings{workers}w")
+    topics = deployment.topics
+    reader = OutboundReader(bootstrap, topics.outbound, f"bench-{run}-tidings{workers}w-reader")
+    try:
+        running = [deployment.start_worker(f"w{n + 1}") for n in range(workers)]
+        # Each worker sends at its outbound partitions' share of the quota, so a send-rate limit
+        # under the whole quota's means it owns some partitions and not all: the group has settled.
+        def settled() -> bool:
+            limits = [deployment.metric(w, "tidings_send_rate_limit") for w in running]
+            return all(0 < limit < 0.8 * INGEST_QUOTA for limit in limits)
+
+        deployment.wait_for(f"{workers} workers sharing the partitions", settled, timeout=STARTUP_SECONDS)
+
+        def check() -> None:
+            for w in running:
+                w.assert_alive()
+
+        def pids() -> list[int]:
+            return [w.process.pid for w in running if w.process is not None]
+
+        pipeline = PipelineRun(f"Tidings, {workers} workers", topics.for_event(BOOKING_CREATED), reader, pids, check,
+                               publisher.codec)
+        pipeline.warm_up(publisher, workloads.take(1))
+        pipeline.phase("saturation", publisher, workloads.take(EVENTS), None)
+        return pipeline
     finally:
         reader.close()
         deployment.close()
@@ -301,7 +346,10 @@ def test_tidings_against_kafka_loops(kafka_bootstrap: str, ses_stub: SesStub, be
         bare = run_loop(kafka_bootstrap, publisher, workloads, run, bench_params, workdir, transactional=False)
         txn = run_loop(kafka_bootstrap, publisher, workloads, run, bench_params, workdir, transactional=True)
         tidings, ses = run_tidings(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params, workdir / "tidings")
-        repeats.append(report.repeat_figures(bare=bare.phases, transactional=txn.phases, tidings=tidings.phases, ses=ses))
+        scaled = (run_tidings_scaled(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params,
+                                     workdir / "scaled", SCALE_WORKERS).phases if SCALE_WORKERS > 1 else None)
+        repeats.append(report.repeat_figures(bare=bare.phases, transactional=txn.phases, tidings=tidings.phases, ses=ses,
+                                             scaled=scaled, workers=SCALE_WORKERS))
         assert ses["accepted_by_stub"] == ses["expected"], (
             f"{ses['accepted_by_stub']}/{ses['expected']} mails at the SES stand-in within {SES_SECONDS:.0f}s")
         assert ses["distinct_recipients"] == ses["expected"], "a mail reached the SES stand-in twice"
