@@ -167,7 +167,7 @@ class Deployment:
     def read_topic(self, topic: str, count: int, timeout: float = DEFAULT_DEADLINE_SECONDS) -> list[Any]:
         """Read ``count`` committed records from the start of every partition of ``topic``."""
         records: list[Any] = []
-        with self._reader(topic) as consumer:
+        with self.reader(topic) as consumer:
             def probe() -> list[Any] | None:
                 records.extend(m for m in consumer.consume(num_messages=1000, timeout=0.5) if m.error() is None)
                 return records if len(records) >= count else None
@@ -182,7 +182,7 @@ class Deployment:
         """
         history: dict[str, list[dict[str, Any]]] = {}
         codec = SingleObjectCodec(SchemaRepository.load(REPO_ROOT / "schemas"))
-        with self._reader(self.topics.delivery_status) as consumer:
+        with self.reader(self.topics.delivery_status) as consumer:
             def settled(records: list[dict[str, Any]]) -> bool:
                 return any(r["status"] in FINAL_STATUSES for r in records)
 
@@ -201,7 +201,7 @@ class Deployment:
             return self.wait_for(what, probe, timeout)
 
     @contextlib.contextmanager
-    def _reader(self, topic: str) -> Iterator[Any]:
+    def reader(self, topic: str) -> Iterator[Any]:
         """A read_committed consumer on every partition of ``topic`` from the start, outside any group."""
         consumer = Consumer({
             "bootstrap.servers": self.bootstrap,

@@ -27,7 +27,7 @@ UTC = dt.timezone.utc
 def _statuses(dep: Deployment) -> dict[str, list[str]]:
     codec = SingleObjectCodec(SchemaRepository.load(REPO_ROOT / "schemas"))
     out: dict[str, list[str]] = {}
-    with dep._reader(dep.topics.delivery_status) as consumer:
+    with dep.reader(dep.topics.delivery_status) as consumer:
         for msg in consumer.consume(num_messages=10_000, timeout=3):
             if msg.error() is None:
                 record = codec.decode(msg.value()).record
