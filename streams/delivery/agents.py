@@ -128,9 +128,9 @@ class Sender:
 
     def share_quota(self, owned_partitions: int) -> None:
         """The account's quota is shared by all workers; each takes its partitions' share of it."""
-        share = max(owned_partitions, 1) / self.settings.partitions
-        self.bucket.set_rate(*ses_shape(self.settings.ses_max_send_rate * share))
-        self.gate.set_cap(cap_for(self.settings.ses_max_send_rate * share))
+        quota = self.settings.ses_max_send_rate * max(owned_partitions, 1) / self.settings.partitions
+        self.bucket.set_rate(*ses_shape(quota))
+        self.gate.set_cap(cap_for(quota))
         self.m.send_rate_limit.set(self.bucket.rate)
 
     async def priority(self, ctx: RecordContext) -> None:

@@ -273,13 +273,7 @@ def run_tidings_scaled(bootstrap: str, stub: SesStub, publisher: EventPublisher,
     reader = OutboundReader(bootstrap, topics.outbound, f"bench-{run}-tidings{workers}w-reader")
     try:
         running = [deployment.start_worker(f"w{n + 1}") for n in range(workers)]
-        # Each worker sends at its outbound partitions' share of the quota, so a send-rate limit
-        # under the whole quota's means it owns some partitions and not all: the group has settled.
-        def settled() -> bool:
-            limits = [deployment.metric(w, "tidings_send_rate_limit") for w in running]
-            return all(0 < limit < 0.8 * INGEST_QUOTA for limit in limits)
-
-        deployment.wait_for(f"{workers} workers sharing the partitions", settled, timeout=STARTUP_SECONDS)
+        deployment.wait_partitions_shared(running, timeout=STARTUP_SECONDS)
 
         def check() -> None:
             for w in running:

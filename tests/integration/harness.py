@@ -109,6 +109,20 @@ class Deployment:
                     total += sample.value
         return total
 
+    def wait_partitions_shared(self, workers: list[WorkerProcess], timeout: float = DEFAULT_DEADLINE_SECONDS) -> None:
+        """Until every one of ``workers`` owns some partitions and none owns them all.
+
+        Read from what each worker reports: it sends at its outbound partitions' share of the
+        quota, so a send-rate limit under most of the whole quota means a share, not all of it.
+        """
+        quota = float(self.env["TIDINGS_SES_MAX_SEND_RATE"])
+
+        def shared() -> bool:
+            limits = [self.metric(w, "tidings_send_rate_limit") for w in workers]
+            return all(0 < limit < 0.8 * quota for limit in limits)
+
+        self.wait_for(f"{len(workers)} workers sharing the partitions", shared, timeout)
+
     def wait_metric(self, name: str, at_least: float, timeout: float = DEFAULT_DEADLINE_SECONDS, **labels: str) -> float:
         """Wait until ``name`` summed over every running worker reaches ``at_least``."""
         seen = [0.0]

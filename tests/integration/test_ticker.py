@@ -3,7 +3,7 @@
 Every other integration test publishes its own ticks (``external``) to move time at will; this
 one runs the production default. The leader publishes a tick to every partition, including the
 ones another worker owns, which under exactly-once must happen outside any partition's
-transaction (``WorkerWiring.producer_for``).
+transaction (``Wiring.producer_for`` in ``streams/runtime/app.py``).
 """
 
 from __future__ import annotations
@@ -19,15 +19,7 @@ def test_two_workers_share_the_partitions_and_every_partition_keeps_getting_tick
     dep = deployment
     dep.env.update({"TIDINGS_TICK_SOURCE": "internal", "TIDINGS_TICK_INTERVAL_SECONDS": str(TICK_INTERVAL)})
     workers = [dep.start_worker("w1"), dep.start_worker("w2")]
-    quota = float(dep.env["TIDINGS_SES_MAX_SEND_RATE"])
-
-    # A worker sends at its outbound partitions' share of the quota: under the whole quota's
-    # limit for both means each owns some partitions and neither owns all.
-    def shared() -> bool:
-        limits = [dep.metric(w, "tidings_send_rate_limit") for w in workers]
-        return all(0 < limit < 0.8 * quota for limit in limits)
-
-    dep.wait_for("two workers sharing the partitions", shared, timeout=120)
+    dep.wait_partitions_shared(workers, timeout=120)
     settled_at = time.time()
     partitions = dep.settings.partitions
     latest: dict[int, float] = {}
