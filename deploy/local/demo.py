@@ -3,24 +3,31 @@
 Starts a Kafka broker and the SES emulator (unless ``TIDINGS_TEST_BOOTSTRAP`` /
 ``TIDINGS_TEST_SES_ENDPOINT`` name running ones), publishes the example tenants to the tenants
 topic, starts one Tidings worker, publishes sample
-booking events for two tenants in several languages and one event of each other pack (an invoice
-with its PDF, an MFA notice, a welcome, an appointment for two people, an access revocation),
-waits until the mails are in SES, writes
+booking events for two tenants in several languages, one event of each other pack (an invoice
+with its PDF, an MFA notice, a welcome, an appointment for two people, an access revocation) and
+the events of a month's story (``deploy/local/story.py``: a booking moving out, two invoices, a
+charging station, an advisor short of open slots), waits until the mails are in SES, writes
 each mail's HTML under ``.tidings/demo/``, prints what went out, then moves time on by simulation
-(``tidings-replay --simulate`` over the same topics: the worker's tick and firings handlers in
-memory, nothing sent) and lists the timed mails those events mean, by day; and it stops everything
+(``tidings-replay --simulate`` over the demo's topics, exported to a file, plus the story's
+payment on day 6: the worker's tick and firings handlers in memory, nothing sent) and lists the
+timed mails of the next 45 days by day; and it stops everything
 it started.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime as dt
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from deploy.local import story
 from deploy.local.kafka_broker import EXISTING_BROKER_ENV, BrokerError, LocalBroker
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from deploy.local.ses_emulator import (
@@ -118,6 +125,7 @@ def main() -> int:
             publisher.publish(topic, BOOKING_CREATED, event, key=event["booking_id"])
             recipients.add(event["customer"]["email"])
         expected = len(SAMPLES)
+        now = dt.datetime.now(dt.timezone.utc)
         say(f"Publishing {len(PACK_SAMPLES)} events of the other packs ...")
         for type_name, tenant_id in PACK_SAMPLES:
             def address(path: str, person: dict, t: str = type_name) -> dict:  # type: ignore[type-arg]
@@ -126,10 +134,21 @@ def main() -> int:
                 return {**person, "email": email}
 
             event = sample_event(topics.catalog.samples, type_name, tenant_id, recipient=address)
+            if type_name == "tidings.advisors.AppointmentBooked":
+                event.update(story.appointment_times(now))  # the sample's own date has passed
             trigger = topics.catalog.for_event(type_name)[0]
             publisher.publish(topics.for_event(type_name), type_name, event, key=str(field_at(event, trigger.rule.entity)))
             expected += len(trigger.rule.mails)
             say(f"  {type_name} ({tenant_id}) -> {topics.for_event(type_name)}")
+        month_events = story.published(now, run)
+        say(f"Publishing {len(month_events)} events whose timed mails fall in the next weeks (deploy/local/story.py) ...")
+        for event in month_events:
+            publisher.publish(topics.for_event(event.type_name), event.type_name, event.record, key=event.key)
+            if event.type_name == BOOKING_CREATED:  # the only one with an event mail: its confirmation
+                recipients.add(event.record["customer"]["email"])
+                expected += 1
+        later = [(topics.for_event(e.type_name), e.key, publisher.encode(e.type_name, e.record), e.at)
+                 for e in story.later(now)]
         publisher.flush()
         del publisher  # before the broker stops, so the client does not complain about it
 
@@ -150,7 +169,7 @@ def main() -> int:
             attached = "".join(f"  + {name}" for name, _ in mail.attachments())
             say(f"  {mail.destinations[0]:<52} [{mail.header('Content-Language')}] {mail.subject}{attached}")
             say(f"  {'':<52} {path.relative_to(REPO_ROOT)}")
-        month(settings, bootstrap)
+        month(settings, bootstrap, now, later)
         say(f"\n{len(mails)} emails sent")
         if len(mails) < expected:
             say(f"expected {expected}; worker log:\n{worker.log_tail()}")
@@ -158,36 +177,55 @@ def main() -> int:
     return 0
 
 
-def month(settings: Settings, bootstrap: str) -> None:
+def month(settings: Settings, bootstrap: str, now: dt.datetime, later: list[tuple[str, str, bytes, dt.datetime]]) -> None:
     """The timed mails of the events above over the next weeks, by day: an event-time simulation
-    (``tidings-replay --simulate``) over the demo's topics, which reads and writes nothing else."""
-    say(f"\nMoving time on {SIMULATED_DAYS} days by simulation (tidings-replay --simulate --until +{SIMULATED_DAYS}d) ...")
+    (``tidings-replay --simulate``) of the demo's topics, exported to a file (``--export``), and of
+    what the story says happens later (a payment on day 6), appended to it. Reads the demo's
+    topics, writes nothing to Kafka and sends nothing."""
+    say(f"\nMoving time on {SIMULATED_DAYS} days by simulation: the events above, and an invoice paid on day 6 ...")
     env = {**os.environ, "TIDINGS_TOPIC_PREFIX": settings.topic_prefix, "TIDINGS_APP_ID": settings.app_id,
            "TIDINGS_KAFKA_BOOTSTRAP": bootstrap, "TIDINGS_UNSUBSCRIBE_SECRET": "demo-only-unsubscribe-secret"}
-    out = DEMO_DIR / "month.jsonl"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "streams.replay", "--simulate", "--until", f"+{SIMULATED_DAYS}d", "--step", "1h",
-             "--out", str(out)],
-            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=SIMULATION_SECONDS,
-        )
-    except subprocess.TimeoutExpired:
-        say(f"  the simulation took longer than {SIMULATION_SECONDS:.0f} s; skipped")
-        return
-    if done.returncode != 0:
-        say(f"  the simulation failed:\n{done.stderr[-2000:]}")
-        return
-    import json
+    records, out = DEMO_DIR / "month-records.jsonl", DEMO_DIR / "month.jsonl"
+    until = (now + dt.timedelta(days=SIMULATED_DAYS)).isoformat()
+    steps = [
+        ("the export of the demo's topics", ["--dry-run", "--export", str(records), "--out", os.devnull]),
+        ("the simulation", ["--simulate", "--file", str(records), "--until", until, "--step", "1h", "--out", str(out)]),
+    ]
+    for n, (what, args) in enumerate(steps):
+        if n == 1:
+            _append_later(records, later)
+        try:
+            done = subprocess.run([sys.executable, "-m", "streams.replay", *args], env=env, cwd=REPO_ROOT,
+                                  capture_output=True, text=True, timeout=SIMULATION_SECONDS)
+        except subprocess.TimeoutExpired:
+            say(f"  {what} took longer than {SIMULATION_SECONDS:.0f} s; skipped")
+            return
+        if done.returncode != 0:
+            say(f"  {what} failed:\n{done.stderr[-2000:]}")
+            return
 
     timed = [line for line in map(json.loads, out.read_text().splitlines())
              if line["why"] == "fired" and "firings" in line.get("source", "")]
     by_day: dict[str, list[str]] = {}
     for line in timed:
-        by_day.setdefault(line["at"][:10], []).append(f"{line['trigger']} ({line['tenant']}, {line['locale']})")
+        by_day.setdefault(line["at"][:10], []).append(f"{line['trigger']} ({line['tenant']}): {line['subject']}")
     for day, mails in sorted(by_day.items()):
         for mail in mails:
             say(f"  {day}  {mail}")
     say(f"  {len(timed)} timed mails in {SIMULATED_DAYS} days; every one in {out.relative_to(REPO_ROOT)}")
+
+
+def _append_later(path: Path, later: list[tuple[str, str, bytes, dt.datetime]]) -> None:
+    """Add the story's future records to an exported file, each on the partition its entity's
+    records are on (the simulation keeps state per partition, as the worker does), in time order."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for topic, key, value, at in later:
+        key_b64 = base64.b64encode(key.encode()).decode()
+        partition = next((r["partition"] for r in lines if r["topic"] == topic and r["key"] == key_b64), 0)
+        lines.append({"topic": topic, "partition": partition, "offset": 0, "timestamp": int(at.timestamp() * 1000),
+                      "key": key_b64, "value": base64.b64encode(value).decode()})
+    lines.sort(key=lambda r: r["timestamp"])
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
 if __name__ == "__main__":

@@ -237,3 +237,43 @@ def test_a_dry_run_in_processes_says_what_one_process_says(tmp_path: Any, capsys
 
     assert main([*common, "--processes", "2", "--simulate", "--until", "+1d"]) == 2
     assert "--simulate needs every partition in one process" in capsys.readouterr().err
+
+
+def test_the_demo_s_month_story_sends_every_kind_of_timed_mail_on_its_day() -> None:
+    """``make demo``'s month (deploy/local/story.py), simulated as the demo does: the events it
+    publishes, the demo's appointment, and the payment on day 6 that only the simulation gets."""
+    from deploy.local import story
+
+    now = T0  # a Monday, 08:00 UTC
+    h = Harness(now=now)
+    appointment = sample_event(h.rt.topics.catalog.samples, "tidings.advisors.AppointmentBooked", "beraterfinder", now=now)
+    appointment.update(story.appointment_times(now))
+    records = [h.record(e.type_name, e.record, e.at) for e in story.published(now, "t")]
+    records.append(h.record("tidings.advisors.AppointmentBooked", appointment, now))
+    records += [h.record(e.type_name, e.record, e.at) for e in story.later(now)]
+    step = dt.timedelta(hours=1)
+
+    async def go() -> None:
+        await h.replay.feed_all(records, step=step)
+        await h.replay.advance(now + dt.timedelta(days=45), step)
+
+    asyncio.run(go())
+    on = lambda n: (now + dt.timedelta(days=n)).date().isoformat()  # noqa: E731
+    got = collections.Counter(_days(h.lines))
+    wednesdays = [on(n) for n in range(46) if (now + dt.timedelta(days=n)).weekday() == 2]
+    assert got == collections.Counter({
+        (on(0), "storage/booking.created"): 1,
+        (on(0), "advisors/appointment.booked"): 2,  # advisor and customer
+        (on(0), "charging/evse.connectivity_lost"): 1,  # the tenant's 30 minutes after the last heartbeat
+        (on(1), "storage/invoice.due_reached"): 2,
+        (on(2), "storage/booking.after_created"): 1,
+        (on(2), "storage/booking.move_in_reached"): 1,
+        (on(2), "advisors/appointment.reminder"): 1,  # the day before
+        (on(4), "storage/invoice.after_due"): 2,  # step 1 of both invoices
+        (on(9), "storage/booking.after_move_in"): 1,
+        (on(10), "storage/booking.before_move_out"): 1,  # the tenant's 14 days
+        (on(11), "storage/invoice.after_due"): 1,  # step 2: the paid invoice gets no more
+        (on(21), "storage/invoice.after_due"): 1,  # step 3
+        (on(24), "storage/booking.move_out_reached"): 1,
+        **{(day, "advisors/advisor.slot_reminder"): 1 for day in wednesdays},
+    })
