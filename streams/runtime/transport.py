@@ -47,8 +47,8 @@ is not enough for that: it returns as soon as its queue is empty, while its task
 sending the last record it took (waiting for the transaction's lock, say). A commit that ends the
 transactions (at a stop or a revocation) then went first, and the record followed outside any
 transaction: ``IllegalOperation("Can't send messages while not in transaction")`` crashed the
-worker. ``TidingsProducerBuffer.drain`` (called by ``TidingsProducer.flush``) also waits for the
-record being sent.
+worker. ``TidingsProducerBuffer.drain`` (called by ``TidingsProducer.drain_for_commit``, which is
+all a commit needs, and by ``flush``) also waits for the record being sent.
 
 Table state after a takeover: in exactly-once mode Faust takes a changelog's end from the last
 stable offset the consumer cached from fetch responses (``AIOKafkaConsumerThread._highwaters``),
@@ -208,8 +208,8 @@ class TidingsConsumer(aiokafka_driver.Consumer):
             # in the *next* transaction (so a crash in between loses state whose input offset
             # is committed), and after the final commit of a graceful stop they are sent outside
             # any transaction: IllegalOperation("Can't send messages while not in transaction").
-            # TidingsProducer.flush also waits for the record the buffer's task is sending.
-            await self.app.producer.flush()
+            # TidingsProducer.drain_for_commit also waits for the record the buffer's task is sending.
+            await self.app.producer.drain_for_commit()  # type: ignore[attr-defined]  # a TidingsProducer (TidingsTransport)
         committed = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
         if committed and watch is not None:
             # Faust committed the transaction of every partition number it sent offsets for.
@@ -225,9 +225,10 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         those inputs are processed again and write the same records once more, which the ledger
         (mails) and the idempotent state updates absorb. Returns the partitions committed.
         """
-        await self.app.producer.flush()
         if not self.in_transaction:
+            await self.app.producer.flush()
             return set(partitions)  # at-least-once: nothing transactional, flushed is durable
+        await self.app.producer.drain_for_commit()  # type: ignore[attr-defined]  # a TidingsProducer (TidingsTransport)
         group = self.app.assignor.group_for_topic(topic)
         done = set()
         for partition in partitions:
@@ -336,6 +337,17 @@ class TidingsProducer(aiokafka_driver.Producer):
             await self._producer.flush()
         for producer in self._transaction_producers.values():
             await producer.flush()
+
+    async def drain_for_commit(self) -> None:
+        """Before a transactional commit: every record put in the buffer so far is in its
+        producer's open transaction (appended to the producer's accumulator), no more.
+
+        Not ``flush``: committing a transaction already sends what the transaction holds
+        (aiokafka's sender calls ``flush_for_commit``, which closes the lingering batches and sends
+        them at once), while flushing each producer first waited for its batches to linger and be
+        acknowledged, one producer after the other, before the commit could begin.
+        """
+        await self._drainable_buffer.drain()
 
     async def commit_transactions(
         self,
