@@ -232,7 +232,10 @@ class Meter:
                 f"the templates produced more than {self.budget.max_produced_chars} characters in all "
                 f"({PRODUCED_FACTOR} x the largest part, {SETTING['html']})",
             )
-        self.check_time()
+        # check_time's own first test, here: this runs at every write and value (some 60 a mail),
+        # and the call it saves cost more than the test
+        if time.perf_counter() >= self._next_read:
+            self.check_time()
 
 
 _current: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("tidings_render_meter", default=None)

@@ -179,8 +179,10 @@ class Renderer:
         }
         base = f"{pack}/{template}/{locale}"
         subject, html, text = self._parts(tenant, base, context)
-        with metered(self.budget):
-            attachments = self._attachments(firing, context, base)
+        attachments: list[dict[str, str]] = []
+        if firing.mail.attachments:  # their file names are templates, under a meter of their own
+            with metered(self.budget):
+                attachments = self._attachments(firing, context, base)
         try:
             html = part_check(self.budget, "body.html", self._inliner.inline(html))
         except BudgetExceeded as e:
