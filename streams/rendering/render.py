@@ -143,9 +143,15 @@ class _TenantParts:
     from_name: str
     overrides: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)  # (pack, template) -> languages
     tags: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (pack, trigger) -> SES tags
+    # (recipient's locale, pack, template) -> (template language, fallback, formatting locale)
+    locales: dict[tuple[str | None, str, str], tuple[str, Fallback, str]] = field(default_factory=dict)
 
 
 TENANTS_KEPT = 1024  # tenant objects whose parts are kept; more (tenants changed often) start the cache again
+# Locale choices kept per tenant: its languages x the regions its recipients name x its templates;
+# a recipient's locale is event data, so only tags of a real tag's length are kept, and no more.
+LOCALES_KEPT = 1024
+_SMALL_TAG = 64
 
 
 class Renderer:
@@ -197,17 +203,25 @@ class Renderer:
             raise InvalidRecipient(f"{firing.mail.role} address cannot be sent to: {e}") from None
         pack, template = firing.trigger.pack, firing.mail.template
         kept = self._parts_of(tenant)
-        overrides = kept.overrides.get((pack, template))
-        if overrides is None:
-            overrides = kept.overrides[(pack, template)] = _override_locales(tenant, pack, template)
-        available = self.locales_of(pack, template) | overrides
-        locale, fallback = choose_locale(recipient.get("locale"), tenant.languages, tenant.default_language, available)
+        requested = recipient.get("locale")
+        key = (requested, pack, template) if requested is None or (type(requested) is str and len(requested) <= _SMALL_TAG) else None
+        chosen = kept.locales.get(key) if key is not None else None
+        if chosen is None:
+            overrides = kept.overrides.get((pack, template))
+            if overrides is None:
+                overrides = kept.overrides[(pack, template)] = _override_locales(tenant, pack, template)
+            available = self.locales_of(pack, template) | overrides
+            locale, fallback = choose_locale(requested, tenant.languages, tenant.default_language, available)
+            chosen = (locale, fallback, format_locale(requested, locale, tenant.default_language))
+            if key is not None and len(kept.locales) < LOCALES_KEPT:
+                kept.locales[key] = chosen
+        locale, fallback, formats = chosen
         context = {
             **record,
             "recipient": recipient,
             "brand": kept.brand,
             "locale": locale,
-            "format_locale": format_locale(recipient.get("locale"), locale, tenant.default_language),
+            "format_locale": formats,
             "time_zone": _zone_or(recipient.get("time_zone"), tenant.time_zone),
         }
         base = f"{pack}/{template}/{locale}"
