@@ -77,6 +77,10 @@ def single_line(value: str) -> str:
     This is what keeps a customer-supplied name or a template's subject from ever starting a new
     mail header.
     """
+    if value.isprintable() and "  " not in value:
+        # Neither expression can match: every control character and every space but " " is
+        # unprintable. Most subjects and names are this (three lines a mail).
+        return value.strip()
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
 
 
