@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from streams.compacted import TopicFollower
-from streams.domain.customers import InactiveCustomers
+from streams.domain.customers import REASON, InactiveCustomers
+from streams.domain.status import SUPPRESSED
 from streams.errors import RejectedInput, TidingsError
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,6 @@ class CustomerStatusFeed(TopicFollower):
 
 def report_skipped(outbox: Any, ctx: Any, metrics: Any, skipped: list[dict[str, Any]], at: Any) -> None:
     """Each mail skipped for an inactive customer: a SUPPRESSED status in the input's transaction, and counted."""
-    from streams.domain.customers import REASON
-    from streams.domain.status import SUPPRESSED
-
     for mail in skipped:
         outbox.status(ctx, mail, SUPPRESSED, at, reason=REASON)
         metrics.mails_suppressed.labels(mail["tenant_id"], REASON).inc()

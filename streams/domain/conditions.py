@@ -47,7 +47,9 @@ def matches(condition: Mapping[str, Any], values: Mapping[str, Any], params: Map
     params = params or {}
     for path, test in condition.items():
         actual = lookup(values, path)
-        if isinstance(test, Mapping):
+        # type() first, as in lookup: most tests are a string (``status: active``), and the ABC
+        # isinstance is the dearest step of the test
+        if type(test) is dict or (type(test) is not str and isinstance(test, Mapping)):
             for op, raw in test.items():
                 if not _holds(op, actual, resolve(raw, params)):
                     return False

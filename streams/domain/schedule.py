@@ -51,6 +51,14 @@ def local_instant(day: dt.date, at: dt.time, zone: str | ZoneInfo) -> dt.datetim
     (``fold=0``, 02:30 CEST = 00:30 UTC). ``at.fold`` is ignored: a schedule fires once.
     ``at`` must be naive: the zone comes from ``zone``, never from the time.
     """
+    return _checked_local_instant(day, at, zone)
+
+
+# The checks and the zone lookup cost as much as the cached conversion below; whole arguments are
+# kept as well, by type (typed=True: a datetime is never taken for a date nor True for a day count,
+# so a call that must fail never finds the entry of one that passed; failures are not kept).
+@functools.lru_cache(maxsize=16384, typed=True)
+def _checked_local_instant(day: dt.date, at: dt.time, zone: str | ZoneInfo) -> dt.datetime:
     tz = _zone(zone)
     _require_calendar_date(day, "day")
     if at.tzinfo is not None:
@@ -84,6 +92,11 @@ def relative_due(anchor_day: dt.date, offset_days: int, at: dt.time, zone: str |
     are ``date`` arithmetic), then pinned to local ``at``; across a DST change "2 days before"
     is therefore 47 or 49 real hours, and still 09:00 on the recipient's clock.
     """
+    return _relative_due(anchor_day, offset_days, at, zone)
+
+
+@functools.lru_cache(maxsize=16384, typed=True)  # as _checked_local_instant: a booking plans several of these
+def _relative_due(anchor_day: dt.date, offset_days: int, at: dt.time, zone: str | ZoneInfo) -> dt.datetime:
     _require_calendar_date(anchor_day, "anchor_day")
     if isinstance(offset_days, bool) or not isinstance(offset_days, int):
         # date + timedelta(days=1.5) would quietly drop the half day

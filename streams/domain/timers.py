@@ -74,7 +74,7 @@ def trigger_params(trigger: Trigger, tenant: Tenant) -> dict[str, Any]:
 def zone_of(trigger: Trigger, state: Mapping[str, Any], tenant: Tenant) -> str:
     """The recipient's zone when the state knows it, else the tenant's."""
     recipient = lookup(state, trigger.rule.mails[0].recipient)
-    zone = recipient.get("time_zone") if isinstance(recipient, Mapping) else None
+    zone = recipient.get("time_zone") if type(recipient) is dict or isinstance(recipient, Mapping) else None
     return str(zone) if zone else tenant.time_zone
 
 

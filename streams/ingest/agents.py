@@ -23,6 +23,7 @@ from streams.customers.feed import report_skipped
 from streams.delivery.outbox import Outbox
 from streams.errors import RejectedInput
 from streams.ingest.pipeline import IngestPipeline
+from streams.metrics import Series
 
 if TYPE_CHECKING:
     from streams.clock import Clock
@@ -51,7 +52,9 @@ class IngestHandler:
         self.tables = tables
         self.clock = clock
         self.m = metrics
-        self.outbox = Outbox(pipeline.codec.encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
+        statuses, self._consumed, self._rendered = (Series(metrics.delivery_status_records), Series(metrics.events_consumed),
+                                                    Series(metrics.emails_rendered))
+        self.outbox = Outbox(pipeline.codec.encode, on_status=lambda s: statuses(s).inc())
         self.partitioning = PartitionCheck(partitions, metrics.mispartitioned_events)
 
     async def __call__(self, ctx: RecordContext) -> None:
@@ -83,7 +86,7 @@ class IngestHandler:
                 result.rejections.append(self.pipeline.state_rejection(e, result))
             finally:
                 rows.send_changelog()
-        self.m.events_consumed.labels(msg.topic, result.event_type).inc()
+        self._consumed(msg.topic, result.event_type).inc()
         if result.decoded is not None and result.decoded.legacy_fingerprint:
             self.m.legacy_fingerprint_events.labels(msg.topic, result.event_type).inc()
         report_skipped(self.outbox, ctx, self.m, result.skipped, self.clock.now())
@@ -94,7 +97,7 @@ class IngestHandler:
                      firing.message_id, msg.topic, msg.partition, msg.offset, firing.trigger.key)
         for mail in queued:
             record = mail.record
-            self.m.emails_rendered.labels(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
+            self._rendered(record["tenant_id"], f"{record['pack']}/{record['trigger']}", mail.fallback).inc()
         for rejection in result.rejections:
             # A redacted copy, where the pipeline made one, in place of the original bytes.
             ctx.dead_letter(rejection)

@@ -58,7 +58,7 @@ import string
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -232,7 +232,10 @@ class Meter:
                 f"the templates produced more than {self.budget.max_produced_chars} characters in all "
                 f"({PRODUCED_FACTOR} x the largest part, {SETTING['html']})",
             )
-        self.check_time()
+        # check_time's own first test, here: this runs at every write and value (some 60 a mail),
+        # and the call it saves cost more than the test
+        if time.perf_counter() >= self._next_read:
+            self.check_time()
 
 
 _current: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("tidings_render_meter", default=None)
@@ -637,6 +640,14 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         kwargs.setdefault("optimized", False)  # no constant folding: nothing a template says runs at compile time
         super().__init__(*args, **kwargs)
         self.globals["lipsum"] = _bounded_lipsum
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        # Jinja chains a template's globals to the environment's (a ChainMap) and copies the chain
+        # into a fresh dict at every render, three times a mail: 4.5 us a time against 0.9 for a
+        # dict. The environment's globals are complete once it is built (nothing here adds any
+        # later: a global added then would not reach templates already loaded), so a template
+        # gets a copy of them with its own on top.
+        return {**self.globals, **(d or {})}
 
     def budget_filters(self) -> None:
         """Wrap every filter registered so far; call after adding the environment's own filters."""

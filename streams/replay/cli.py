@@ -260,7 +260,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the co
     gallery = Gallery(args.html) if args.html else None
     lines = JsonLines(out)
     replayed: dict[str, shadow.Mail] = {}
-    seen: dict[str, dt.datetime | None] = {"first": None, "last": None}
+    seen: dict[str, float] = {}  # the first and last record timestamps, epoch seconds (``_instant`` when used)
 
     def keep(tenant: str | None, trigger: str | None) -> bool:
         return (args.tenant is None or tenant == args.tenant) and (args.trigger is None or trigger == args.trigger)
@@ -282,12 +282,15 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the co
 
     def timestamps(rs: Iterator[ReplayRecord]) -> Iterator[ReplayRecord]:
         for r in rs:
-            at = dt.datetime.fromtimestamp(r.timestamp, dt.timezone.utc)
-            first, last = seen["first"], seen["last"]
-            seen["first"] = at if first is None else min(first, at)
-            seen["last"] = at if last is None else max(last, at)
+            ts = r.timestamp
+            if not seen:
+                seen["first"] = seen["last"] = ts
+            elif ts < seen["first"]:
+                seen["first"] = ts
+            elif ts > seen["last"]:
+                seen["last"] = ts
             if args.shadow:
-                clock.at = at  # rendered as of when the worker processed it, near enough: its event time
+                clock.at = _instant(ts)  # rendered as of when the worker processed it, near enough: its event time
             yield r
 
     replay = Replay(rt, clock, DeliveryDecisions(rt.suppressions, settings.unknown_outcome), emit,
@@ -298,7 +301,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the co
     async def replay_all() -> None:
         await replay.feed_all(timestamps(_exported(_limited(records, args.limit), export)), step=step, on_record=progress)
         if args.simulate and step is not None:
-            last = seen["last"] or clock.at
+            last = _instant(seen["last"]) if seen else clock.at
             await replay.advance(parse_until(args.until, last), step)
 
     try:
@@ -312,9 +315,9 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the co
     err = sys.stderr
     if args.shadow:
         deployed = shadow.Deployed()
-        lo, hi = seen["first"], seen["last"]
-        if lo is not None and hi is not None and not args.offline:
-            deployed = _read_deployed(settings.kafka_bootstrap, rt, set(topics), lo, hi, keep)
+        if seen and not args.offline:
+            deployed = _read_deployed(settings.kafka_bootstrap, rt, set(topics), _instant(seen["first"]),
+                                      _instant(seen["last"]), keep)
         differences = shadow.compare(replayed, deployed)
         for d in differences:
             out.write(d.json() + "\n")
@@ -409,6 +412,10 @@ def _read_deployed(bootstrap: str, rt: Any, topics: set[str], first: dt.datetime
 
     outbound = list(decoded([rt.topics.outbound, rt.topics.outbound_priority]))
     return shadow.collect_deployed(outbound, decoded([rt.topics.delivery_status]), topics=topics, first=first, last=last, keep=keep)
+
+
+def _instant(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc)
 
 
 def _iso(text: str) -> dt.datetime:

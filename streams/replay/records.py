@@ -9,6 +9,7 @@ can write one too (``kcat -C -J`` output needs only its fields renamed).
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -39,7 +40,7 @@ def _b64(data: bytes | None) -> str | None:
 
 
 def _unb64(text: str | None) -> bytes | None:
-    return None if text is None else base64.b64decode(text)
+    return None if text is None else binascii.a2b_base64(text)  # what b64decode calls, without its wrapping
 
 
 def dump_record(record: ReplayRecord) -> str:

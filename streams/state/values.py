@@ -7,15 +7,19 @@ tagged so a template reads back the same ``datetime.date`` / aware ``datetime`` 
 
 Reading is on the timers' hot path (a tick that fires ten thousand timers reads ten thousand
 states), so ``loads`` parses with orjson, about six times faster than ``json`` with an object
-hook, and turns the tags into values in one walk afterwards. Writing stays with ``json``: it is
-done once per event, and ``json`` writes what orjson would refuse or change (integers beyond 64
-bits, NaN), which ``loads`` then reads back through ``json`` as before.
+hook, and turns the tags into values in one walk afterwards. Writing is once per event and goes
+through orjson too (about five times faster than ``json`` with ``default``), with ``tag`` for dates,
+instants and decimals; what orjson would refuse or change goes through ``json`` as before: integers
+beyond 64 bits, keys that are not strings and naive datetimes (orjson refuses them, and ``json``
+raises or writes what it always wrote) and NaN or Infinity (orjson would write null; found by a
+walk over the value, made only when the output has a null at all).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -49,7 +53,57 @@ def _hook(obj: dict[str, Any]) -> Any:
 
 
 def dumps(value: Any) -> bytes:
+    try:
+        raw = orjson.dumps(value, default=tag, option=_PASSTHROUGH)
+    except orjson.JSONEncodeError:
+        return _dumps_exact(value)
+    if b"null" in raw and _non_finite(value):
+        return _dumps_exact(value)
+    return own_size(raw)
+
+
+def own_size(raw: bytes) -> bytes:
+    """orjson's output copied into a bytes object of its own size, for a value that is kept.
+
+    orjson's result holds far more memory than its length: 4 KiB of RSS for a value of 300 or 500
+    bytes, 8 KiB for 1,200 (measured: 100,000 results kept, orjson 3.13). A replay keeps every
+    entity's state and timers entry in a dict, where that was most of its memory; the copy costs
+    0.3 us.
+    """
+    return bytes(memoryview(raw))
+
+
+def _dumps_exact(value: Any) -> bytes:
     return json.dumps(value, default=tag, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# Dates, instants and dataclasses go to ``tag`` as they do with json (orjson would write its own form).
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` holds a NaN or an infinite float anywhere (orjson writes them as null).
+
+    Types are compared before any isinstance (four times dearer): states are plain dicts of
+    strings, numbers, dates and None, and this walk runs for nearly every state written.
+    """
+    stack = [value]
+    while stack:
+        container = stack.pop()
+        for item in container.values() if isinstance(container, dict) else container if _is_sequence(container) else (container,):
+            t = type(item)
+            if t is str or t is int or item is None or t is bool or t is dt.date or t is dt.datetime:
+                continue
+            if isinstance(item, float):
+                if not math.isfinite(item):
+                    return True
+            elif isinstance(item, dict) or _is_sequence(item):
+                stack.append(item)
+    return False
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple, set, frozenset))
 
 
 def loads(data: bytes | None) -> Any:

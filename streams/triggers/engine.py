@@ -41,7 +41,7 @@ from streams.domain.status import firing_fields
 from streams.domain.tenants import Tenant, TenantDirectory
 from streams.domain.timers import Timer, plan, plan_trigger
 from streams.errors import ConfigurationError, InvalidEvent, RejectedInput, UnknownTenant
-from streams.metrics import Metrics, observe_many
+from streams.metrics import Metrics, Series, observe_many
 from streams.rendering.render import Rendered, Renderer, Source
 from streams.state import values
 from streams.triggers.firing import timed_context, timed_firings
@@ -100,6 +100,7 @@ class TimedEngine:
         self.max_fires_per_tick = max_fires_per_tick
         self.inactive = inactive if inactive is not None else InactiveCustomers()
         self._triggers = {t.key: t for t in catalog.timed_triggers()}
+        self._entity_updates = Series(metrics.entity_updates)
         self._graces: dict[str, dt.timedelta] = {}
 
     # -- events ---------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class TimedEngine:
                 continue
             if new != old:
                 writes.append((store, key, None if new is None else values.dumps(new)))
-                self.metrics.entity_updates.labels(table, "forgotten" if new is None else "updated").inc()
+                self._entity_updates(table, "forgotten" if new is None else "updated").inc()
             tkey = timers_key(table, tenant.tenant_id, entity_id)
             entry = _entry(timers.get(tkey))
             planned = [] if new is None else self._plan(table, new, tenant, entry["done"], occurred_at)
@@ -350,7 +351,7 @@ def firings_value(fired: Fired, decided_at: float) -> bytes:
 # a firing apart from its state and instants: orjson writes and reads these several times faster
 # than json, which matters at ten thousand entries per tick. States go through ``values``.
 def _dump_entry(entry: dict[str, Any]) -> bytes:
-    return orjson.dumps(entry)
+    return values.own_size(orjson.dumps(entry))  # kept in the table: see own_size
 
 
 def _dump_firing(firing: dict[str, Any]) -> bytes:
