@@ -21,6 +21,7 @@ from streams.runtime.agents import TransactionalWriter, guarded_agent, raw_topic
 from streams.runtime.commits import CommitWatch
 from streams.runtime.emit import Outputs, RecordContext
 from streams.runtime.guard import Guard, Outcome
+from streams.runtime.restore import TidingsTableManager
 from streams.runtime.status import WorkerView, worker_view
 from streams.runtime.tables import LedgerExpiry, LedgerRows, StateTables, create_tables, ledger_table
 from streams.runtime.transport import TidingsTransport
@@ -104,6 +105,7 @@ def new_app(settings: Settings) -> TidingsApp:
         # exactly-once that is normal after a crash: the store kept writes whose transaction was
         # aborted (streams/runtime/tables.py says which tables keep them and which restore).
         recovery_consistency_check=False,
+        TableManager=TidingsTableManager,  # restores with confluent-kafka first (streams/runtime/restore.py)
     )
     app.commits = CommitWatch()
     app.fetch_tuning = (settings.fetch_min_bytes, settings.fetch_max_wait_ms)  # streams/runtime/transport.py

@@ -164,9 +164,7 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
             return await super()._highwaters(partitions)
         # Faust would take the last stable offsets cached from fetch responses: unknown (-1) for a
         # partition not fetched yet, and then it restores nothing. Ask the broker (changelog_ends).
-        # Faust's TransportT declares no default_port; the aiokafka driver's Transport has it (9092).
-        bootstrap = ",".join(aiokafka_driver.server_list(self.transport.url, self.transport.default_port))  # type: ignore[attr-defined]
-        return await asyncio.get_running_loop().run_in_executor(None, changelog_ends, bootstrap, list(partitions))
+        return await asyncio.get_running_loop().run_in_executor(None, changelog_ends, bootstrap_of(self.transport), list(partitions))
 
 
 class TidingsConsumer(aiokafka_driver.Consumer):
@@ -419,6 +417,12 @@ class TidingsProducer(aiokafka_driver.Producer):
             await producer.commit_transaction()
             await producer.begin_transaction()
             return True
+
+
+def bootstrap_of(transport: Any) -> str:
+    """The broker list of Faust's transport, for a confluent-kafka client."""
+    # Faust's TransportT declares no default_port; the aiokafka driver's Transport has it (9092).
+    return ",".join(aiokafka_driver.server_list(transport.url, transport.default_port))
 
 
 def changelog_ends(bootstrap: str, partitions: list[TP], tail: int = 64, timeout: float = 10.0) -> dict[TP, int]:
