@@ -35,6 +35,7 @@ from streams.domain.tenants import Tenant, TenantDirectory
 from streams.rendering.render import Renderer
 from streams.runtime.tables import KEY_CODEC, TIMERS_TABLE
 from streams.settings import REPO_ROOT, Settings
+from streams.topics import changelog_names
 from streams.triggers.engine import TimedEngine
 
 
@@ -151,5 +152,34 @@ def changelog_partitions(settings: Settings, table: str, timeout: float = 60.0) 
                 else:
                     raise RuntimeError(f"reading {topic}: {error}")
         return out
+    finally:
+        consumer.close()
+
+
+def committed_rows(settings: Settings, timeout: float = 60.0) -> int:
+    """How many committed records the worker's changelogs hold: what a worker with no local state restores."""
+    topics = changelog_names(settings, Catalog.load())
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap, "group.id": "tidings-bench-bulkload",
+        "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": True,
+    })
+    try:
+        assigned = [TopicPartition(t, p, 0) for t in topics for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+        consumer.assign(assigned)
+        pending = {(tp.topic, tp.partition) for tp in assigned}
+        rows = 0
+        while pending:
+            msgs = consumer.consume(num_messages=10_000, timeout=timeout)
+            if not msgs:
+                raise TimeoutError(f"counting changelog rows: no record nor end within {timeout} s")
+            for msg in msgs:
+                error = msg.error()
+                if error is None:
+                    rows += 1
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((msg.topic(), msg.partition()))
+                else:
+                    raise RuntimeError(f"counting changelog rows: {error}")
+        return rows
     finally:
         consumer.close()

@@ -20,11 +20,18 @@ On the real broker, one worker (``python -m streams worker``, exactly-once, exte
    the CPU the tick agent spent deciding them (``tidings_tick_seconds``); and when the last of
    the 10,000 mails was rendered.
 6. Graceful stop and start on the same data directory: time until the first tick after the
-   start was processed, which includes the changelog restore and the index rebuild.
+   start was processed, which includes the changelog restore and the index rebuild (opt-in:
+   ``TIDINGS_BENCH_SECOND_RESTART=1``).
+7. Restore with no local state: the worker stops, its state directory is deleted, and it starts
+   again, as a new machine taking the partitions over would (issue 16, target 4: >= 50,000
+   rows/s). Rows: every committed record of the worker's changelogs. Restore time: from Faust's
+   recovery asking for the changelogs' ends to "Recovery complete" (the worker's log); start to
+   ready as in step 3. Every entity must be pending again, as before the stop.
 
 Figures are printed and written to ``.tidings/bench/timers.json``. Only sanity is asserted
 (every loaded entity pending, exactly the due timers fired), never speed: the targets (RSS <= 1
-GiB, p99 fire lag <= 1 s, tick cost at 1M within 1.5x of 10k) are compared in the printout.
+GiB, p99 fire lag <= 1 s, tick cost at 1M within 1.5x of 10k, restore with no local state >=
+50,000 rows/s) are compared in the printout.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import datetime as dt
 import functools
 import json
 import os
+import re
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -49,7 +58,7 @@ from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
 from streams.topics import TopicNames, ensure_topics
 from streams.triggers.tickcli import TickPublisher
-from tests.benchmarks.bulkload import Event, changelog_partitions, key_partition, load_in_processes, table_key
+from tests.benchmarks.bulkload import Event, changelog_partitions, committed_rows, key_partition, load_in_processes, table_key
 from tests.benchmarks.reader import percentile
 from tests.integration.harness import Deployment, worker_env
 
@@ -60,6 +69,7 @@ BASE_PENDING = min(int(os.environ.get("TIDINGS_BENCH_INGEST", "10000") or 10_000
 # The load is already a restart at N (a start that restores N entities from the changelogs); a
 # second one after the firing wave costs as long again (minutes at a million), so it is opt-in.
 SECOND_RESTART = os.environ.get("TIDINGS_BENCH_SECOND_RESTART", "0") == "1"
+RESTORE_TARGET_ROWS_PER_SECOND = 50_000  # issue 16, target 4: a million entities (2M rows) in under a minute
 IDLE_TICKS = 300
 TENANT = "lagerhaus-nord"
 INVOICE = "tidings.storage.InvoiceIssued"
@@ -151,6 +161,17 @@ def _first_ticks(dep: Deployment, worker: WorkerProcess, ticks: TickPublisher, a
     return time.monotonic() - started
 
 
+def _restore_seconds(log_file: Path) -> float:
+    """From Faust's recovery asking for the changelogs' ends to "Recovery complete", in a worker's log."""
+    stamps: dict[str, float] = {}
+    for line in log_file.read_text(errors="replace").splitlines():
+        match = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]", line)  # Faust's log lines
+        for mark in ("Highwater for active changelog partitions", "Recovery complete"):
+            if match and mark in line and mark not in stamps:
+                stamps[mark] = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S").timestamp() + int(match[2]) / 1000
+    return stamps["Recovery complete"] - stamps["Highwater for active changelog partitions"]
+
+
 def _restart(dep: Deployment, worker: WorkerProcess, ticks: TickPublisher, at: dt.datetime) -> float:
     """Start a stopped worker; seconds until its first tick on every partition (restore + index rebuild)."""
     restart = time.monotonic()
@@ -229,6 +250,7 @@ def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_p
         assert dep.metric(worker, "tidings_timers_fired_total") - fired_before == DUE_AT_ONCE
         assert rendered == DUE_AT_ONCE
         figures["rss_mib_after_firing"] = _rss_mib(worker)
+        figures["pending_after_firing"] = dep.metric(worker, "tidings_timers_pending")
 
         stop_started = time.monotonic()
         assert worker.stop(timeout=600) == 0
@@ -238,6 +260,14 @@ def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_p
             figures["index_rebuild_seconds_total"] = dep.metric(worker, "tidings_timer_index_rebuild_seconds_sum")
             figures["pending_after_restart"] = dep.metric(worker, "tidings_timers_pending")
             figures["rss_mib_after_restart"] = _rss_mib(worker)
+            assert worker.stop(timeout=600) == 0
+
+        figures["changelog_rows"] = committed_rows(settings)
+        shutil.rmtree(worker.workdir / "state")
+        figures["empty_restart_to_ready_seconds"] = _restart(dep, worker, ticks, DUE_INSTANT + dt.timedelta(minutes=2))
+        figures["empty_restore_seconds"] = _restore_seconds(worker.log_file)
+        figures["empty_restore_rows_per_second"] = figures["changelog_rows"] / figures["empty_restore_seconds"]
+        assert dep.metric(worker, "tidings_timers_pending") == figures["pending_after_firing"], "everything pending is restored"
     finally:
         dep.close()
     JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
@@ -266,6 +296,12 @@ def _table(f: dict[str, Any]) -> str:
         f"all rendered after {f['all_rendered_seconds']:.1f} s",
         f"  graceful stop after firing {f['stop_seconds']:.1f} s",
     ]
+    rate = f["empty_restore_rows_per_second"]
+    lines.append(
+        f"  restore with no local state (state directory deleted): {f['changelog_rows']:,} changelog rows in "
+        f"{f['empty_restore_seconds']:.1f} s = {rate:,.0f} rows/s ({ok(rate >= RESTORE_TARGET_ROWS_PER_SECOND)}: "
+        f">= {RESTORE_TARGET_ROWS_PER_SECOND:,}); start to first tick {f['empty_restart_to_ready_seconds']:.1f} s"
+    )
     if "restart_to_ready_seconds" in f:
         lines.append(
             f"  second restart to first tick {f['restart_to_ready_seconds']:.1f} s (index rebuild "
