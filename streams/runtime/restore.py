@@ -22,7 +22,9 @@ would have applied, so the exactly-once reasoning of ``RestoredTable`` holds unc
 Faust waits for ``_build_offsets`` with ``broker_request_timeout`` and takes a timeout for a
 stopped service; the fast read therefore stops after ``BUDGET_FRACTION`` of it and leaves the
 rest of the partitions to Faust. A rebalance in the middle cancels the wait: the thread stops at
-its next write batch, before the coroutine gives the cancellation back to Faust.
+its next write batch, before the coroutine gives the cancellation back to Faust. Faust does not
+wait for the cancelled step, so its next round may start a restore meanwhile: restores run one at
+a time (``_ONE_AT_A_TIME``), so an older thread's last batch never lands after a newer one's.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 BUDGET_FRACTION = 0.6
 # Records asked of librdkafka per call; each partition's share of a call is one RocksDB write batch.
 CONSUME_BATCH = 10_000
+_ONE_AT_A_TIME = threading.Lock()
 
 
 @dataclass
@@ -82,8 +85,12 @@ class TidingsRecovery(Recovery):
         stop = threading.Event()
         deadline = time.monotonic() + BUDGET_FRACTION * self.app.conf.broker_request_timeout
 
+        def reached_at(tp: TP, offset: int) -> None:
+            if tp in destination:  # not revoked meanwhile
+                destination[tp] = max(destination[tp], offset)
+
         def progress(tp: TP, offset: int) -> None:
-            loop.call_soon_threadsafe(destination.__setitem__, tp, offset)
+            loop.call_soon_threadsafe(reached_at, tp, offset)
 
         started = time.monotonic()
         read = loop.run_in_executor(
@@ -96,7 +103,7 @@ class TidingsRecovery(Recovery):
             await asyncio.wait([read])
             raise
         for tp, offset in reached.items():
-            destination[tp] = offset
+            reached_at(tp, offset)
         elapsed = time.monotonic() - started
         left = sum(1 for tp, t in targets.items() if reached[tp] < t.end)
         log.info("restored %d changelog rows of %d partitions in %.1f s (%.0f rows/s)%s", rows, len(targets), elapsed,
@@ -147,7 +154,8 @@ def restore_partitions(
         "fetch.queue.backoff.ms": 5,
     })
     try:
-        return read_into(consumer, targets, progress, stop, deadline)
+        with _ONE_AT_A_TIME:
+            return read_into(consumer, targets, progress, stop, deadline)
     finally:
         consumer.close()
 
