@@ -460,7 +460,8 @@ class RestoredTable(CoPartitionedTable):
     reporting none makes it read the partition's changelog from the start (committed records
     only), which overwrites every key the changelog knows with its committed value. A key that
     only an aborted transaction created stays, and is written again when its input is.
-    The price is start-up and rebalance time proportional to the table (README "Performance").
+    The price is start-up and rebalance time proportional to the table, at librdkafka's speed
+    (``streams/runtime/restore.py``; README "Performance > Timers").
     """
 
     def persisted_offset(self, tp: Any) -> int | None:
