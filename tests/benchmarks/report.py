@@ -52,7 +52,8 @@ def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[A
     """One repeat: every phase of each pipeline (``test_e2e.Phase``), the SES figures, and the
     scaled-out deployment's saturation with its ratio to one worker's."""
     def phases(run: list[Any]) -> dict[str, Any]:
-        return {p.name: {"rate": p.rate, "cpu_ms_per_event": p.cpu_ms_per_event, **dataclasses.asdict(p.figures)}
+        return {p.name: {"rate": p.rate, "cpu_ms_per_event": p.cpu_ms_per_event, "machine_cores_busy": p.machine_cores_busy,
+                         **dataclasses.asdict(p.figures)}
                 for p in run}
 
     figures = {"bare": phases(bare), "transactional": phases(transactional), "tidings": phases(tidings), "ses": ses}
@@ -67,7 +68,8 @@ def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[A
     if scaled:
         s = phases(scaled)["saturation"]
         figures["scaled"] = {"workers": workers, "events_per_second": s["events_per_second"],
-                             "cpu_ms_per_event": s["cpu_ms_per_event"],
+                             "cpu_ms_per_event": s["cpu_ms_per_event"], "machine_cores_busy": s["machine_cores_busy"],
+                             "one_worker_machine_cores_busy": t["machine_cores_busy"],
                              "ratio_to_one_worker": round(s["events_per_second"] / t["events_per_second"], 3)}
     return figures
 
@@ -94,7 +96,8 @@ def build(*, events: int, partitions: int, broker: str, repeats: list[dict[str, 
     if all("scaled" in r for r in repeats):
         medians["scaled"] = {"workers": repeats[0]["scaled"]["workers"],
                              **{k: _median([r["scaled"][k] for r in repeats])
-                                for k in ("events_per_second", "cpu_ms_per_event", "ratio_to_one_worker")}}
+                                for k in ("events_per_second", "cpu_ms_per_event", "ratio_to_one_worker",
+                                          "machine_cores_busy", "one_worker_machine_cores_busy")}}
     return {
         "benchmark": "e2e",
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -131,7 +134,9 @@ def table(report: dict[str, Any]) -> str:
     if "scaled" in med:
         sc = med["scaled"]
         lines.append(f"Tidings, {sc['workers']} workers in one group: {sc['events_per_second']:.1f} events/s "
-                     f"(x{sc['ratio_to_one_worker']:.3f} of one worker), CPU {sc['cpu_ms_per_event']:.2f} ms/event summed")
+                     f"(x{sc['ratio_to_one_worker']:.3f} of one worker), CPU {sc['cpu_ms_per_event']:.2f} ms/event summed; "
+                     f"the machine busy {sc['machine_cores_busy']:.2f} of {m['nproc']} cores (one worker's run: "
+                     f"{sc['one_worker_machine_cores_busy']:.2f})")
     ses = med["ses"]
     lines += [
         f"outbound -> SES stand-in at a quota of {report['quota']:.0f}/s: {ses['achieved_per_second']:.1f}/s "

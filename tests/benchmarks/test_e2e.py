@@ -94,12 +94,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine spent busy so far (``/proc/stat``: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS  # user..steal; not guest (already in user)
+
+
 @dataclass
 class Phase:
     name: str
     rate: float | None  # events/s, None: all at once
     figures: Figures
     cpu_ms_per_event: float
+    machine_cores_busy: float = 0.0  # the whole machine over the phase: pipeline, broker, publisher, reader
 
 
 @dataclass
@@ -126,18 +134,21 @@ class PipelineRun:
     def phase(self, name: str, publisher: EventPublisher, workload: Workload, rate: float | None) -> Phase:
         pids = self.pids()
         cpu_before = sum(cpu_seconds(pid) for pid in pids)
+        busy_before, wall_before = machine_busy_seconds(), time.monotonic()
         started_at = time.time()
         publish(publisher, self.topic, workload, rate)
         self.reader.wait_for(self.seen + workload.records, timeout=PHASE_SECONDS + len(workload.events) / (rate or 1e9),
                              check=self.check, what=f"{self.name}: {name}")
         cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+        busy = (machine_busy_seconds() - busy_before) / (time.monotonic() - wall_before)
         result, records = figures(self.reader.arrivals[self.seen:], self.codec, started_at=started_at,
                                   events=len(workload.events))
         assert_exactly_once(records, workload, f"{self.name}: {name}")
         self.seen = len(self.reader.arrivals)
-        phase = Phase(name, rate, result, round(cpu / len(workload.events) * 1000, 3))
+        phase = Phase(name, rate, result, round(cpu / len(workload.events) * 1000, 3), round(busy, 2))
         print(f"  {self.name} {name}: {result.events_per_second} events/s, p50 {result.p50_ms} ms, "
-              f"p99 {result.p99_ms} ms, CPU {phase.cpu_ms_per_event} ms/event", flush=True)
+              f"p99 {result.p99_ms} ms, CPU {phase.cpu_ms_per_event} ms/event, machine {phase.machine_cores_busy} "
+              f"of {os.cpu_count()} cores busy", flush=True)
         self.phases.append(phase)
         return phase
 
