@@ -28,7 +28,9 @@ On the real broker, one worker (``python -m streams worker``, exactly-once, exte
    recovery asking for the changelogs' ends to "Recovery complete" (the worker's log); start to
    ready as in step 3. Every entity must be pending again, as before the stop.
 8. A crash: SIGKILL right after a tick was published, and a start on the same data directory:
-   start to ready as in step 3 (issue 16, target 3: <= 90 s), every entity pending again.
+   start to ready as in step 3 (issue 16, target 3: <= 90 s), every entity pending again. As
+   the restore begins (Faust's log line), a password reset is published: seconds until its mail
+   is on the priority topic (issue 16, target 5: <= 2 s; an event mail needs no entity state).
 
 Figures are printed and written to ``.tidings/bench/timers.json``. Only sanity is asserted
 (every loaded entity pending, exactly the due timers fired), never speed: the targets (RSS <= 1
@@ -53,7 +55,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from deploy.local.worker import WorkerProcess
-from streams.domain.samples import new_envelope
+from streams.domain.samples import new_envelope, sample_event
 from streams.domain.tenants import TenantDirectory
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT, Settings
@@ -76,6 +78,9 @@ RESTORE_TARGET_ROWS_PER_SECOND = 50_000  # issue 16, target 4: a million entitie
 IDLE_TICKS = 300
 TENANT = "lagerhaus-nord"
 INVOICE = "tidings.storage.InvoiceIssued"
+RESET = "tidings.storage.PasswordResetRequested"  # an event mail of the priority lane: needs no entity state
+RESTORE_STARTED = "Highwater for active changelog partitions"  # Faust's log line as the restore begins
+RESET_TARGET_SECONDS = 2  # issue 16, target 5: a password reset during a restore reaches the priority topic
 DUE_DAY = dt.date(2029, 6, 1)
 FAR = dt.date(2030, 1, 1)  # the due date of everything else: nothing of it fires in the run
 DUE_INSTANT = dt.datetime(2029, 6, 1, 7, tzinfo=dt.timezone.utc)  # 09:00 in Berlin (CEST)
@@ -164,12 +169,37 @@ def _first_ticks(dep: Deployment, worker: WorkerProcess, ticks: TickPublisher, a
     return time.monotonic() - started
 
 
+def _wait_log(worker: WorkerProcess, mark: str, timeout: float) -> None:
+    """Until the worker's log of its current start has a line with ``mark``."""
+    deadline = time.monotonic() + timeout
+    while mark not in (worker.log_file.read_text(errors="replace") if worker.log_file.is_file() else ""):
+        worker.assert_alive()
+        assert time.monotonic() < deadline, f"no {mark!r} in {worker.log_file} within {timeout}s"
+        time.sleep(0.05)
+
+
+def _first_record_seconds(dep: Deployment, topic: str, published_at: float, timeout: float) -> float:
+    """Seconds from ``published_at`` until the first record of ``topic`` is visible to a read_committed reader."""
+    consumer = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if any(msg.error() is None for msg in consumer.consume(num_messages=10, timeout=0.05)):
+                return time.time() - published_at
+        raise AssertionError(f"nothing on {topic} within {timeout}s")
+    finally:
+        consumer.close()
+
+
 def _restore_seconds(log_file: Path) -> float:
     """From Faust's recovery asking for the changelogs' ends to "Recovery complete", in a worker's log."""
     stamps: dict[str, float] = {}
     for line in log_file.read_text(errors="replace").splitlines():
         match = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]", line)  # Faust's log lines
-        for mark in ("Highwater for active changelog partitions", "Recovery complete"):
+        for mark in (RESTORE_STARTED, "Recovery complete"):
             if match and mark in line and mark not in stamps:
                 stamps[mark] = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S").timestamp() + int(match[2]) / 1000
     return stamps["Recovery complete"] - stamps["Highwater for active changelog partitions"]
@@ -275,7 +305,18 @@ def test_a_million_pending_timers(kafka_bootstrap: str, ses_endpoint: str, tmp_p
         ticks.tick(DUE_INSTANT + dt.timedelta(minutes=3))
         ticks.flush()
         worker.kill()
-        figures["crash_restart_to_ready_seconds"] = _restart(dep, worker, ticks, DUE_INSTANT + dt.timedelta(minutes=4))
+        restart = time.monotonic()
+        worker.start()
+        _wait_log(worker, RESTORE_STARTED, timeout=600)
+        reset = sample_event(topics.catalog.samples, RESET, TENANT)
+        reset["expires_at"] = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)  # the sample's has passed
+        reset_published = time.time()
+        publisher.publish(topics.for_event(RESET), RESET, reset, key=str(reset["customer_id"]))
+        publisher.flush()
+        figures["reset_during_restore_seconds"] = _first_record_seconds(dep, topics.outbound_priority, reset_published, 600)
+        worker.wait_serving(timeout=600)
+        _first_ticks(dep, worker, ticks, DUE_INSTANT + dt.timedelta(minutes=4), timeout=3600)
+        figures["crash_restart_to_ready_seconds"] = time.monotonic() - restart
         figures["crash_restore_seconds"] = _restore_seconds(worker.log_file)
         assert dep.metric(worker, "tidings_timers_pending") == figures["pending_after_firing"], "everything pending after the crash"
     finally:
@@ -315,7 +356,9 @@ def _table(f: dict[str, Any]) -> str:
     lines.append(
         f"  after SIGKILL: start to first tick {f['crash_restart_to_ready_seconds']:.1f} s (restore "
         f"{f['crash_restore_seconds']:.1f} s; {ok(f['crash_restart_to_ready_seconds'] <= CRASH_RESTART_TARGET_SECONDS)}: "
-        f"<= {CRASH_RESTART_TARGET_SECONDS} s)"
+        f"<= {CRASH_RESTART_TARGET_SECONDS} s); a password reset published as the restore began reached the priority "
+        f"topic after {f['reset_during_restore_seconds']:.1f} s ({ok(f['reset_during_restore_seconds'] <= RESET_TARGET_SECONDS)}: "
+        f"<= {RESET_TARGET_SECONDS} s)"
     )
     if "restart_to_ready_seconds" in f:
         ok_graceful = ok(f["restart_to_ready_seconds"] <= RESTART_TARGET_SECONDS)
