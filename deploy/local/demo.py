@@ -16,7 +16,6 @@ it started.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import json
@@ -43,6 +42,7 @@ from streams.domain.evaluate import field_at
 from streams.domain.samples import sample_event
 from streams.domain.tenants import TenantDirectory
 from streams.producer import EventPublisher
+from streams.replay.records import ReplayRecord, read_file, write_records
 from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
 from streams.topics import TopicNames, ensure_topics
@@ -147,8 +147,9 @@ def main() -> int:
             if event.type_name == BOOKING_CREATED:  # the only one with an event mail: its confirmation
                 recipients.add(event.record["customer"]["email"])
                 expected += 1
-        later = [(topics.for_event(e.type_name), e.key, publisher.encode(e.type_name, e.record), e.at)
-                 for e in story.later(now)]
+        # Partition 0 for now: month() puts each on its entity's partition, known once exported.
+        later = [ReplayRecord(topics.for_event(e.type_name), 0, 0, e.key.encode(), publisher.encode(e.type_name, e.record),
+                              e.at.timestamp()) for e in story.later(now)]
         publisher.flush()
         del publisher  # before the broker stops, so the client does not complain about it
 
@@ -177,7 +178,7 @@ def main() -> int:
     return 0
 
 
-def month(settings: Settings, bootstrap: str, now: dt.datetime, later: list[tuple[str, str, bytes, dt.datetime]]) -> None:
+def month(settings: Settings, bootstrap: str, now: dt.datetime, later: list[ReplayRecord]) -> None:
     """The timed mails of the events above over the next weeks, by day: an event-time simulation
     (``tidings-replay --simulate``) of the demo's topics, exported to a file (``--export``), and of
     what the story says happens later (a payment on day 6), appended to it. Reads the demo's
@@ -187,22 +188,12 @@ def month(settings: Settings, bootstrap: str, now: dt.datetime, later: list[tupl
            "TIDINGS_KAFKA_BOOTSTRAP": bootstrap, "TIDINGS_UNSUBSCRIBE_SECRET": "demo-only-unsubscribe-secret"}
     records, out = DEMO_DIR / "month-records.jsonl", DEMO_DIR / "month.jsonl"
     until = (now + dt.timedelta(days=SIMULATED_DAYS)).isoformat()
-    steps = [
-        ("the export of the demo's topics", ["--dry-run", "--export", str(records), "--out", os.devnull]),
-        ("the simulation", ["--simulate", "--file", str(records), "--until", until, "--step", "1h", "--out", str(out)]),
-    ]
-    for n, (what, args) in enumerate(steps):
-        if n == 1:
-            _append_later(records, later)
-        try:
-            done = subprocess.run([sys.executable, "-m", "streams.replay", *args], env=env, cwd=REPO_ROOT,
-                                  capture_output=True, text=True, timeout=SIMULATION_SECONDS)
-        except subprocess.TimeoutExpired:
-            say(f"  {what} took longer than {SIMULATION_SECONDS:.0f} s; skipped")
-            return
-        if done.returncode != 0:
-            say(f"  {what} failed:\n{done.stderr[-2000:]}")
-            return
+    if not _replay("the export of the demo's topics", env, "--dry-run", "--export", str(records), "--out", os.devnull):
+        return
+    _append_later(records, later)
+    if not _replay("the simulation", env, "--simulate", "--file", str(records), "--until", until, "--step", "1h",
+                   "--out", str(out)):
+        return
 
     timed = [line for line in map(json.loads, out.read_text().splitlines())
              if line["why"] == "fired" and "firings" in line.get("source", "")]
@@ -215,17 +206,30 @@ def month(settings: Settings, bootstrap: str, now: dt.datetime, later: list[tupl
     say(f"  {len(timed)} timed mails in {SIMULATED_DAYS} days; every one in {out.relative_to(REPO_ROOT)}")
 
 
-def _append_later(path: Path, later: list[tuple[str, str, bytes, dt.datetime]]) -> None:
+def _replay(what: str, env: dict[str, str], *args: str) -> bool:
+    """Run ``tidings-replay`` with ``args``; whether it succeeded (if not, says why)."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "streams.replay", *args], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=SIMULATION_SECONDS)
+    except subprocess.TimeoutExpired:
+        say(f"  {what} took longer than {SIMULATION_SECONDS:.0f} s; skipped")
+        return False
+    if done.returncode != 0:
+        say(f"  {what} failed:\n{done.stderr[-2000:]}")
+        return False
+    return True
+
+
+def _append_later(path: Path, later: list[ReplayRecord]) -> None:
     """Add the story's future records to an exported file, each on the partition its entity's
     records are on (the simulation keeps state per partition, as the worker does), in time order."""
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    for topic, key, value, at in later:
-        key_b64 = base64.b64encode(key.encode()).decode()
-        partition = next((r["partition"] for r in lines if r["topic"] == topic and r["key"] == key_b64), 0)
-        lines.append({"topic": topic, "partition": partition, "offset": 0, "timestamp": int(at.timestamp() * 1000),
-                      "key": key_b64, "value": base64.b64encode(value).decode()})
-    lines.sort(key=lambda r: r["timestamp"])
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    records = list(read_file(path))
+    for record in later:
+        record.partition = next((r.partition for r in records if r.topic == record.topic and r.key == record.key), 0)
+        records.append(record)
+    records.sort(key=lambda r: r.timestamp)
+    with path.open("w", encoding="utf-8") as f:
+        write_records(f, records)
 
 
 if __name__ == "__main__":
