@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -129,36 +129,16 @@ def _load_part(job: tuple[Settings, Tenant, Callable[[int], Event], range]) -> i
 
 def changelog_partitions(settings: Settings, table: str, timeout: float = 60.0) -> dict[bytes, int]:
     """Key -> partition of every committed record in a table's changelog (to check ``key_partition``)."""
-    topic = changelog_topic(settings, table)
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap, "group.id": "tidings-bench-bulkload",
-        "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": True,
-    })
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        out: dict[bytes, int] = {}
-        pending = set(partitions)
-        while pending:
-            msgs = consumer.consume(num_messages=1000, timeout=timeout)
-            if not msgs:
-                raise TimeoutError(f"reading {topic}: no record nor end within {timeout} s")
-            for msg in msgs:
-                error = msg.error()
-                if error is None:
-                    out[msg.key()] = msg.partition()
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                else:
-                    raise RuntimeError(f"reading {topic}: {error}")
-        return out
-    finally:
-        consumer.close()
+    return {msg.key(): msg.partition() for msg in _committed_records(settings, [changelog_topic(settings, table)], timeout)}
 
 
 def committed_rows(settings: Settings, timeout: float = 60.0) -> int:
     """How many committed records the worker's changelogs hold: what a worker with no local state restores."""
-    topics = changelog_names(settings, Catalog.load())
+    return sum(1 for _ in _committed_records(settings, changelog_names(settings, Catalog.load()), timeout))
+
+
+def _committed_records(settings: Settings, topics: list[str], timeout: float) -> Iterator[Any]:
+    """Every committed record of every partition of ``topics``, from the start to the end of each."""
     consumer = Consumer({
         "bootstrap.servers": settings.kafka_bootstrap, "group.id": "tidings-bench-bulkload",
         "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": True,
@@ -167,19 +147,17 @@ def committed_rows(settings: Settings, timeout: float = 60.0) -> int:
         assigned = [TopicPartition(t, p, 0) for t in topics for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
         consumer.assign(assigned)
         pending = {(tp.topic, tp.partition) for tp in assigned}
-        rows = 0
         while pending:
             msgs = consumer.consume(num_messages=10_000, timeout=timeout)
             if not msgs:
-                raise TimeoutError(f"counting changelog rows: no record nor end within {timeout} s")
+                raise TimeoutError(f"reading {sorted(topics)}: no record nor end within {timeout} s")
             for msg in msgs:
                 error = msg.error()
                 if error is None:
-                    rows += 1
+                    yield msg
                 elif error.code() == KafkaError._PARTITION_EOF:
                     pending.discard((msg.topic(), msg.partition()))
                 else:
-                    raise RuntimeError(f"counting changelog rows: {error}")
-        return rows
+                    raise RuntimeError(f"reading {msg.topic()}: {error}")
     finally:
         consumer.close()
