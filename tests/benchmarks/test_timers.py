@@ -139,11 +139,17 @@ def _idle_tick_cost(dep: Deployment, worker: WorkerProcess, ticks: TickPublisher
     return (after_sum - before_sum) / (after_count - before_count)
 
 
-def _firing_lags(dep: Deployment, topic: str, published_at: float, expected: int, timeout: float) -> list[float]:
+def _committed_reader(dep: Deployment, topic: str) -> Consumer:
+    """A read_committed consumer of every partition of ``topic`` from its start (no group commits)."""
     consumer = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                          "isolation.level": "read_committed", "enable.auto.commit": False})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    return consumer
+
+
+def _firing_lags(dep: Deployment, topic: str, published_at: float, expected: int, timeout: float) -> list[float]:
+    consumer = _committed_reader(dep, topic)
     lags: list[float] = []
     deadline = time.monotonic() + timeout
     try:
@@ -180,10 +186,7 @@ def _wait_log(worker: WorkerProcess, mark: str, timeout: float) -> None:
 
 def _first_record_seconds(dep: Deployment, topic: str, published_at: float, timeout: float) -> float:
     """Seconds from ``published_at`` until the first record of ``topic`` is visible to a read_committed reader."""
-    consumer = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    consumer = _committed_reader(dep, topic)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -202,7 +205,7 @@ def _restore_seconds(log_file: Path) -> float:
         for mark in (RESTORE_STARTED, "Recovery complete"):
             if match and mark in line and mark not in stamps:
                 stamps[mark] = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S").timestamp() + int(match[2]) / 1000
-    return stamps["Recovery complete"] - stamps["Highwater for active changelog partitions"]
+    return stamps["Recovery complete"] - stamps[RESTORE_STARTED]
 
 
 def _restart(dep: Deployment, worker: WorkerProcess, ticks: TickPublisher, at: dt.datetime) -> float:
