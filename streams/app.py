@@ -43,6 +43,7 @@ from streams.outcomes import Rejection
 from streams.rendering.budget import RenderBudget
 from streams.rendering.render import Renderer
 from streams.runtime.app import TidingsApp, Wiring, new_app
+from streams.runtime.groups import adopt_offsets, group_settings
 from streams.settings import Settings
 from streams.suppression.feed import SuppressionFeed, SuppressionWriter
 from streams.suppression.model import SuppressionList
@@ -164,22 +165,24 @@ def _decoders(settings: Settings, topics: TopicNames, codec: SingleObjectCodec) 
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> TidingsApp:
-    """The worker: every stage's handler registered under the runtime's guard (``streams/runtime/``)."""
-    from streams.delivery.agents import Sender
+    """The worker: every stage's handler of its role registered under the runtime's guard (``streams/runtime/``)."""
     from streams.delivery.outbox import DELIVERY_STATUS, OUTBOUND, OUTBOUND_PRIORITY
     from streams.ingest.agents import IngestHandler
-    from streams.suppression import web as suppression_web
-    from streams.suppression.agents import FeedbackHandler
-    from streams.triggers.agents import FiringsHandler, TickHandler, tick_value
 
     rt = runtime if runtime is not None else build_runtime(settings)
     m, topics = rt.metrics, rt.topics
-    app = new_app(settings)
+    role = settings.role
+    app = new_app(group_settings(settings))
 
     async def before_agents() -> None:
         created = ensure_topics(rt.settings, catalog=topics.catalog)
         if created:
             log.info("created topics: %s", ", ".join(created))
+        if role == "stateless":
+            await asyncio.get_running_loop().run_in_executor(
+                None, adopt_offsets, settings.kafka_bootstrap, settings.app_id, app.conf.id, topics.stateless,
+                settings.partitions,
+            )
         health.topics_ready = True
         rt.tenant_feed.start()
         rt.suppression_feed.start()
@@ -214,7 +217,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
 
     wiring = Wiring(
         app,
-        settings,
+        group_settings(settings),
         outputs={
             OUTBOUND: topics.outbound,
             OUTBOUND_PRIORITY: topics.outbound_priority,
@@ -225,13 +228,36 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
         count=lambda stage, outcome: m.record_outcomes.labels(stage, outcome.value).inc(),
         reports=frozenset({DELIVERY_STATUS}),
     )
-    tables = wiring.tables(topics.catalog.tables())
     feeds = [rt.tenant_feed, rt.suppression_feed, *rt.customer_feeds]
     health = health_module.register(wiring, {feed.topic: health_module.caught_up(feed) for feed in feeds})
+    if role == "stateless":
+        # Event triggers only: no table, so nothing to restore (streams/runtime/groups.py).
+        ingest = IngestHandler(rt.pipeline, rt.timed, None, rt.clock, m, settings.partitions)
+        wiring.agent("ingest", topics.inbound_for(role), "tidings.ingest", ingest)
+    else:
+        _stateful_stages(wiring, rt, settings)
+    observer = observe.register(
+        wiring, m, ready=lambda: health.readiness().ready, earliest_due=rt.timed.index.earliest_any,
+        now=lambda: rt.clock.now().timestamp(),
+    )
+    wiring.metrics_page(m.registry, before=observer.refresh)
+    return app
 
-    # Ingest: every inbound domain topic.
+
+def _stateful_stages(wiring: Wiring, rt: Runtime, settings: Settings) -> None:
+    """Everything but the stateless lane: entity state, timers, delivery, feedback."""
+    from streams.delivery.agents import Sender
+    from streams.ingest.agents import IngestHandler
+    from streams.suppression import web as suppression_web
+    from streams.suppression.agents import FeedbackHandler
+    from streams.triggers.agents import FiringsHandler, TickHandler, tick_value
+
+    m, topics = rt.metrics, rt.topics
+    tables = wiring.tables(topics.catalog.tables())
+
+    # Ingest: the inbound domain topics of the role (all of them, or the stateful ones).
     ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m, settings.partitions)
-    wiring.agent("ingest", topics.inbound, "tidings.ingest", ingest)
+    wiring.agent("ingest", topics.inbound_for(settings.role), "tidings.ingest", ingest)
 
     # Timed triggers: ticks decide, firings render.
     tick = TickHandler(
@@ -299,12 +325,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     wiring.agent("feedback", [topics.ses_events, topics.unsubscribes], "tidings.feedback", feedback)
 
     suppression_web.register(wiring, rt)
-    observer = observe.register(
-        wiring, m, ready=lambda: health.readiness().ready, earliest_due=rt.timed.index.earliest_any,
-        now=lambda: rt.clock.now().timestamp(),
-    )
     poll_quota = quota_poller(rt.sender, m)
     if poll_quota is not None:
         wiring.every(QUOTA_POLL_SECONDS, poll_quota, name="tidings.ses_quota")
-    wiring.metrics_page(m.registry, before=observer.refresh)
-    return app

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDINGS_", frozen=True, extra="forbid")
 
     app_id: str = Field("tidings", description="Faust app id: the consumer group and table prefix.")
+    role: Literal["all", "stateful", "stateless"] = Field(
+        "all",
+        description="What this worker serves. all: everything. stateless: only the inbound topics whose events "
+        "update no entity (password resets, invoices ready...; Catalog.stateless_topic_suffixes), in a consumer "
+        "group of its own (<app_id>-stateless) with no tables, so it never waits for a restore. stateful: "
+        "everything else (the other inbound topics, timers, delivery, feedback). Run stateful and stateless "
+        "workers together, or all alone.",
+    )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the brokers.")
     topic_prefix: str = Field("tidings.", description="Prepended to every topic Tidings owns.")
     partitions: int = Field(4, ge=1, description="Partitions of every topic and table (they are co-partitioned).")

@@ -22,6 +22,12 @@ and interval, carrying ``now``) is co-partitioned with them, so the timers of pa
 in the transaction of a tick on partition *p* (``streams/triggers/agents.py``); their firing
 records go to partition *p* of ``<prefix>firings``, where they are rendered.
 
+Inbound topics whose events update no entity (``TopicNames.stateless``: account events such as
+password resets, invoices ready, invitations) can be served by workers of their own
+(``TIDINGS_ROLE=stateless``), a consumer group with no tables: their mails are written while the
+stateful workers restore, and every mail of the priority lane comes from such a topic. The
+partition discipline is the same in both groups.
+
 The one exception is the tenants topic (``<prefix>tenants``): compacted, keyed by tenant id, one
 JSON tenant per record, a tombstone (null value) removes a tenant. It is configuration, not a
 stream of work: no agent consumes it, no transaction writes it, nothing derived from it is keyed
@@ -54,6 +60,7 @@ from streams.settings import Settings
 class TopicNames:
     prefix: str
     inbound: tuple[str, ...]
+    stateless: tuple[str, ...]  # the inbound topics whose events update no entity
     outbound: str
     outbound_priority: str
     dead_letter: str
@@ -73,6 +80,7 @@ class TopicNames:
         return cls(
             prefix=p,
             inbound=tuple(f"{p}{suffix}" for suffix in catalog.topic_suffixes()),
+            stateless=tuple(f"{p}{suffix}" for suffix in catalog.stateless_topic_suffixes()),
             outbound=f"{p}outbound",
             outbound_priority=f"{p}outbound-priority",
             dead_letter=f"{p}dead-letter",
@@ -92,6 +100,14 @@ class TopicNames:
             *self.inbound, self.outbound, self.outbound_priority, self.dead_letter, self.delivery_status,
             self.ticks, self.firings, self.ses_events, self.unsubscribes,
         )
+
+    def inbound_for(self, role: str) -> tuple[str, ...]:
+        """The inbound topics a worker of ``role`` (``Settings.role``) consumes."""
+        if role == "stateless":
+            return self.stateless
+        if role == "stateful":
+            return tuple(t for t in self.inbound if t not in self.stateless)
+        return self.inbound
 
     def outbound_for(self, priority: str) -> str:
         """Mails a person is waiting for travel on their own topic, so no backlog of others can queue them."""

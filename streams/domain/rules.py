@@ -349,6 +349,12 @@ class Catalog:
         """``<pack>.<aggregate>`` of every inbound topic; the prefix comes from the settings."""
         return sorted(set(self._topic_of.values()))
 
+    def stateless_topic_suffixes(self) -> list[str]:
+        """The inbound topics none of whose event types updates an entity: their events fire event
+        triggers only, so a worker serving them needs no table (``TIDINGS_ROLE``, ``streams/app.py``)."""
+        stateful = {self._topic_of[event] for event in self._feeds if event in self._topic_of}
+        return sorted(set(self._topic_of.values()) - stateful)
+
     def topic_suffix_for(self, type_name: str) -> str:
         try:
             return self._topic_of[type_name]

@@ -22,7 +22,7 @@ from streams.codecs.partitioning import PartitionCheck
 from streams.customers.feed import report_skipped
 from streams.delivery.outbox import Outbox
 from streams.errors import RejectedInput
-from streams.ingest.pipeline import IngestPipeline
+from streams.ingest.pipeline import IngestPipeline, IngestResult
 from streams.metrics import Series
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class IngestHandler:
         self,
         pipeline: IngestPipeline,
         engine: TimedEngine,
-        tables: StateTables,
+        tables: StateTables | None,
         clock: Clock,
         metrics: Metrics,
         partitions: int,
@@ -63,6 +63,8 @@ class IngestHandler:
         timestamp = dt.datetime.fromtimestamp(msg.timestamp, dt.timezone.utc)
         started = time.perf_counter()
         result = self.pipeline.process(msg.value, topic=msg.topic, timestamp=timestamp, now=self.clock.now())
+        if self.tables is None and result.record is not None and self.engine.feeds(result.event_type):
+            self._refuse_stateful(result, msg.topic)
         queued = []
         for mail in result.mails:
             record = mail.record
@@ -75,7 +77,7 @@ class IngestHandler:
             queued.append(mail)
         if queued:
             self.m.render_seconds.observe((time.perf_counter() - started) / len(queued))
-        if result.record is not None and result.tenant is not None and self.engine.feeds(result.event_type):
+        if self.tables is not None and result.record is not None and result.tenant is not None and self.engine.feeds(result.event_type):
             # The entity state and its timers: written in this event's transaction, on its partition.
             # Straight to the partition's database, the changelog records queued as one producer
             # buffer entry (streams/runtime/tables.py PartitionRows), in the same step as the writes.
@@ -101,3 +103,20 @@ class IngestHandler:
         for rejection in result.rejections:
             # A redacted copy, where the pipeline made one, in place of the original bytes.
             ctx.dead_letter(rejection)
+
+    def _refuse_stateful(self, result: IngestResult, topic: str) -> None:
+        """An event that updates an entity, on a topic of a worker without tables: dead-lettered whole.
+
+        Its pack routes it to another topic (a producer published it to the wrong one); sending
+        its mails without its state update would split the event, so none is sent and the dead
+        letter can be re-driven to the right topic.
+        """
+        routed = self.engine.catalog.topic_suffix_for(result.event_type)
+        error = RejectedInput(
+            f"{result.event_type} updates entity state, which this worker (TIDINGS_ROLE=stateless) does not keep; "
+            f"it arrived on {topic}, and its pack routes it to the topic ending {routed}",
+            reason="stateful_event",
+        )
+        result.rejections.append(self.pipeline.state_rejection(error, result))
+        result.mails, result.stale, result.skipped = [], [], []
+        result.record = None

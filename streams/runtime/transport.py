@@ -138,6 +138,12 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         # worker's CPU (py-spy). Asking for more bytes with a short wait gathers a few events per
         # round; the fetcher reads both from these attributes when the consumer starts.
         consumer = super()._create_worker_consumer(transport)
+        # An app without tables (the stateless role, streams/runtime/groups.py) gets aiokafka's
+        # round-robin assignor from Faust, but Faust's exactly-once transactions map each
+        # assigned topic to its co-partitioned group through Faust's assignor, and crash without
+        # it (KeyError in group_for_topic at the first assignment). Faust's assignor always.
+        self._assignor = self.app.assignor
+        consumer._partition_assignment_strategy = [self.app.assignor]
         min_bytes, max_wait_ms = getattr(self.app, "fetch_tuning", (1, 1500))
         consumer._fetch_min_bytes = min_bytes
         consumer._fetch_max_wait_ms = max_wait_ms

@@ -144,8 +144,9 @@ class Deployment:
         """A recipient address unique to this test run."""
         return f"c{n}.{self.run}@example.org"
 
-    def start_worker(self, name: str = "w1") -> WorkerProcess:
-        worker = WorkerProcess(workdir=self.workdir / name, env=self.env)
+    def start_worker(self, name: str = "w1", **env: str) -> WorkerProcess:
+        """Start a worker of this deployment; ``env`` adds or replaces its ``TIDINGS_*`` (``TIDINGS_ROLE=...``)."""
+        worker = WorkerProcess(workdir=self.workdir / name, env={**self.env, **env})
         self.workers.append(worker)
         return worker.start()
 

@@ -40,3 +40,18 @@ def test_a_concurrency_below_one_names_the_setting(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TIDINGS_SENDER_CONCURRENCY", "0")
     with pytest.raises(ValueError, match="sender_concurrency"):
         Settings()
+
+
+def test_an_unknown_role_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_ROLE", "stateles")
+    with pytest.raises(pydantic.ValidationError, match="role"):
+        Settings()
+
+
+@pytest.mark.parametrize(("role", "group"), [("all", "acme"), ("stateful", "acme"), ("stateless", "acme-stateless")])
+def test_the_stateless_role_is_a_consumer_group_of_its_own(role: str, group: str) -> None:
+    from streams.runtime.groups import group_settings
+
+    settings = Settings(app_id="acme", role=role)
+    assert group_settings(settings).app_id == group
+    assert group_settings(settings).role == role and settings.app_id == "acme"
