@@ -75,6 +75,11 @@ class WorkerProcess:
         """Until the worker's web server answers (it starts before the agents consume)."""
         wait_until(lambda: self.assert_alive() or http_ok(self.metrics_url), timeout=timeout, what="worker web server")
 
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until ``/readyz`` answers 200: partitions assigned, tables restored, feeds read (``streams/health.py``)."""
+        url = f"http://127.0.0.1:{self.web_port}/readyz"
+        wait_until(lambda: self.assert_alive() or http_ok(url), timeout=timeout, what="worker ready")
+
     def assert_alive(self) -> bool:
         """Raise with the log tail if the worker died unasked; returns False so it fits in a wait condition."""
         if not self.expected_exit and self.process is not None and self.process.poll() is not None:
