@@ -89,3 +89,30 @@ def test_the_prometheus_rule_carries_the_projects_rules_with_the_chosen_runbook(
     _run(promtool(), "check", "rules", str(path))
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
     assert alerts and all(a["annotations"]["runbook_url"].startswith("https://wiki.example/tidings#") for a in alerts)
+
+
+def test_the_stateless_lane_is_a_deployment_of_its_own_selected_apart_from_the_statefulset() -> None:
+    assert "Deployment" not in _docs(_rendered()), "the lane is off by default"
+    text = _rendered("statelessLane.enabled=true")
+    out = _run(_tool("manifestcheck"), stdin=text)
+    assert " Deployment" in out, out
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    [lane] = [d for d in docs if d["kind"] == "Deployment"]
+    [workers] = [d for d in docs if d["kind"] == "StatefulSet"]
+
+    def role(workload: dict[str, Any]) -> str:
+        [container] = workload["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e["value"] for e in container.get("env", [])}["TIDINGS_ROLE"]
+
+    assert (role(workers), role(lane)) == ("stateful", "stateless")
+    # Neither controller's selector matches the other's pods.
+    for one, other in ((workers, lane), (lane, workers)):
+        selector = one["spec"]["selector"]["matchLabels"]
+        pod_labels = other["spec"]["template"]["metadata"]["labels"]
+        assert not selector.items() <= pod_labels.items()
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    lane_labels = lane["spec"]["template"]["metadata"]["labels"]
+    assert any(s["spec"]["selector"].items() <= lane_labels.items() for s in services.values())
+    assert any(m["spec"]["selector"]["matchLabels"].items() <= services["t-tidings-stateless"]["metadata"]["labels"].items()
+               for m in monitors)
