@@ -209,7 +209,9 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0), registry=registry,
         ),
         timer_index_rebuild_seconds=Histogram(
-            "tidings_timer_index_rebuild_seconds", "Rebuilding one partition's timer index from its table.",
+            "tidings_timer_index_rebuild_seconds",
+            "Rebuilding one partition's timer index from its table, wall time: it runs in slices with the other "
+            "agents' work in between, which is counted; the partition's ticks wait for it.",
             buckets=(0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0), registry=registry,
         ),
         feedback_events=Counter(

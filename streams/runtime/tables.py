@@ -120,6 +120,13 @@ class StateTables:
         Faust has no public per-partition iteration; its RocksDB store keeps one database per
         partition in ``_dbs`` (faust-streaming 0.11+), which this reads. The in-memory store
         (tests with ``memory://``) is not partitioned, so all rows are returned.
+
+        The timer index reads it over many turns of the event loop (``TimerIndex.build``), with
+        other agents writing the same database in between. rocksdict's ``items()`` iterator
+        (0.3.29) reads the snapshot RocksDB takes when it is created, at the first row: later
+        writes are not seen and do not invalidate it, so no re-seek is needed. It holds the
+        database open until the generator is closed, even after Faust's store let go of it on a
+        revoke (``tests/unit/test_timer_index.py`` checks both).
         """
         store = _raw(table).data
         dbs = getattr(store, "_dbs", None)

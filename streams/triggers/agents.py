@@ -14,8 +14,12 @@ replays run months in seconds with ``tidings-tick``). A tick's ``now`` is the on
 timers see, so a replay of the ticks fires the same timers.
 
 The index is per worker and in memory; after a rebalance every partition is rebuilt from the
-``timers`` table before its next tick (``TimerIndex``). Both handlers run under the runtime's
-guard (``streams/runtime/guard.py``); neither knows Faust.
+``timers`` table before its next tick (``TimerIndex``). The tick that finds its partition not
+ready awaits the build, which reads the table in slices of about 10 ms and lets the event loop
+run the other agents in between: an event mail (a password reset) is not held up by a million
+rows, only that tick is (and the ticks queued behind it: the tick agent takes one record at a
+time). Both handlers run under the runtime's guard (``streams/runtime/guard.py``); neither
+knows Faust.
 """
 
 from __future__ import annotations
@@ -110,16 +114,13 @@ class TickHandler:
         p = ctx.partition
         engine = self.engine
         if not engine.index.ready(p):
-            started = time.perf_counter()
-            count = engine.rebuild(p, self.tables.partition_items(self.tables.timers, p))
-            # The index is millions of long-lived objects: left to the collector, a full
-            # collection over them (hundreds of ms at a million timers) falls in whatever runs
-            # when it triggers, a wave of firings included. Frozen, collections skip them; what
-            # is garbage now is collected first, so nothing is frozen with it.
-            gc.collect()
-            gc.freeze()
-            self.m.timer_index_rebuild_seconds.observe(time.perf_counter() - started)
-            log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
+            await self._build(p)
+            if not engine.index.ready(p):
+                # Partitions moved while it was read (``invalidate``): its rows may not be this
+                # worker's any more. This tick is dropped, as a lost tick may be: the next one
+                # builds again and fires what is due by its time.
+                log.info("timer index build of partition %s abandoned: partitions moved", p)
+                return
         self.idle.clear()
         try:
             rows = self.tables.partition_rows(p, ctx.source.topic)
@@ -151,6 +152,22 @@ class TickHandler:
             self.idle.set()
         self.m.ticks.inc()
         self.m.timers_pending.set(engine.index.pending())
+
+    async def _build(self, p: int) -> None:
+        started = time.perf_counter()
+        count = await self.engine.build(p, self.tables.partition_items(self.tables.timers, p))
+        if count is None:
+            return
+        # The index is millions of long-lived objects: left to the collector, a full collection
+        # over them (hundreds of ms at a million timers) falls in whatever runs when it
+        # triggers, a wave of firings included. Frozen, collections skip them; what is garbage
+        # now is collected first, so nothing is frozen with it.
+        gc.collect()
+        gc.freeze()
+        # Wall time, the other agents' turns between slices included: how long this partition's
+        # ticks waited.
+        self.m.timer_index_rebuild_seconds.observe(time.perf_counter() - started)
+        log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
 
     def _records(self, fired: Fired, decided_at: float) -> Iterator[bytes]:
         """The chunk's firings as records the broker accepts: halved until each fits.

@@ -163,8 +163,13 @@ class TimedEngine:
     # -- ticks ----------------------------------------------------------------------------------
 
     def rebuild(self, partition: int, items: Iterable[tuple[str, bytes]]) -> int:
-        """Rebuild one partition's index from its ``timers`` table rows."""
+        """Rebuild one partition's index from its ``timers`` table rows, at once."""
         return self.index.rebuild(partition, _earliest(items))
+
+    async def build(self, partition: int, items: Iterable[tuple[str, bytes]]) -> int | None:
+        """Rebuild one partition's index from its ``timers`` table rows, yielding to the event
+        loop between slices (``TimerIndex.build``: None if it was abandoned)."""
+        return await self.index.build(partition, _earliest(items))
 
     def on_tick(
         self, states: Mapping[str, Store], timers: Store, partition: int, now: dt.datetime, limit: int | None = None

@@ -8,8 +8,10 @@ template tests.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from streams import metrics as metrics_module
@@ -20,6 +22,7 @@ from streams.rendering.render import Renderer
 from streams.settings import REPO_ROOT
 from streams.state import values
 from streams.triggers.engine import TimedEngine, firings_value
+from streams.triggers.index import TimerIndex
 
 UTC = dt.timezone.utc
 CATALOG = Catalog.load()
@@ -352,6 +355,59 @@ def test_the_index_is_rebuilt_from_the_timers_table_alone() -> None:
     world.engine = fresh
     world.run(dt.datetime(2027, 1, 26, tzinfo=UTC), start=t0)
     assert sorted(e for _, e, s, _ in world.fired if s.endswith("move_in_reached")) == [f"BK-{n}" for n in range(5)]
+
+
+def test_events_during_an_index_build_leave_ticks_firing_exactly_what_the_table_holds() -> None:
+    world = World(_tenant("lagerhaus-nord"))
+    t0 = dt.datetime(2027, 1, 4, 8, tzinfo=UTC)
+    for n in range(600):
+        _booking(world, t0, dt.date(2027, 1, 20) + dt.timedelta(days=n % 30), None, booking_id=f"BK-{n:03d}")
+    # A restart: the index is built again from the table, in slices, while events keep coming.
+    world.engine = TimedEngine(CATALOG, world.tenants, world.engine.renderer, world.metrics, index=TimerIndex(slice_seconds=0))
+    at = dt.datetime(2027, 1, 5, 10, tzinfo=UTC)
+
+    def rows() -> Iterator[tuple[str, bytes]]:
+        yield from sorted(world.timers.items())  # as RocksDB reads: the table as it was at the first row
+
+    def cancel(booking_id: str) -> None:
+        world.event("tidings.storage.BookingCancelled", at, booking_id=booking_id, customer=_customer(), move_out_date=None)
+
+    def move(booking_id: str, move_in: dt.date) -> None:
+        world.event("tidings.storage.BookingDatesChanged", at, booking_id=booking_id, customer=_customer(),
+                    move_in_date=move_in, move_out_date=None)
+
+    async def events() -> None:
+        await asyncio.sleep(0)  # the first slice is read: BK-000 to BK-255
+        assert world.engine.index.building(0)
+        cancel("BK-005")  # its row read already
+        cancel("BK-400")  # its row not read yet
+        move("BK-006", dt.date(2027, 2, 27))
+        move("BK-401", dt.date(2027, 2, 27))
+        _booking(world, at, dt.date(2027, 2, 3), None, booking_id="BK-900")
+        await asyncio.sleep(0)
+        assert world.engine.index.building(0)
+        move("BK-402", dt.date(2027, 1, 10))  # sooner than any other, and already past its 3-days-before
+        cancel("BK-900")  # created during the build, gone again
+
+    async def build() -> int | None:
+        task = asyncio.create_task(world.engine.build(0, rows()))
+        await events()
+        return await task
+
+    assert asyncio.run(build()) == 600 - 2
+    # The reference: the same tables, the index rebuilt at once from what they hold now.
+    reference = World(world.tenant)
+    reference.states = {table: dict(rows) for table, rows in world.states.items()}
+    reference.timers = dict(world.timers)
+    reference.engine.rebuild(0, reference.timers.items())
+    until, start = dt.datetime(2027, 3, 5, tzinfo=UTC), dt.datetime(2027, 1, 5, 11, tzinfo=UTC)
+    world.run(until, start)
+    reference.run(until, start)
+    assert world.fired == reference.fired
+    fired = {(e, s.split("/", 1)[1]) for _, e, s, _ in world.fired}
+    assert ("BK-401", "booking.move_in_reached") in fired and ("BK-402", "booking.move_in_reached") in fired
+    assert not {e for e, _ in fired} & {"BK-005", "BK-400", "BK-900"}
+    assert world.engine.index.pending() == reference.engine.index.pending()
 
 
 def test_a_bad_address_kept_in_state_is_rejected_when_its_mail_renders() -> None:
