@@ -108,8 +108,8 @@ class IngestHandler:
         """An event that updates an entity, on a topic of a worker without tables: dead-lettered whole.
 
         Its pack routes it to another topic (a producer published it to the wrong one); sending
-        its mails without its state update would split the event, so none is sent and the dead
-        letter can be re-driven to the right topic.
+        its mails without its state update would split the event, so none is sent. The producer
+        must publish it to the right topic: a re-drive would send it back to this one.
         """
         routed = self.engine.catalog.topic_suffix_for(result.event_type)
         error = RejectedInput(
