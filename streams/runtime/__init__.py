@@ -13,6 +13,9 @@ packages (``ingest``, ``triggers``, ``delivery``, ``suppression``) see none of i
 - ``tables.py``: the tables (entity state, timers, ledger) and their fast partition rows.
 - ``transport.py``: the overrides of Faust's consumer, producer and buffer that make stops,
   restarts and rebalances safe under exactly-once.
+- ``restore.py``: the tables' changelogs read at librdkafka's speed before Faust's recovery.
+- ``groups.py``: the consumer group of each worker role (``TIDINGS_ROLE``) and the handover of
+  offsets when a deployment splits into stateful workers and the stateless lane.
 - ``commits.py``: when a partition's writes were committed (the sender's duplicate bound).
 - ``status.py``: what the consumer and tables say about themselves (assignment, restore progress,
   lag), read without a Kafka call, for ``/readyz`` and the worker's own gauges.
