@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
@@ -57,15 +57,24 @@ def adopt_offsets(bootstrap: str, source: str, target: str, topics: Iterable[str
         return {}
     request = ConsumerGroupTopicPartitions(target, [TopicPartition(t, p, o) for (t, p), o in sorted(found.items())])
     try:
-        admin.alter_consumer_group_offsets([request], request_timeout=timeout)[target].result(timeout)
+        done = admin.alter_consumer_group_offsets([request], request_timeout=timeout)[target].result(timeout)
     except KafkaException as e:
-        # Another worker of the role joined first: its group already reads from somewhere.
-        if "UNKNOWN_MEMBER_ID" in str(e) or "NON_EMPTY_GROUP" in str(e) or "REBALANCE_IN_PROGRESS" in str(e):
-            log.info("offsets of %s not handed over: the group has members already (%s)", target, e)
+        errors = [e.args[0]]
+    else:
+        # The broker refuses partition by partition: the call itself succeeds.
+        errors = [tp.error for tp in done.topic_partitions if tp.error]
+    if errors:
+        if all(_has_members(error) for error in errors):
+            # Another worker of the role joined first: its group already reads from somewhere.
+            log.info("offsets of %s not handed over: the group has members already (%s)", target, errors[0])
             return {}
-        raise
+        raise KafkaException(errors[0])
     log.info("group %s starts where %s stands on %s partitions", target, source, len(found))
     return found
+
+
+def _has_members(error: KafkaError) -> bool:
+    return error.code() in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS, KafkaError.NON_EMPTY_GROUP)
 
 
 def _committed(admin: AdminClient, group: str, wanted: list[TopicPartition], timeout: float) -> dict[tuple[str, int], int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import time
 from typing import Any
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
@@ -75,3 +76,41 @@ def test_the_lane_dead_letters_an_event_that_updates_an_entity(deployment: Deplo
     assert headers["tidings.reason"] == "stateful_event"
     assert headers["tidings.stage"] == "state"
     assert not deployment.my_mails()
+
+
+def test_offsets_are_handed_over_once_and_never_to_a_group_with_members(kafka_bootstrap: str) -> None:
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streams.runtime.groups import adopt_offsets
+
+    run = uuid.uuid4().hex[:8]
+    topic, source, target, busy = f"roles-{run}", f"src-{run}", f"dst-{run}", f"busy-{run}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+
+    def consumer(group: str) -> Consumer:
+        return Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
+
+    committer = consumer(source)
+    committer.commit(offsets=[TopicPartition(topic, 0, 5), TopicPartition(topic, 1, 7)], asynchronous=False)
+    committer.close()
+
+    assert adopt_offsets(kafka_bootstrap, source, target, [topic], 2) == {(topic, 0): 5, (topic, 1): 7}
+    # The target has offsets now: a second worker of the role changes nothing.
+    assert adopt_offsets(kafka_bootstrap, source, target, [topic], 2) == {}
+
+    # A group another worker already joined (and has not committed in yet) is left alone.
+    member = consumer(busy)
+    member.subscribe([topic])
+    deadline = time.monotonic() + 60
+    while not member.assignment():
+        member.poll(0.2)
+        assert time.monotonic() < deadline, "the member never got its assignment"
+    try:
+        assert adopt_offsets(kafka_bootstrap, source, busy, [topic], 2) == {}
+    finally:
+        member.close()
+    admin.delete_topics([topic])
