@@ -7,13 +7,18 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import time
+import uuid
 from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
 from streams.domain.rules import Catalog
 from streams.domain.samples import sample_event
+from streams.runtime.groups import adopt_offsets
 from streams.settings import REPO_ROOT
 from tests.integration.harness import Deployment
 
@@ -79,13 +84,6 @@ def test_the_lane_dead_letters_an_event_that_updates_an_entity(deployment: Deplo
 
 
 def test_offsets_are_handed_over_once_and_never_to_a_group_with_members(kafka_bootstrap: str) -> None:
-    import uuid
-
-    from confluent_kafka import Consumer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from streams.runtime.groups import adopt_offsets
-
     run = uuid.uuid4().hex[:8]
     topic, source, target, busy = f"roles-{run}", f"src-{run}", f"dst-{run}", f"busy-{run}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
