@@ -13,7 +13,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from jinja2 import TemplateError
+from jinja2 import Environment, StrictUndefined, TemplateError
+from markupsafe import Markup
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.domain.evaluate import event_firings
@@ -182,6 +183,40 @@ def test_budgets_are_per_mail_and_settable(env) -> None:  # type: ignore[no-unty
         assert len(env.from_string(loop).render({})) == 5000
     with metered(RenderBudget(max_cpu_seconds=0.01)), pytest.raises(BudgetExceeded, match="cpu_time"):
         env.from_string("{% for i in range(100000) %}{{ ('a b ' * 1000)|title }}{% endfor %}").render({})
+
+
+class _Html:
+    def __html__(self) -> str:
+        return "<i>safe</i>"
+
+
+# Every way an expression reaches the output: plain, in a set block and a macro (buffers), and
+# under an autoescape decided at render time; each in text (no escaping) and in HTML.
+OUTPUTS = (
+    "{{ text }}|{{ markup }}|{{ number }}|{{ html }}|{% set s %}{{ text }}{% endset %}{{ s }}|"
+    "{% macro m(v) %}[{{ v }}]{% endmacro %}{{ m(text) }}|{% autoescape flag %}{{ text }}{% endautoescape %}"
+)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+@pytest.mark.parametrize("source", [OUTPUTS, "{% autoescape true %}" + OUTPUTS + "{% endautoescape %}"], ids=["text", "html"])
+def test_outputs_are_escaped_as_jinja_escapes_them(env, source: str, flag: bool) -> None:  # type: ignore[no-untyped-def]
+    values = {"text": "<a href=\"x\">Tom & 'Jerry'</a>", "markup": Markup("<b>ok</b>"), "number": 5, "html": _Html(), "flag": flag}
+    expected = Environment(undefined=StrictUndefined).from_string(source).render(values)
+    escaping = flag or source.startswith("{% autoescape true %}")
+    assert ("&lt;a href=&#34;x&#34;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;" in expected) == escaping
+    with metered(BUDGET):
+        assert env.from_string(source).render(values) == expected
+    assert env.from_string(source).render(values) == expected  # outside a meter (tools), the same
+
+
+@pytest.mark.parametrize("source", ["{{ v }}", "{% autoescape true %}{{ v }}{% endautoescape %}", "{% autoescape flag %}{{ v }}{% endautoescape %}"])
+def test_every_output_is_measured_escaped_or_not(env, source: str) -> None:  # type: ignore[no-untyped-def]
+    small = RenderBudget(max_subject_chars=100, max_html_chars=100, max_text_chars=100)
+    with metered(small), pytest.raises(BudgetExceeded, match="output"):
+        env.from_string(source).render(v="x" * 101, flag=True)
+    with metered(small):
+        assert env.from_string(source).render(v="x" * 100, flag=True) == "x" * 100
 
 
 def test_an_override_over_budget_fails_that_mail_naming_the_budget(tmp_path: Path, tenants: TenantDirectory) -> None:
