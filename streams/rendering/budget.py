@@ -234,17 +234,21 @@ class Meter:
         self._next_read = wall + (self._deadline - cpu)
 
     def produce(self, chars: int) -> None:
+        # Written out as well where templates write and values are measured (check_value,
+        # _budget_write: some 60 times a mail), where the call cost more than its body.
         self.produced += chars
         if self.produced > self.max_produced:
-            raise BudgetExceeded(
-                "output",
-                f"the templates produced more than {self.budget.max_produced_chars} characters in all "
-                f"({PRODUCED_FACTOR} x the largest part, {SETTING['html']})",
-            )
-        # check_time's own first test, here: this runs at every write and value (some 60 a mail),
-        # and the call it saves cost more than the test
+            raise self.over_produced()
+        # check_time's own first test, here: the call it saves cost more than the test
         if time.perf_counter() >= self._next_read:
             self.check_time()
+
+    def over_produced(self) -> BudgetExceeded:
+        return BudgetExceeded(
+            "output",
+            f"the templates produced more than {self.budget.max_produced_chars} characters in all "
+            f"({PRODUCED_FACTOR} x the largest part, {SETTING['html']})",
+        )
 
 
 _current: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("tidings_render_meter", default=None)
@@ -322,8 +326,12 @@ def check_value(value: Any, what: str = "a value") -> Any:
         size = weight(value, limit)
     if size > limit:
         raise _too_large(what, size, limit)
-    if meter is not None:
-        meter.produce(size)
+    if meter is not None:  # meter.produce(size)
+        meter.produced += size
+        if meter.produced > meter.max_produced:
+            raise meter.over_produced()
+        if time.perf_counter() >= meter._next_read:
+            meter.check_time()
     return value
 
 
@@ -731,8 +739,12 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
 
     def _budget_write(self, chars: int) -> None:
         meter = _current.get()
-        if meter is not None:
-            meter.produce(chars)
+        if meter is not None:  # meter.produce(chars)
+            meter.produced += chars
+            if meter.produced > meter.max_produced:
+                raise meter.over_produced()
+            if time.perf_counter() >= meter._next_read:
+                meter.check_time()
 
     def _budget_out(self, value: Any) -> Any:
         return check_value(value, "an output")

@@ -219,6 +219,16 @@ def test_every_output_is_measured_escaped_or_not(env, source: str) -> None:  # t
         assert env.from_string(source).render(v="x" * 100, flag=True) == "x" * 100
 
 
+@pytest.mark.parametrize("body", ["{{ v }}", "{% autoescape true %}{{ v }}{% endautoescape %}", "x" * 100], ids=["text", "html", "static"])
+def test_all_that_a_mail_writes_together_stops_at_the_output_budget(env, body: str) -> None:  # type: ignore[no-untyped-def]
+    small = RenderBudget(max_iterations=10**6, max_subject_chars=100, max_html_chars=100, max_text_chars=100)
+    assert small.max_produced_chars == 1600
+    with metered(small):
+        assert env.from_string("{% for i in range(15) %}" + body + "{% endfor %}").render(v="x" * 100) == "x" * 1500
+    with metered(small), pytest.raises(BudgetExceeded, match="produced more than 1600 characters"):
+        env.from_string("{% for i in range(17) %}" + body + "{% endfor %}").render(v="x" * 100)
+
+
 def test_an_override_over_budget_fails_that_mail_naming_the_budget(tmp_path: Path, tenants: TenantDirectory) -> None:
     tenant = tenants.get("boxit-london")
     assert tenant is not None
