@@ -224,6 +224,12 @@ def test_the_command_offline_over_a_record_file(tmp_path: Any, capsys: pytest.Ca
     assert ("2027-01-06", "storage/booking.after_created") in days
     assert "mails per day and trigger" in capsys.readouterr().err
 
+    exported = tmp_path / "exported.jsonl"
+    assert main([*common, "--now", T0.isoformat(), "--limit", "1", "--export", str(exported)]) == 0
+    assert [json.loads(line)["why"] for line in out.read_text().splitlines()] == ["fired"]
+    assert exported.read_text() == dump_record(good) + "\n"
+    capsys.readouterr()
+
     assert main(["--offline", "--file", str(records)]) == 2  # --offline needs --tenants: said, not a traceback
     assert "--offline needs" in capsys.readouterr().err
 
