@@ -66,7 +66,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, cast
 
-from jinja2 import nodes, pass_context
+from jinja2 import Template, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import BlockReference, Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -683,6 +683,26 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         kwargs.setdefault("optimized", False)  # no constant folding: nothing a template says runs at compile time
         super().__init__(*args, **kwargs)
         self.globals["lipsum"] = _bounded_lipsum
+        self._loaded: dict[tuple[Any, str, str | None], Template] = {}
+
+    def get_template(
+        self, name: str | Template, parent: str | None = None, globals: MutableMapping[str, Any] | None = None  # noqa: A002 - Jinja's name
+    ) -> Template:
+        # A layout is loaded by name at every render of a template that extends it (the generated
+        # code calls this), and Jinja's cache takes a weak reference, a lock and a turn of its LRU
+        # queue for each: loaded templates are kept in a dict of their own as well, as long as
+        # Jinja would keep them without reloading (no auto_reload, a cache) and up to its size.
+        if globals or self.auto_reload or self.cache is None or not isinstance(name, str):
+            return super().get_template(name, parent, globals)
+        key = (self.loader, name, parent)
+        template = self._loaded.get(key)
+        if template is None:
+            template = super().get_template(name, parent)
+            limit = getattr(self.cache, "capacity", None)  # Jinja's LRU; a plain dict when unbounded
+            if limit is not None and len(self._loaded) >= limit:
+                self._loaded.clear()
+            self._loaded[key] = template
+        return template
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         # Jinja chains a template's globals to the environment's (a ChainMap) and copies the chain

@@ -229,6 +229,18 @@ def test_all_that_a_mail_writes_together_stops_at_the_output_budget(env, body: s
         env.from_string("{% for i in range(17) %}" + body + "{% endfor %}").render(v="x" * 100)
 
 
+def test_a_loaded_template_is_kept_for_its_loader(tmp_path: Path) -> None:
+    from streams.rendering.environment import OverrideLoader
+
+    env = build_environment(REPO_ROOT / "templates")
+    name = "_layouts/base.txt"
+    assert env.get_template(name) is env.get_template(name) is env.get_template(name, "storage/x/en/body.txt")
+    (tmp_path / "_layouts").mkdir()
+    (tmp_path / "_layouts" / "base.txt").write_text("another layout")
+    env.loader = OverrideLoader(tmp_path)
+    assert env.get_template(name).render() == "another layout"
+
+
 def test_an_override_over_budget_fails_that_mail_naming_the_budget(tmp_path: Path, tenants: TenantDirectory) -> None:
     tenant = tenants.get("boxit-london")
     assert tenant is not None
