@@ -39,6 +39,10 @@ class Outbox:
         """
         lane = OUTBOUND_PRIORITY if record.get("priority", "normal") == "high" else OUTBOUND
         ctx.emit(lane, record["message_id"].encode(), payload)
+        self.queued(ctx, record)
+
+    def queued(self, ctx: Emits, record: dict[str, Any]) -> None:
+        """The QUEUED status of a mail ``put`` has just queued."""
         self.status(ctx, record, QUEUED, record["created_at"])
 
     def status(self, ctx: Emits, mail: dict[str, Any], state: str, at: dt.datetime, **details: str | None) -> None:

@@ -17,7 +17,7 @@ occurrence is never planned again, while a new one is.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,13 +71,6 @@ def trigger_params(trigger: Trigger, tenant: Tenant) -> dict[str, Any]:
     return {**rule.params, **(setting.params if setting else {})}
 
 
-def zone_of(trigger: Trigger, state: Mapping[str, Any], tenant: Tenant) -> str:
-    """The recipient's zone when the state knows it, else the tenant's."""
-    recipient = lookup(state, trigger.rule.mails[0].recipient)
-    zone = recipient.get("time_zone") if type(recipient) is dict or isinstance(recipient, Mapping) else None
-    return str(zone) if zone else tenant.time_zone
-
-
 def plan(
     triggers: list[Trigger],
     state: Mapping[str, Any],
@@ -113,11 +106,19 @@ def plan_trigger(
         return []
     if rule.when and not matches(rule.when, fields, settings.params):
         return []
-    for m in rule.mails:
-        if not isinstance(lookup(fields, f"{m.recipient}.email"), str):
+    first = None
+    for path in settings.recipients:
+        recipient = lookup(fields, path)
+        # lookup(fields, f"{path}.email"), one step at a time: the first recipient's zone is read below
+        email = recipient.get("email") if type(recipient) is dict or isinstance(recipient, Mapping) else None
+        if not isinstance(email, str):
             return []  # the state does not know whom to mail (a heartbeat of an unregistered station)
-    timers = _timers(trigger, rule, fields, tenant, settings, done, now, only_slot)
-    return [t for t in timers if done.get(t.slot) != t.occurrence]
+        if first is None:
+            first = recipient
+    # The recipient's zone when the state knows it, else the tenant's (the first mail's recipient).
+    zone = first.get("time_zone") if first is not None else None
+    timers = _timers(rule, fields, str(zone) if zone else tenant.time_zone, settings, done, now, only_slot)
+    return [t for t in timers if done.get(t.slot) != t.occurrence] if done else timers
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ class TriggerSettings:
 
     on: bool
     params: Mapping[str, Any] = field(default_factory=dict)  # shared: read, never written
+    recipients: tuple[str, ...] = ()  # the state paths of the mails' recipients, in the rule's order
+    key: str = ""  # the trigger's key: the slot of its timers (``Trigger.key`` formats it anew each time)
     send_time: dt.time = dt.time(9)
     steps: tuple[int, ...] = ()
     offset: dt.timedelta | None = None
@@ -157,6 +160,8 @@ def settings_of(trigger: Trigger, tenant: Tenant) -> TriggerSettings:
         settings = TriggerSettings(
             on=True,
             params=params,
+            recipients=tuple(m.recipient for m in rule.mails),
+            key=trigger.key,
             send_time=send_time(tenant, params),
             steps=tuple(int(s) for s in params.get("steps", rule.steps or ())),
             offset=span(rule.offset, params) if rule.offset is not None else None,
@@ -169,61 +174,59 @@ def settings_of(trigger: Trigger, tenant: Tenant) -> TriggerSettings:
 
 
 def _timers(
-    trigger: Trigger,
     rule: TimedRule,
     fields: Mapping[str, Any],
-    tenant: Tenant,
+    zone: str,
     settings: TriggerSettings,
     done: Mapping[str, str],
     now: dt.datetime,
     only_slot: str | None,
-) -> Iterator[Timer]:
-    zone = zone_of(trigger, fields, tenant)
+) -> list[Timer]:
+    """The timers of one trigger, before those already done are taken out, in the recipient's ``zone``."""
     at = settings.send_time
-    if rule.kind == "recurring":
+    key = settings.key
+    kind = rule.kind
+    if kind == "recurring":
         assert rule.weekday is not None
         weekday = WEEKDAYS.index(rule.weekday)
         after = now
-        last = done.get(trigger.key)
+        last = done.get(key)
         if last:  # the Wednesday after the one already sent, even if `now` is still that day
             after = max(after, schedule.local_instant(dt.date.fromisoformat(last), at, zone))
         due = schedule.next_weekly(after, weekday, at, zone)
-        yield Timer(due, trigger.key, due.astimezone(schedule._zone(zone)).date().isoformat())
-        return
+        return [Timer(due, key, due.astimezone(schedule._zone(zone)).date().isoformat())]
     assert rule.at is not None
     anchor = lookup(fields, rule.at)
     if anchor is None:
-        return
+        return []
     if not isinstance(anchor, dt.date):
-        raise ConfigurationError(f"{trigger.key}: state field {rule.at} is {type(anchor).__name__}, not a date or instant")
+        raise ConfigurationError(f"{key}: state field {rule.at} is {type(anchor).__name__}, not a date or instant")
     occurrence = anchor.isoformat()
-    if rule.kind == "absence":
+    if kind == "absence":
         assert settings.window is not None
         if not isinstance(anchor, dt.datetime):
-            raise ConfigurationError(f"{trigger.key}: absence needs an instant in {rule.at}")
+            raise ConfigurationError(f"{key}: absence needs an instant in {rule.at}")
         due = schedule.absence_due(anchor, settings.window)
         confirmed = lookup(fields, rule.confirmed_by) if rule.confirmed_by else None
         if isinstance(confirmed, dt.datetime) and confirmed >= anchor:
             due = min(due, confirmed.astimezone(UTC))
-        yield Timer(due, trigger.key, occurrence)
-        return
-    if rule.kind == "date":
-        yield Timer(schedule.date_due(_local_date(anchor, zone), at, zone), trigger.key, occurrence)
-        return
+        return [Timer(due, key, occurrence)]
+    if kind == "date":
+        return [Timer(schedule.date_due(_local_date(anchor, zone), at, zone), key, occurrence)]
     if rule.steps is not None:
+        timers = []
         for n, days in enumerate(settings.steps, start=1):
-            slot = f"{trigger.key}#{n}"
+            slot = f"{key}#{n}"
             if only_slot is None or slot == only_slot:
-                yield Timer(schedule.relative_due(_local_date(anchor, zone), days, at, zone), slot, occurrence, n)
-        return
+                timers.append(Timer(schedule.relative_due(_local_date(anchor, zone), days, at, zone), slot, occurrence, n))
+        return timers
     offset = settings.offset
     assert rule.offset is not None and offset is not None
-    if rule.offset.unit == "hours":
+    if rule.offset.hours is not None:  # Span.unit == "hours"
         if not isinstance(anchor, dt.datetime):
-            raise ConfigurationError(f"{trigger.key}: an offset in hours needs an instant in {rule.at}")
-        yield Timer(anchor.astimezone(UTC) + offset, trigger.key, occurrence)
-        return
-    yield Timer(schedule.relative_due(_local_date(anchor, zone), offset.days, at, zone), trigger.key, occurrence)
+            raise ConfigurationError(f"{key}: an offset in hours needs an instant in {rule.at}")
+        return [Timer(anchor.astimezone(UTC) + offset, key, occurrence)]
+    return [Timer(schedule.relative_due(_local_date(anchor, zone), offset.days, at, zone), key, occurrence)]
 
 
 def _local_date(anchor: dt.date, zone: str) -> dt.date:

@@ -91,7 +91,8 @@ class IngestHandler:
         self._consumed(msg.topic, result.event_type).inc()
         if result.decoded is not None and result.decoded.legacy_fingerprint:
             self.m.legacy_fingerprint_events.labels(msg.topic, result.event_type).inc()
-        report_skipped(self.outbox, ctx, self.m, result.skipped, self.clock.now())
+        if result.skipped:
+            report_skipped(self.outbox, ctx, self.m, result.skipped, self.clock.now())
         for firing in result.stale:
             tenant_id = result.tenant.tenant_id if result.tenant is not None else ""
             self.m.mails_skipped.labels(tenant_id, firing.trigger.key, "stale").inc()

@@ -51,6 +51,7 @@ per-operation size rules still hold with the default budget, but nothing is coun
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import gc
 import inspect
 import re
@@ -61,14 +62,24 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, cast
 
-from jinja2 import nodes, pass_context
+from jinja2 import Template, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import BlockReference, Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
+from markupsafe import Markup, escape
+
+try:
+    # escape() is this C function's result wrapped in a Markup; the outputs need only the text.
+    from markupsafe import _escape_inner
+except ImportError:  # pragma: no cover - MarkupSafe before 3.0 has no separate function
+
+    def _escape_inner(s: str, /) -> str:
+        return str(escape(s))
 
 # Integers a template computes stay below this many bits (10**1233): far beyond any amount or
 # count a mail shows, small enough that no arithmetic on them is slow.
@@ -225,17 +236,21 @@ class Meter:
         self._next_read = wall + (self._deadline - cpu)
 
     def produce(self, chars: int) -> None:
+        # Written out as well where templates write and values are measured (check_value,
+        # _budget_write: some 60 times a mail), where the call cost more than its body.
         self.produced += chars
         if self.produced > self.max_produced:
-            raise BudgetExceeded(
-                "output",
-                f"the templates produced more than {self.budget.max_produced_chars} characters in all "
-                f"({PRODUCED_FACTOR} x the largest part, {SETTING['html']})",
-            )
-        # check_time's own first test, here: this runs at every write and value (some 60 a mail),
-        # and the call it saves cost more than the test
+            raise self.over_produced()
+        # check_time's own first test, here: the call it saves cost more than the test
         if time.perf_counter() >= self._next_read:
             self.check_time()
+
+    def over_produced(self) -> BudgetExceeded:
+        return BudgetExceeded(
+            "output",
+            f"the templates produced more than {self.budget.max_produced_chars} characters in all "
+            f"({PRODUCED_FACTOR} x the largest part, {SETTING['html']})",
+        )
 
 
 _current: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("tidings_render_meter", default=None)
@@ -313,8 +328,12 @@ def check_value(value: Any, what: str = "a value") -> Any:
         size = weight(value, limit)
     if size > limit:
         raise _too_large(what, size, limit)
-    if meter is not None:
-        meter.produce(size)
+    if meter is not None:  # meter.produce(size)
+        meter.produced += size
+        if meter.produced > meter.max_produced:
+            raise meter.over_produced()
+        if time.perf_counter() >= meter._next_read:
+            meter.check_time()
     return value
 
 
@@ -496,19 +515,25 @@ def _bind(func: Callable[..., Any], pre: tuple[Any, ...], value: Any, args: tupl
     return dict(bound.arguments)
 
 
+# What filters mostly take and give (merge tags, formatted dates and amounts): none is an iterator,
+# and a type test costs a fraction of an isinstance against the Iterator ABC (twice a filter call).
+_NOT_ITERATORS = frozenset({str, Markup, int, float, bool, type(None), dict, list, tuple, dt.date, dt.datetime, Decimal})
+
+
 def budgeted_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` counted, estimated and measured; context-bound, so Jinja never folds it at compile time."""
     pass_arg = _PassArg.from_obj(func)
     estimate = _FILTER_ESTIMATES.get(name)
+    is_sum, result_of = name == "sum", f"the result of |{name}"
 
     @pass_context
     def budgeted(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         meter = _current.get()
         if meter is not None:
             meter.step()
-        if isinstance(value, Iterator):
+        if type(value) not in _NOT_ITERATORS and isinstance(value, Iterator):
             value = _draw(value, f"the input of |{name}")
-        if name == "sum" and not isinstance(kwargs.get("start", args[1] if len(args) > 1 else 0), (int, float)):
+        if is_sum and not isinstance(kwargs.get("start", args[1] if len(args) > 1 else 0), (int, float)):
             raise BudgetExceeded("output", "|sum adds numbers only (a start that is not a number would copy lists over and over)")
         if pass_arg is _PassArg.context:
             pre: tuple[Any, ...] = (context,)
@@ -526,9 +551,9 @@ def budgeted_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             if bound is not None:
                 _expect(f"the result of |{name}", estimate(bound))
         result = func(*pre, value, *args, **kwargs)
-        if isinstance(result, Iterator):
+        if type(result) not in _NOT_ITERATORS and isinstance(result, Iterator):
             return result  # lazy (map, select ...): measured where it is drawn
-        return check_value(result, f"the result of |{name}")
+        return check_value(result, result_of)
 
     budgeted.__name__ = getattr(func, "__name__", name)
     budgeted.__doc__ = func.__doc__
@@ -602,12 +627,30 @@ class BudgetedCodeGenerator(CodeGenerator):
         text = sum(len(child.data) for child in node.nodes if isinstance(child, nodes.TemplateData))
         if text:
             self.writeline(f"environment._budget_write({text})")
+        if self._make_finalize().src is None:
+            # Each expression is measured and escaped (or made text) in one call: _output_child_pre.
+            super().visit_Output(node, frame)
+            return
         measured = nodes.Output(
             [c if isinstance(c, nodes.TemplateData) else _env_call("_budget_out", c, c.lineno) for c in node.nodes],
             lineno=node.lineno,
         )
         measured.environment = node.environment
         super().visit_Output(measured, frame)
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        # Jinja writes escape(...) or str(...) around an output expression; escape() wraps its
+        # result in a Markup (a Python-level __new__, 0.3 us, some twenty times an HTML mail),
+        # though an output is only ever joined into the text. With a finalize function (none
+        # here) the expression stays wrapped in _budget_out, under Jinja's own escape or str.
+        if finalize.src is not None:
+            super()._output_child_pre(node, frame, finalize)
+        elif frame.eval_ctx.volatile:
+            self.write("(environment._budget_escaped if context.eval_ctx.autoescape else environment._budget_text)(")
+        elif frame.eval_ctx.autoescape:
+            self.write("environment._budget_escaped(")
+        else:
+            self.write("environment._budget_text(")
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         if frame.eval_ctx.volatile:
@@ -640,6 +683,26 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         kwargs.setdefault("optimized", False)  # no constant folding: nothing a template says runs at compile time
         super().__init__(*args, **kwargs)
         self.globals["lipsum"] = _bounded_lipsum
+        self._loaded: dict[tuple[Any, str, str | None], Template] = {}
+
+    def get_template(
+        self, name: str | Template, parent: str | None = None, globals: MutableMapping[str, Any] | None = None  # noqa: A002 - Jinja's name
+    ) -> Template:
+        # A layout is loaded by name at every render of a template that extends it (the generated
+        # code calls this), and Jinja's cache takes a weak reference, a lock and a turn of its LRU
+        # queue for each: loaded templates are kept in a dict of their own as well, as long as
+        # Jinja would keep them without reloading (no auto_reload, a cache) and up to its size.
+        if globals or self.auto_reload or self.cache is None or not isinstance(name, str):
+            return super().get_template(name, parent, globals)
+        key = (self.loader, name, parent)
+        template = self._loaded.get(key)
+        if template is None:
+            template = super().get_template(name, parent)
+            limit = getattr(self.cache, "capacity", None)  # Jinja's LRU; a plain dict when unbounded
+            if limit is not None and len(self._loaded) >= limit:
+                self._loaded.clear()
+            self._loaded[key] = template
+        return template
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         # Jinja chains a template's globals to the environment's (a ChainMap) and copies the chain
@@ -704,11 +767,25 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
 
     def _budget_write(self, chars: int) -> None:
         meter = _current.get()
-        if meter is not None:
-            meter.produce(chars)
+        if meter is not None:  # meter.produce(chars)
+            meter.produced += chars
+            if meter.produced > meter.max_produced:
+                raise meter.over_produced()
+            if time.perf_counter() >= meter._next_read:
+                meter.check_time()
 
     def _budget_out(self, value: Any) -> Any:
         return check_value(value, "an output")
+
+    def _budget_escaped(self, value: Any) -> str:
+        """An HTML output: measured, then escaped as ``escape`` would, but as a plain str."""
+        check_value(value, "an output")
+        return _escape_inner(value) if type(value) is str else escape(value)
+
+    def _budget_text(self, value: Any) -> str:
+        """A text output: measured, then made a str (``str`` of a str is the str itself)."""
+        check_value(value, "an output")
+        return value if type(value) is str else str(value)
 
     def _budget_concat(self, join: Callable[[Iterable[Any]], str], parts: tuple[Any, ...]) -> str:
         return _concat(join, parts)

@@ -36,13 +36,14 @@ import css_inline
 
 from streams.rendering.budget import css_check
 
-# Every place an HTML parser could open a style or link element (tag names are case-insensitive;
-# spelt out rather than re.IGNORECASE, which makes these scans several times slower).
-_OPENED = re.compile(r"<(?:[sS][tT][yY][lL][eE]|[lL][iI][nN][kK])")
 # A plain <style> element whose text has no "<"; any other (attributes, "<" in its text, an end
-# tag the parser would take earlier such as "</style >", no end tag) is not counted, and a count
-# short of _OPENED's sends the HTML to the inliner.
+# tag the parser would take earlier such as "</style >", no end tag) is not one.
 _STYLE_ELEMENT = re.compile(r"<[sS][tT][yY][lL][eE]>([^<]*)</[sS][tT][yY][lL][eE]>")
+# Every place an HTML parser could open a style or link element (tag names are case-insensitive;
+# spelt out rather than re.IGNORECASE, which makes these scans several times slower), in one
+# scan: group 1 is set for a style, group 2 when that style is a plain element (_STYLE_ELEMENT),
+# whose text then holds no other such place. Any other match sends the HTML to the inliner.
+_OPENED = re.compile(r"<(?:([sS][tT][yY][lL][eE])(?:>([^<]*)</[sS][tT][yY][lL][eE]>)?|[lL][iI][nN][kK])")
 _COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 # CSS that is @media blocks of plain rules and nothing else; no strings or escapes. Linear:
 # every repetition starts at a brace or at "@media".
@@ -77,21 +78,22 @@ class StyleInliner:
 
     def _without_inlining(self, html: str) -> str | None:
         """The HTML as a client should get it, when the inliner would apply nothing to it; else None."""
-        opened = _OPENED.findall(html)
-        if not opened:
+        blocks = []
+        for opened in _OPENED.finditer(html):
+            if opened[1] is None:
+                return None  # a <link>: the inliner removes stylesheet links
+            if opened[2] is None:
+                return None  # a <style> that is not a plain element
+            blocks.append(opened)
+        if not blocks:
             return html
-        if any(tag[1] in "lL" for tag in opened):
-            return None  # a <link>: the inliner removes stylesheet links
-        blocks = list(_STYLE_ELEMENT.finditer(html))
-        if len(blocks) != len(opened):
-            return None
-        written = [self._written(block[1]) for block in blocks]
+        written = [self._written(block[2]) for block in blocks]
         if None in written:
             return None
-        if all(block[1] == text for block, text in zip(blocks, written, strict=True)):
+        if all(block[2] == text for block, text in zip(blocks, written, strict=True)):
             return html
-        # Each block's CSS replaced by the inliner's text, from the matches already made: a third
-        # scan (re.sub) cost as much as each of the two before it.
+        # Each block's CSS replaced by the inliner's text, from the matches already made: a second
+        # scan (re.sub) cost as much as the one before it.
         out: list[str] = []
         at = 0
         for block, text in zip(blocks, written, strict=True):

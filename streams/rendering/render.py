@@ -149,6 +149,10 @@ class _TenantParts:
     tags: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (pack, trigger) -> SES tags
     # (recipient's locale, pack, template) -> (template language, fallback, formatting locale)
     locales: dict[tuple[str | None, str, str], tuple[str, Fallback, str]] = field(default_factory=dict)
+    # <pack>/<template>/<language> -> its three compiled parts (the tenant's overrides or the pack's
+    # files): three loads from Jinja's cache a mail, and a hash of each override's source, saved.
+    # Templates never change under a running worker (auto_reload off; overrides are named by content).
+    templates: dict[str, tuple[Template, Template, Template]] = field(default_factory=dict)
 
 
 TENANTS_KEPT = 1024  # tenant objects whose parts are kept; more (tenants changed often) start the cache again
@@ -156,6 +160,8 @@ TENANTS_KEPT = 1024  # tenant objects whose parts are kept; more (tenants change
 # a recipient's locale is event data, so only tags of a real tag's length are kept, and no more.
 LOCALES_KEPT = 1024
 _SMALL_TAG = 64
+# Template triples kept per tenant: its triggers x languages, a few hundred at most in the packs.
+TEMPLATES_KEPT = 1024
 
 
 class Renderer:
@@ -229,7 +235,7 @@ class Renderer:
             "time_zone": _zone_or(recipient.get("time_zone"), tenant.time_zone),
         }
         base = f"{pack}/{template}/{locale}"
-        subject, html, text = self._parts(tenant, base, context)
+        subject, html, text = self._parts(tenant, base, context, kept)
         attachments: list[dict[str, str]] = []
         if firing.mail.attachments:  # their file names are templates, under a meter of their own
             with metered(self.budget):
@@ -273,18 +279,31 @@ class Renderer:
         }
         return Rendered(outbound, fallback)
 
-    def _parts(self, tenant: Tenant, base: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
+    def _parts(self, tenant: Tenant, base: str, context: Mapping[str, Any], kept: _TenantParts) -> tuple[str, str, str]:
         """The three parts: compiled first (outside the meter: compiling costs what the template's size
         allows, once per worker), then rendered under the active meter; any failure is this mail's ``RenderFailed``."""
         part = PARTS[0]
         try:
-            templates = []
-            for part in PARTS:
-                templates.append(self._template(tenant, f"{base}/{part}"))
+            templates = kept.templates.get(base)
+            if templates is None:
+                found = []
+                for part in PARTS:
+                    found.append(self._template(tenant, f"{base}/{part}"))
+                templates = (found[0], found[1], found[2])
+                if len(kept.templates) < TEMPLATES_KEPT:
+                    kept.templates[base] = templates
             with metered(self.budget):
                 out = []
+                # What Template.render does, with the variables copied under the globals once per
+                # mail instead of twice per part (the parts' globals are the environment's).
+                variables: dict[str, Any] = {}
+                made_from = None
                 for part, template in zip(PARTS, templates, strict=True):
-                    out.append(part_check(self.budget, part, template.render(context)))
+                    if template.globals != made_from:
+                        made_from = template.globals
+                        variables = {**made_from, **context}
+                    text = self.env.concat(template.root_render_func(template.new_context(variables, shared=True)))
+                    out.append(part_check(self.budget, part, text))
         except BudgetExceeded as e:
             raise RenderFailed(f"{base}/{part}: {e}") from None
         except TemplateError as e:

@@ -158,19 +158,27 @@ def _topics(args: argparse.Namespace, inbound: tuple[str, ...], prefix: str) -> 
     return chosen
 
 
+# Without --limit or --export the records pass as they are: a generator layer costs each record.
 def _limited(records: Iterator[ReplayRecord], limit: int | None) -> Iterator[ReplayRecord]:
+    return records if limit is None else _first(records, limit)
+
+
+def _first(records: Iterator[ReplayRecord], limit: int) -> Iterator[ReplayRecord]:
     for n, record in enumerate(records):
-        if limit is not None and n >= limit:
+        if n >= limit:
             return
         yield record
 
 
 def _exported(records: Iterator[ReplayRecord], out: IO[str] | None) -> Iterator[ReplayRecord]:
+    return records if out is None else _copied(records, out)
+
+
+def _copied(records: Iterator[ReplayRecord], out: IO[str]) -> Iterator[ReplayRecord]:
     from streams.replay.records import dump_record
 
     for record in records:
-        if out is not None:
-            out.write(dump_record(record) + "\n")
+        out.write(dump_record(record) + "\n")
         yield record
 
 
@@ -248,7 +256,9 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the co
     if processes > 1:
         return _dry_run_in_processes(args, rt, clock, topics, spans, sizes, processes, scratch, started)
     if args.file is not None:
-        records: Iterator[ReplayRecord] = (r for r in read_file(args.file) if r.topic in topics or not args.topic)
+        records: Iterator[ReplayRecord] = read_file(args.file)
+        if args.topic:
+            records = (r for r in records if r.topic in topics)
     else:
         records = kafka.read_planned(settings.kafka_bootstrap, spans, time_order=args.simulate)
     if args.limit is not None and total is not None:

@@ -52,21 +52,37 @@ def dump_record(record: ReplayRecord) -> str:
 
 def load_record(line: str, where: str = "") -> ReplayRecord:
     try:
-        raw: dict[str, Any] = orjson.loads(line)
-        return ReplayRecord(
-            topic=str(raw["topic"]), partition=int(raw.get("partition", 0)), offset=int(raw.get("offset", 0)),
-            key=_unb64(raw.get("key")), value=_unb64(raw.get("value")), timestamp=float(raw["timestamp"]) / 1000,
-        )
-    except (ValueError, KeyError, TypeError) as e:  # orjson.JSONDecodeError is a ValueError
-        raise ConfigurationError(f"{where}: not a record line ({type(e).__name__}: {e})") from None
+        return _record(line)
+    except _NOT_A_RECORD as e:
+        raise _not_a_record(where, e) from None
+
+
+def _record(line: str) -> ReplayRecord:
+    raw: dict[str, Any] = orjson.loads(line)
+    return ReplayRecord(
+        topic=str(raw["topic"]), partition=int(raw.get("partition", 0)), offset=int(raw.get("offset", 0)),
+        key=_unb64(raw.get("key")), value=_unb64(raw.get("value")), timestamp=float(raw["timestamp"]) / 1000,
+    )
+
+
+_NOT_A_RECORD = (ValueError, KeyError, TypeError)  # orjson.JSONDecodeError is a ValueError
+
+
+def _not_a_record(where: str, error: Exception) -> ConfigurationError:
+    return ConfigurationError(f"{where}: not a record line ({type(error).__name__}: {error})")
 
 
 def read_file(path: Path) -> Iterator[ReplayRecord]:
     """The records of a file, streamed (a million-line file is never held in memory)."""
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
-            if line.strip():
-                yield load_record(line, f"{path}:{number}")
+            # isspace: strip's test without its copy of the line (a line read is never empty)
+            if not line.isspace():
+                try:
+                    record = _record(line)
+                except _NOT_A_RECORD as e:  # where it is, formatted only then
+                    raise _not_a_record(f"{path}:{number}", e) from None
+                yield record
 
 
 def count_lines(path: Path) -> int:

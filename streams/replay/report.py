@@ -111,7 +111,8 @@ class DeliveryDecisions:
     def __call__(self, mail: dict[str, Any], now: dt.datetime) -> tuple[str, str | None]:
         """``(why, reason)`` for one outbound record; records the outcome as the sender would."""
         message_id = mail["message_id"]
-        if decide(self.ledger.get(message_id), redrive=False, policy=self.policy) is Action.SKIP_DUPLICATE:
+        entry = self.ledger.get(message_id)  # none for most mails: the sender sends those
+        if entry is not None and decide(entry, redrive=False, policy=self.policy) is Action.SKIP_DUPLICATE:
             return DUPLICATE, None
         tenant_id = mail["tenant_id"]
         s = self.suppressions.lookup(tenant_id, mail["to_address"], mail.get("transactional", True)) if self._suppressing(tenant_id) else None

@@ -3,7 +3,8 @@
 The handlers are the worker's own (``IngestHandler``, ``TickHandler``, ``FiringsHandler``), built
 from the worker's composition (``streams.app.build_runtime``) and run under the worker's guard
 (``streams/runtime/guard.py``) with a ``RecordingWriter`` in place of the transactional producer:
-what a handler emits is what the worker would write, and here it is only looked at: which records
+what a handler emits is what the worker would write (but for an event mail's QUEUED status, counted
+and not made: ``_DryRunOutbox``), and here it is only looked at: which records
 went where, and each mail's fields, taken from the rendered record the ingest handler encoded
 (``IngestResult.mails``) or, for a timed mail, decoded from the outbound record. Entity state
 and timers live in dicts holding only the entities the range touches. The delivery step is the
@@ -23,9 +24,10 @@ from collections.abc import Callable, Iterable, Iterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from streams.delivery.outbox import DELIVERY_STATUS, OUTBOUND, OUTBOUND_PRIORITY
+from streams.delivery.outbox import DELIVERY_STATUS, OUTBOUND, OUTBOUND_PRIORITY, Emits, Outbox
 from streams.domain.evaluate import field_at
 from streams.domain.identity import message_id
+from streams.domain.status import QUEUED
 from streams.domain.status import SUPPRESSED as STATUS_SUPPRESSED
 from streams.errors import RejectedInput
 from streams.ingest.agents import IngestHandler
@@ -96,6 +98,25 @@ class _Observed:
         return getattr(self._pipeline, name)
 
 
+class _DryRunOutbox(Outbox):
+    """The ingest handler's outbox in a replay: a mail's QUEUED status is counted, not encoded.
+
+    Nothing reads it (a mail's line is made from the mail, ``Replay._collect``), and leaving it
+    out cannot change what happens to the mail: emitting fails only on the broker's size limit,
+    and a status is smaller than its mail, which passed that check first (the mail's first six
+    fields and its ``created_at`` are the status's, plus three bytes of state and nulls; the mail
+    has its subject, addresses and bodies on top). Other statuses (an inactive customer's
+    SUPPRESSED, which the replay reports) are made as the worker makes them.
+    """
+
+    @classmethod
+    def like(cls, outbox: Outbox) -> _DryRunOutbox:
+        return cls(outbox._encode, outbox._on_status)
+
+    def queued(self, ctx: Emits, record: dict[str, Any]) -> None:
+        self._on_status(QUEUED)
+
+
 class Unreachable:
     """In place of the SES client and the attachment store: a replay must never call either."""
 
@@ -151,6 +172,7 @@ class Replay:
         self.pipeline = _Observed(rt.pipeline)
         m, settings = rt.metrics, rt.settings
         self.ingest = IngestHandler(self.pipeline, rt.timed, self.tables, clock, m, settings.partitions)  # type: ignore[arg-type]
+        self.ingest.outbox = _DryRunOutbox.like(self.ingest.outbox)
         self._firings: list[tuple[int, bytes]] = []
         self.tick = TickHandler(
             rt.timed, self.tables, m,  # type: ignore[arg-type]

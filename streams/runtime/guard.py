@@ -104,7 +104,6 @@ class Guard:
         self.count = count
 
     async def __call__(self, source: Source, handler: Handler, message: Any = None) -> Outcome:
-        where = f"{self.stage} of {source.topic}[{source.partition}]@{source.offset}"
         ctx = self.outputs.context(source, self.stage)
         try:
             try:
@@ -116,7 +115,7 @@ class Guard:
                 raise
             except Exception as e:
                 ctx.discard()
-                log.error("%s: unexpected %s\n%s", where, type(e).__name__, _frames(e))
+                log.error("%s: unexpected %s\n%s", self._where(source), type(e).__name__, _frames(e))
                 ctx.dead_letter(Rejection(self.stage, "internal_error", f"{type(e).__name__} (see the worker log)"))
             outcome = Outcome.DEAD_LETTERED if ctx.rejections and not _emitted_beyond_dead_letters(ctx) else Outcome.COMMITTED
             await ctx.flush()
@@ -129,10 +128,14 @@ class Guard:
                 raise
             hold(message)
             self.count(self.stage, Outcome.HELD)
-            self.on_hold(e, where)
+            self.on_hold(e, self._where(source))
             return Outcome.HELD
         self.count(self.stage, outcome)
         return outcome
+
+    def _where(self, source: Source) -> str:
+        """The record, for the log (formatted only when something is logged: not once a record)."""
+        return f"{self.stage} of {source.topic}[{source.partition}]@{source.offset}"
 
 
 def _emitted_beyond_dead_letters(ctx: RecordContext) -> bool:

@@ -143,7 +143,7 @@ class TimedEngine:
             if new_entry != entry:
                 empty = not new_entry["timers"] and not new_entry["done"]
                 writes.append((timers, tkey, None if empty else _dump_entry(new_entry)))
-            index_updates.append((tkey, min((t.due.timestamp() for t in planned), default=None)))
+            index_updates.append((tkey, min((t[0] for t in new_entry["timers"]), default=None)))  # to_json's due.timestamp()
         for store, key, value in writes:
             if value is None:
                 if store.get(key) is not None:

@@ -104,6 +104,39 @@ def test_state_is_kept_only_for_the_entities_touched() -> None:
     assert h.replay.writer.records == []  # read back and dropped after every record
 
 
+def test_a_dry_run_counts_the_queued_status_it_does_not_make_and_no_status_outgrows_its_mail() -> None:
+    """The replay leaves out each mail's QUEUED status (nothing reads it): sound only while a status
+    can never be refused by the broker's size limit when its mail was not, i.e. is smaller."""
+    from streams.domain.status import QUEUED, SCHEMA, status_record
+    from streams.ingest.pipeline import OUTBOUND_SCHEMA
+
+    h = Harness()
+    catalog = h.rt.topics.catalog
+    queued = h.rt.metrics.delivery_status_records.labels(QUEUED)
+    before = queued._value.get()
+    mails = []
+    for tenant in TenantDirectory.load(REPO_ROOT / "deploy" / "tenants"):
+        for type_name in catalog.event_types():
+            if catalog.for_event(type_name):
+                event = sample_event(catalog.samples, type_name, tenant.tenant_id, now=T0)
+                result = h.rt.pipeline.process(h.codec.encode(type_name, event), topic=h.rt.topics.for_event(type_name),
+                                               timestamp=T0, now=T0)
+                mails += [m.record for m in result.mails]
+    assert len(mails) > 50
+    asyncio.run(h.replay.feed_all([h.record("tidings.storage.BookingCreated", sample_event(
+        catalog.samples, "tidings.storage.BookingCreated", STORAGE, now=T0))]))
+    assert h.why() == {FIRED: 1} and queued._value.get() == before + 1
+    # The smallest mail there can be beside the largest status: one-character subject and
+    # addresses, no bodies, names, headers or tags, long ids.
+    least = {**mails[0], "locale": "", "from_address": "a", "from_name": "", "reply_to": None, "to_address": "b",
+             "to_name": "", "subject": "x", "html": "", "text": "", "headers": {}, "attachments": [], "tags": {},
+             "source_topic": "", "entity_id": "e" * 5000, "source_event_id": "s" * 5000,
+             "source_timestamp": dt.datetime(1970, 1, 1, tzinfo=UTC)}
+    for mail in [*mails, least]:
+        status = status_record(mail, QUEUED, mail["created_at"])
+        assert len(h.codec.encode(SCHEMA, status)) < len(h.codec.encode(OUTBOUND_SCHEMA, mail)), mail["message_id"]
+
+
 def _days(lines: list[MailLine]) -> list[tuple[str, str]]:
     return sorted((str(line.at)[:10], str(line.trigger)) for line in lines if line.why == FIRED)
 
@@ -190,6 +223,12 @@ def test_the_command_offline_over_a_record_file(tmp_path: Any, capsys: pytest.Ca
     days = {(line["at"][:10], line["trigger"]) for line in map(json.loads, out.read_text().splitlines()) if line["why"] == "fired"}
     assert ("2027-01-06", "storage/booking.after_created") in days
     assert "mails per day and trigger" in capsys.readouterr().err
+
+    exported = tmp_path / "exported.jsonl"
+    assert main([*common, "--now", T0.isoformat(), "--limit", "1", "--export", str(exported)]) == 0
+    assert [json.loads(line)["why"] for line in out.read_text().splitlines()] == ["fired"]
+    assert exported.read_text() == dump_record(good) + "\n"
+    capsys.readouterr()
 
     assert main(["--offline", "--file", str(records)]) == 2  # --offline needs --tenants: said, not a traceback
     assert "--offline needs" in capsys.readouterr().err

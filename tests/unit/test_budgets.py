@@ -13,7 +13,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from jinja2 import TemplateError
+from jinja2 import Environment, StrictUndefined, TemplateError
+from markupsafe import Markup
 
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.domain.evaluate import event_firings
@@ -184,6 +185,62 @@ def test_budgets_are_per_mail_and_settable(env) -> None:  # type: ignore[no-unty
         env.from_string("{% for i in range(100000) %}{{ ('a b ' * 1000)|title }}{% endfor %}").render({})
 
 
+class _Html:
+    def __html__(self) -> str:
+        return "<i>safe</i>"
+
+
+# Every way an expression reaches the output: plain, in a set block and a macro (buffers), and
+# under an autoescape decided at render time; each in text (no escaping) and in HTML.
+OUTPUTS = (
+    "{{ text }}|{{ markup }}|{{ number }}|{{ html }}|{% set s %}{{ text }}{% endset %}{{ s }}|"
+    "{% macro m(v) %}[{{ v }}]{% endmacro %}{{ m(text) }}|{% autoescape flag %}{{ text }}{% endautoescape %}"
+)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+@pytest.mark.parametrize("source", [OUTPUTS, "{% autoescape true %}" + OUTPUTS + "{% endautoescape %}"], ids=["text", "html"])
+def test_outputs_are_escaped_as_jinja_escapes_them(env, source: str, flag: bool) -> None:  # type: ignore[no-untyped-def]
+    values = {"text": "<a href=\"x\">Tom & 'Jerry'</a>", "markup": Markup("<b>ok</b>"), "number": 5, "html": _Html(), "flag": flag}
+    expected = Environment(undefined=StrictUndefined).from_string(source).render(values)
+    escaping = flag or source.startswith("{% autoescape true %}")
+    assert ("&lt;a href=&#34;x&#34;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;" in expected) == escaping
+    with metered(BUDGET):
+        assert env.from_string(source).render(values) == expected
+    assert env.from_string(source).render(values) == expected  # outside a meter (tools), the same
+
+
+@pytest.mark.parametrize("source", ["{{ v }}", "{% autoescape true %}{{ v }}{% endautoescape %}", "{% autoescape flag %}{{ v }}{% endautoescape %}"])
+def test_every_output_is_measured_escaped_or_not(env, source: str) -> None:  # type: ignore[no-untyped-def]
+    small = RenderBudget(max_subject_chars=100, max_html_chars=100, max_text_chars=100)
+    with metered(small), pytest.raises(BudgetExceeded, match="output"):
+        env.from_string(source).render(v="x" * 101, flag=True)
+    with metered(small):
+        assert env.from_string(source).render(v="x" * 100, flag=True) == "x" * 100
+
+
+@pytest.mark.parametrize("body", ["{{ v }}", "{% autoescape true %}{{ v }}{% endautoescape %}", "x" * 100], ids=["text", "html", "static"])
+def test_all_that_a_mail_writes_together_stops_at_the_output_budget(env, body: str) -> None:  # type: ignore[no-untyped-def]
+    small = RenderBudget(max_iterations=10**6, max_subject_chars=100, max_html_chars=100, max_text_chars=100)
+    assert small.max_produced_chars == 1600
+    with metered(small):
+        assert env.from_string("{% for i in range(15) %}" + body + "{% endfor %}").render(v="x" * 100) == "x" * 1500
+    with metered(small), pytest.raises(BudgetExceeded, match="produced more than 1600 characters"):
+        env.from_string("{% for i in range(17) %}" + body + "{% endfor %}").render(v="x" * 100)
+
+
+def test_a_loaded_template_is_kept_for_its_loader(tmp_path: Path) -> None:
+    from streams.rendering.environment import OverrideLoader
+
+    env = build_environment(REPO_ROOT / "templates")
+    name = "_layouts/base.txt"
+    assert env.get_template(name) is env.get_template(name) is env.get_template(name, "storage/x/en/body.txt")
+    (tmp_path / "_layouts").mkdir()
+    (tmp_path / "_layouts" / "base.txt").write_text("another layout")
+    env.loader = OverrideLoader(tmp_path)
+    assert env.get_template(name).render() == "another layout"
+
+
 def test_an_override_over_budget_fails_that_mail_naming_the_budget(tmp_path: Path, tenants: TenantDirectory) -> None:
     tenant = tenants.get("boxit-london")
     assert tenant is not None
@@ -268,9 +325,11 @@ def test_the_cpu_budget_fails_at_the_first_check_after_it_whatever_the_load(monk
 def test_a_mail_that_ends_before_its_cpu_budget_could_be_spent_reads_the_cpu_clock_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from streams.rendering import budget as module
 
+    # Built before the clocks are replaced: a full collection while it loads reads the CPU clock
+    # too (_CollectorTime), which is not the render's reading.
+    env = build_environment(REPO_ROOT / "templates")
     clocks = _Clocks()  # the wall clock stands still: far less than the CPU budget passes
     monkeypatch.setattr(module, "time", clocks)
-    env = build_environment(REPO_ROOT / "templates")
     with metered(BUDGET) as meter:
         env.from_string("{% for i in range(50) %}{{ i }}{{ 'x' ~ i }}{% endfor %}").render({})
     assert meter.steps >= 50 and clocks.cpu_reads == 1

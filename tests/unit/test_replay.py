@@ -14,7 +14,7 @@ from streams.errors import ConfigurationError
 from streams.replay.cli import Progress, parse_span, parse_until
 from streams.replay.kafka import Bound
 from streams.replay.parallel import assign
-from streams.replay.records import ReplayRecord, count_partitions, dump_record, load_record
+from streams.replay.records import ReplayRecord, count_partitions, dump_record, load_record, read_file
 from streams.replay.report import DUPLICATE, FIRED, SUPPRESSED, DeliveryDecisions, MailLine, Summary, mask
 from streams.replay.shadow import CHANGED, FAILED, GONE, NEW, Mail, collect_deployed, compare, text_diff
 from streams.suppression.model import Suppression, SuppressionList, scope_for
@@ -40,6 +40,16 @@ def test_a_record_line_round_trips_bytes_and_nulls() -> None:
     assert load_record(dump_record(tombstone)) == tombstone
     with pytest.raises(ConfigurationError, match="f.jsonl:3"):
         load_record('{"partition": 1}', "f.jsonl:3")
+
+
+def test_a_record_file_skips_blank_lines_and_names_the_line_that_is_not_a_record(tmp_path: Path) -> None:
+    record = ReplayRecord("t.storage.bookings", 1, 7, b"k", b"v", T0.timestamp())
+    path = tmp_path / "records.jsonl"
+    path.write_text(dump_record(record) + "\n  \n" + dump_record(record) + "\n{not json\n")
+    records = read_file(path)
+    assert [next(records), next(records)] == [record, record]
+    with pytest.raises(ConfigurationError, match=f"^{path}:4: not a record line"):
+        next(records)
 
 
 def test_masked_addresses_are_unreadable_but_tell_recipients_apart() -> None:

@@ -105,6 +105,20 @@ def test_state_values_round_trip_dates_instants_and_nesting() -> None:
         values.dumps({"naive": dt.datetime(2027, 1, 1)})
 
 
+def test_an_instant_is_written_as_itself_however_often_and_in_whatever_order_it_comes() -> None:
+    from zoneinfo import ZoneInfo
+
+    later = dt.datetime(2027, 3, 1, 9, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    equal = T0.astimezone(ZoneInfo("Asia/Tokyo"))  # the same instant, another zone: written as it is
+    state = {"_since": T0, "a": T0, "b": later, "c": T0, "d": dt.date(2027, 1, 1), "e": equal, "f": [T0, later], "g": T0}
+    def written(v: Any) -> Any:  # what tag writes, worked out afresh each time
+        return {"$ts": v.isoformat()} if isinstance(v, dt.datetime) else {"$date": v.isoformat()}
+
+    assert values.dumps(state) == json.dumps(state, default=written, separators=(",", ":")).encode()
+    assert values.loads(values.dumps(state)) == state
+    assert values.dumps({"t": later}) == b'{"t":{"$ts":"2027-03-01T09:30:00+01:00"}}'
+
+
 @pytest.mark.parametrize(
     "value",
     [
