@@ -265,88 +265,86 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:  # noqa: C901 - the co
         total = min(total, args.limit)
 
     summary = Summary()
-    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-    export = open(args.export, "w", encoding="utf-8") if args.export else None  # noqa: SIM115
-    gallery = Gallery(args.html) if args.html else None
-    lines = JsonLines(out)
-    replayed: dict[str, shadow.Mail] = {}
-    seen: dict[str, float] = {}  # the first and last record timestamps, epoch seconds (``_instant`` when used)
+    # Closed however the run ends: a record file that fails half-way (exit 2) leaves no open --out.
+    with contextlib.ExitStack() as files:
+        out = sys.stdout if args.out == "-" else files.enter_context(open(args.out, "w", encoding="utf-8"))
+        export = files.enter_context(open(args.export, "w", encoding="utf-8")) if args.export else None
+        gallery = Gallery(args.html) if args.html else None
+        lines = JsonLines(out)
+        replayed: dict[str, shadow.Mail] = {}
+        seen: dict[str, float] = {}  # the first and last record timestamps, epoch seconds (``_instant`` when used)
 
-    def keep(tenant: str | None, trigger: str | None) -> bool:
-        return (args.tenant is None or tenant == args.tenant) and (args.trigger is None or trigger == args.trigger)
+        def keep(tenant: str | None, trigger: str | None) -> bool:
+            return (args.tenant is None or tenant == args.tenant) and (args.trigger is None or trigger == args.trigger)
 
-    def emit(line: MailLine) -> None:
-        if not keep(line.tenant, line.trigger):
-            return
-        summary.add(line)
-        if args.shadow:
-            # Every mail the worker would render (the deployment's outbound topic has them all, the
-            # ones its sender then skipped or suppressed too).
-            if line.text is not None and line.message_id is not None:
-                replayed[line.message_id] = shadow.Mail(line.message_id, line.tenant or "", line.trigger or "",
-                                                       line.subject or "", line.text or "", line.html or "")
-            return
-        lines.add(line)
-        if gallery is not None:
-            gallery.add(line)
-
-    def timestamps(rs: Iterator[ReplayRecord]) -> Iterator[ReplayRecord]:
-        for r in rs:
-            ts = r.timestamp
-            if not seen:
-                seen["first"] = seen["last"] = ts
-            elif ts < seen["first"]:
-                seen["first"] = ts
-            elif ts > seen["last"]:
-                seen["last"] = ts
+        def emit(line: MailLine) -> None:
+            if not keep(line.tenant, line.trigger):
+                return
+            summary.add(line)
             if args.shadow:
-                clock.at = _instant(ts)  # rendered as of when the worker processed it, near enough: its event time
-            yield r
+                # Every mail the worker would render (the deployment's outbound topic has them all, the
+                # ones its sender then skipped or suppressed too).
+                if line.text is not None and line.message_id is not None:
+                    replayed[line.message_id] = shadow.Mail(line.message_id, line.tenant or "", line.trigger or "",
+                                                           line.subject or "", line.text or "", line.html or "")
+                return
+            lines.add(line)
+            if gallery is not None:
+                gallery.add(line)
 
-    replay = Replay(rt, clock, DeliveryDecisions(rt.suppressions, settings.unknown_outcome), emit,
-                    show_recipients=args.show_recipients, keep_bodies=bool(args.html or args.shadow))
-    progress = Progress(total)
-    step = parse_span(args.step) if args.simulate else None
+        def timestamps(rs: Iterator[ReplayRecord]) -> Iterator[ReplayRecord]:
+            for r in rs:
+                ts = r.timestamp
+                if not seen:
+                    seen["first"] = seen["last"] = ts
+                elif ts < seen["first"]:
+                    seen["first"] = ts
+                elif ts > seen["last"]:
+                    seen["last"] = ts
+                if args.shadow:
+                    clock.at = _instant(ts)  # rendered as of when the worker processed it, near enough: its event time
+                yield r
 
-    async def replay_all() -> None:
-        await replay.feed_all(timestamps(_exported(_limited(records, args.limit), export)), step=step, on_record=progress)
-        if args.simulate and step is not None:
-            last = _instant(seen["last"]) if seen else clock.at
-            await replay.advance(parse_until(args.until, last), step)
+        replay = Replay(rt, clock, DeliveryDecisions(rt.suppressions, settings.unknown_outcome), emit,
+                        show_recipients=args.show_recipients, keep_bodies=bool(args.html or args.shadow))
+        progress = Progress(total)
+        step = parse_span(args.step) if args.simulate else None
 
-    try:
-        asyncio.run(replay_all())
-    finally:
-        progress.close()
-        if export is not None:
-            export.close()
-    elapsed = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+        async def replay_all() -> None:
+            await replay.feed_all(timestamps(_exported(_limited(records, args.limit), export)), step=step, on_record=progress)
+            if args.simulate and step is not None:
+                last = _instant(seen["last"]) if seen else clock.at
+                await replay.advance(parse_until(args.until, last), step)
 
-    err = sys.stderr
-    if args.shadow:
-        deployed = shadow.Deployed()
-        if seen and not args.offline:
-            deployed = _read_deployed(settings.kafka_bootstrap, rt, set(topics), _instant(seen["first"]),
-                                      _instant(seen["last"]), keep)
-        differences = shadow.compare(replayed, deployed)
-        for d in differences:
-            out.write(d.json() + "\n")
-        print(shadow.summary(differences, len(replayed), len(deployed.mails)), file=err)
-        for d in differences:
-            if d.diff:
-                print(d.diff, file=err)
-    else:
-        print(summary.table(), file=err)
-        if args.simulate:
-            print("\nmails per day and trigger (simulated):", file=err)
-            print(summary.days(), file=err)
-    if gallery is not None:
-        print(f"gallery: {gallery.close(clock.at)}", file=err)
-    print(f"{replay.records:,} records in {elapsed:.1f} s; {replay.tables.entities():,} entities in state; nothing was written",
-          file=err)
-    if out is not sys.stdout:
-        out.close()
-    return 0
+        try:
+            asyncio.run(replay_all())
+        finally:
+            progress.close()
+        elapsed = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+
+        err = sys.stderr
+        if args.shadow:
+            deployed = shadow.Deployed()
+            if seen and not args.offline:
+                deployed = _read_deployed(settings.kafka_bootstrap, rt, set(topics), _instant(seen["first"]),
+                                          _instant(seen["last"]), keep)
+            differences = shadow.compare(replayed, deployed)
+            for d in differences:
+                out.write(d.json() + "\n")
+            print(shadow.summary(differences, len(replayed), len(deployed.mails)), file=err)
+            for d in differences:
+                if d.diff:
+                    print(d.diff, file=err)
+        else:
+            print(summary.table(), file=err)
+            if args.simulate:
+                print("\nmails per day and trigger (simulated):", file=err)
+                print(summary.days(), file=err)
+        if gallery is not None:
+            print(f"gallery: {gallery.close(clock.at)}", file=err)
+        print(f"{replay.records:,} records in {elapsed:.1f} s; {replay.tables.entities():,} entities in state; nothing was written",
+              file=err)
+        return 0
 
 
 def _processes(args: argparse.Namespace, partitions: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import os
 from typing import Any
 
 import pytest
@@ -232,6 +233,14 @@ def test_the_command_offline_over_a_record_file(tmp_path: Any, capsys: pytest.Ca
 
     assert main(["--offline", "--file", str(records)]) == 2  # --offline needs --tenants: said, not a traceback
     assert "--offline needs" in capsys.readouterr().err
+
+    # A record file broken half-way: exit 2, and the output files it had opened are closed.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(dump_record(good) + "\nnot a record\n")
+    assert main(["--file", str(broken), *common[2:], "--now", T0.isoformat(), "--export", str(exported), "--processes", "1"]) == 2
+    assert "broken.jsonl" in capsys.readouterr().err
+    held = {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert str(out) not in held and str(exported) not in held
 
 
 def test_a_dry_run_in_processes_says_what_one_process_says(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
