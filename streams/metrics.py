@@ -313,8 +313,9 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             ["outcome"], registry=registry,
         ),
         build_info=Gauge(
-            "tidings_build_info", "Always 1; the labels say which Tidings and which libraries this worker runs.",
-            ["version", "faust_version", "aiokafka_version", "python_version"], registry=registry,
+            "tidings_build_info",
+            "Always 1; the labels say which Tidings and which libraries this worker runs, and its role (TIDINGS_ROLE).",
+            ["version", "faust_version", "aiokafka_version", "python_version", "role"], registry=registry,
         ),
         ses_feedback=Counter(
             "tidings_ses_feedback_total",
@@ -325,8 +326,9 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
     )
 
 
-def with_process_metrics(m: Metrics) -> Metrics:
-    """The worker's own CPU, memory and file descriptors (``process_*``), and ``tidings_build_info``."""
+def with_process_metrics(m: Metrics, role: str = "all") -> Metrics:
+    """The worker's own CPU, memory and file descriptors (``process_*``), and ``tidings_build_info``
+    (with the worker's role, so dashboards tell the stateless lane's workers apart)."""
     import importlib.metadata
     import platform
 
@@ -339,7 +341,7 @@ def with_process_metrics(m: Metrics) -> Metrics:
             return "unknown"
 
     m.build_info.labels(version("tidings"), version("faust-streaming"), version("aiokafka"),
-                        platform.python_version()).set(1)
+                        platform.python_version(), role).set(1)
     return m
 
 

@@ -80,7 +80,7 @@ def register(
     wiring: Wiring, m: Metrics, *, ready: Callable[[], bool], earliest_due: Callable[[], float | None],
     now: Callable[[], float],
 ) -> Observer:
-    with_process_metrics(m)
+    with_process_metrics(m, wiring.settings.role)
     observer = Observer(m, wiring.status, ready, earliest_due, now)
     wiring.every(LOOP_SAMPLE_SECONDS, observer.sample_loop, name="tidings.observe")
     return observer

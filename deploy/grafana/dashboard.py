@@ -76,7 +76,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("CPU", "percentunit", [("{{instance}}", f"rate(process_cpu_seconds_total[{R}])")]),
         ("RSS", "bytes", [("{{instance}}", "process_resident_memory_bytes")]),
         ("Event loop lag", "s", [("{{instance}}", "tidings_event_loop_lag_seconds")]),
-        ("Build", "short", [("{{instance}} {{version}} faust {{faust_version}}", "tidings_build_info")]),
+        ("Build", "short", [("{{instance}} {{role}} {{version}} faust {{faust_version}}", "tidings_build_info")]),
     ]),
 ]
 

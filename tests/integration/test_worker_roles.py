@@ -59,7 +59,9 @@ def test_a_split_deployment_sends_resets_without_a_stateful_worker_and_every_mai
     # Only the stateless lane runs: a reset still reaches the priority topic, and the lane's new
     # consumer group starts where the all worker's stood, so the first reset is not rendered again
     # (its copy would precede the second on their shared partition).
-    deployment.start_worker("lane", TIDINGS_ROLE="stateless")
+    lane = deployment.start_worker("lane", TIDINGS_ROLE="stateless")
+    # Dashboards tell the lane's workers apart by their build info.
+    deployment.wait_for("the lane's build info", lambda: deployment.metric(lane, "tidings_build_info", role="stateless") == 1)
     second = _reset(deployment, 2)
     booking = _booking(deployment, 2)  # a stateful topic: waits for the stateful worker
     priority = deployment.read_topic(deployment.topics.outbound_priority, 2)

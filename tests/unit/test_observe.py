@@ -95,11 +95,12 @@ def test_the_loop_sample_sets_the_lag_gauge() -> None:
 
 
 def test_build_info_and_process_metrics() -> None:
-    m = metrics.with_process_metrics(metrics.create(CollectorRegistry()))
+    m = metrics.with_process_metrics(metrics.create(CollectorRegistry()), "stateless")
     samples = [s for family in m.registry.collect() for s in family.samples]
     info = [s for s in samples if s.name == "tidings_build_info"]
     assert len(info) == 1 and info[0].value == 1
-    assert set(info[0].labels) == {"version", "faust_version", "aiokafka_version", "python_version"}
+    assert set(info[0].labels) == {"version", "faust_version", "aiokafka_version", "python_version", "role"}
+    assert info[0].labels["role"] == "stateless"
     assert info[0].labels["faust_version"] == "0.15.3"
     assert any(s.name == "process_resident_memory_bytes" for s in samples)
 
