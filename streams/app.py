@@ -171,8 +171,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
 
     rt = runtime if runtime is not None else build_runtime(settings)
     m, topics = rt.metrics, rt.topics
-    role = settings.role
-    app = new_app(group_settings(settings))
+    role, group = settings.role, group_settings(settings)
+    app = new_app(group)
 
     async def before_agents() -> None:
         created = ensure_topics(rt.settings, catalog=topics.catalog)
@@ -180,7 +180,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
             log.info("created topics: %s", ", ".join(created))
         if role == "stateless":
             await asyncio.get_running_loop().run_in_executor(
-                None, adopt_offsets, settings.kafka_bootstrap, settings.app_id, app.conf.id, topics.stateless,
+                None, adopt_offsets, settings.kafka_bootstrap, settings.app_id, group.app_id, topics.stateless,
                 settings.partitions,
             )
         health.topics_ready = True
@@ -217,7 +217,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
 
     wiring = Wiring(
         app,
-        group_settings(settings),
+        group,
         outputs={
             OUTBOUND: topics.outbound,
             OUTBOUND_PRIORITY: topics.outbound_priority,

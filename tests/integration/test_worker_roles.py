@@ -16,7 +16,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from deploy.local.samples import BOOKING_CREATED, booking_created
 from streams.codecs.avro import SingleObjectCodec
 from streams.codecs.schemas import SchemaRepository
-from streams.domain.rules import Catalog
 from streams.domain.samples import sample_event
 from streams.runtime.groups import adopt_offsets
 from streams.settings import REPO_ROOT
@@ -29,7 +28,7 @@ CUSTOMER = "CU-ROLES-1"  # every reset of this test on one key, hence one partit
 
 def _reset(deployment: Deployment, n: int) -> str:
     email = deployment.email(f"reset{n}")
-    event = sample_event(Catalog.load().samples, RESET, TENANT, recipient=lambda path, p: {**p, "email": email})
+    event = sample_event(deployment.topics.catalog.samples, RESET, TENANT, recipient=lambda path, p: {**p, "email": email})
     event["customer_id"] = CUSTOMER
     event["expires_at"] = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
     deployment.publisher.publish(deployment.topics.for_event(RESET), RESET, event, key=CUSTOMER)
