@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     commit_interval_seconds: float = Field(
-        0.1,
+        0.05,
         gt=0,
         description="How often offsets and the open transactions commit. Under exactly_once an outbound record is "
         "visible (to the sender, to any read_committed reader) only at a commit, so this is a floor on event-to-sent "
@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         description="How long the producer gathers records into one request to a partition: a few milliseconds "
         "of latency for far fewer requests under load.",
     )
+    producer_retry_backoff_ms: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="How long a producer waits before it retries a request the broker refused for now. Under "
+        "exactly_once the common case is a transaction's first request arriving while the broker still ends the "
+        "previous one (CONCURRENT_TRANSACTIONS): the client's default of 100 ms made every such commit 100 ms late.",
+    )
     fetch_min_bytes: int = Field(
         65536,
         ge=1,
@@ -60,7 +68,7 @@ class Settings(BaseSettings):
         "fetch rounds over every assigned partition at a steady event rate.",
     )
     fetch_max_wait_ms: int = Field(
-        50,
+        20,
         ge=1,
         le=1500,
         description="The longest the broker holds a fetch for fetch_min_bytes: added latency at low rates, "

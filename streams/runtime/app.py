@@ -39,6 +39,7 @@ class TidingsApp(faust.App):
 
     commits: CommitWatch  # fed by the consumer's commits (streams/runtime/transport.py)
     fetch_tuning: tuple[int, int] = (1, 1500)  # fetch_min_bytes, fetch_max_wait_ms of the worker's consumer
+    producer_retry_backoff_ms: int = 100  # aiokafka's default; new_app sets the configured one (transport.py)
     before_agents: Callable[[], Awaitable[None]] | None = None
     after_stop: Callable[[], Awaitable[None]] | None = None
 
@@ -109,6 +110,7 @@ def new_app(settings: Settings) -> TidingsApp:
     )
     app.commits = CommitWatch()
     app.fetch_tuning = (settings.fetch_min_bytes, settings.fetch_max_wait_ms)  # streams/runtime/transport.py
+    app.producer_retry_backoff_ms = settings.producer_retry_backoff_ms  # TidingsProducer._settings_extra
     return app
 
 
