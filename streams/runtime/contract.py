@@ -38,7 +38,7 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("faust.types.tuples", "Message.ack", "a record with a raised refcount is not acked (guard.hold)"),
     ("faust.types.tuples", "Message.incref", "guard.hold"),
     ("faust.transport.consumer", "TransactionManager.send", "the transactional id of a send: {app id}-{group}-{partition} (agents.TransactionalWriter)"),
-    ("faust.transport.consumer", "Consumer._add_gap", "overridden: the record just received is not part of the gap"),
+    ("faust.transport.consumer", "Consumer._add_gap", "replaced: the record just received is not part of the gap; the tree is merged only when a new gap overlaps it"),
     ("faust.transport.consumer", "Consumer._drain_messages", "calls _add_gap(tp, r_offset + 1, offset)"),
     ("faust.transport.consumer", "Consumer._commit_offsets", "overridden: flush the changelog buffer, feed the CommitWatch"),
     ("faust.transport.consumer", "Consumer.perform_seek", "overridden: stop the flow when called"),

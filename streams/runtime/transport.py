@@ -115,7 +115,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -199,9 +198,30 @@ class TidingsConsumer(aiokafka_driver.Consumer):
             acked.sort()
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-        # Called as _add_gap(tp, r_offset + 1, offset) by _drain_messages, where ``offset`` is a
-        # record being delivered (acked once processed), not part of the gap.
-        await super()._add_gap(tp, offset_from, offset_to - 1)
+        """Faust's gap bookkeeping, without rebuilding the partition's tree at every gap.
+
+        Called as _add_gap(tp, r_offset + 1, offset) by _drain_messages, where ``offset`` is a
+        record being delivered (acked once processed), not part of the gap: hence ``offset_to - 1``.
+
+        Gaps are the offsets no record is delivered for: on the outbound and status topics, the
+        transaction markers of every commit (on compacted topics, records compacted away). Faust merges the overlaps of the whole tree after
+        each insertion (sort and rebuild, O(n log n)), and a partition's tree only shrinks when
+        its records are acked: with a sender backlog (mails read ahead, waiting for the quota)
+        every marker read cost a rebuild of hundreds of intervals. Offsets arrive in order, so a
+        new gap overlaps nothing already there except after a seek back; the tree is merged then
+        only, which leaves it exactly as Faust's would be.
+        """
+        offset_to -= 1
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            offset_from = max(offset_from, committed + 1)
+        if offset_from > offset_to:
+            return
+        gaps = self._gap[tp]
+        overlapping = gaps.overlaps(offset_from, offset_to + 1)  # intervaltree intervals exclude the end
+        gaps.addi(offset_from, offset_to + 1)
+        if overlapping:
+            gaps.merge_overlaps()
 
     async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         watch = getattr(self.app, "commits", None)  # streams/runtime/commits.py

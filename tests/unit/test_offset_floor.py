@@ -2,7 +2,8 @@
 (streams/runtime/transport.py, ``TidingsConsumer._new_offset``): never past a record still in
 flight, whatever the actors that finished after it acked. The consumer is Tidings' own, built on a
 Faust app that never connects; acks and in-flight records are set the way Faust's ``ack`` and
-stream iterator leave them."""
+stream iterator leave them. Gaps (offsets no record is delivered for, ``_add_gap``) are checked
+against Faust's own method."""
 
 from __future__ import annotations
 
@@ -104,3 +105,69 @@ def test_records_in_flight_on_another_partition_do_not_hold_this_one(consumer: T
     messages = _taken(consumer, 0, 1)
     _ack(consumer, messages, 0, 1)
     assert consumer._new_offset(TP2) == 2
+
+
+# Gaps (TidingsConsumer._add_gap): kept as Faust keeps them, without Faust's rebuild of the tree at
+# every gap. Each case runs the same calls through Faust's own method on a second consumer.
+
+def _faust_gaps(consumer: TidingsConsumer, calls: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    for offset_from, offset_to in calls:
+        # Faust's method takes the gap's last offset; Tidings' is called with the record after it.
+        consumer.loop.run_until_complete(faust.transport.consumer.Consumer._add_gap(consumer, TP2, offset_from, offset_to - 1))
+    return sorted((i.begin, i.end) for i in consumer._gap[TP2])
+
+
+def _tidings_gaps(consumer: TidingsConsumer, calls: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    for offset_from, offset_to in calls:
+        consumer.loop.run_until_complete(consumer._add_gap(TP2, offset_from, offset_to))
+    return sorted((i.begin, i.end) for i in consumer._gap[TP2])
+
+
+@pytest.fixture
+def reference() -> Iterator[TidingsConsumer]:
+    loop = asyncio.new_event_loop()
+    try:
+        app = faust.App("offset-floor-reference", broker="kafka://127.0.0.1:1", loop=loop)
+        yield _Consumer(TidingsTransport("kafka://127.0.0.1:1", app), callback=_nothing, on_partitions_revoked=_nothing,
+                        on_partitions_assigned=_nothing, loop=loop)
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("calls", [
+    # A marker after every record, read in order (the outbound topic behind a backlog).
+    [(n * 2 + 1, n * 2 + 2) for n in range(200)],
+    # Runs of several offsets with no record (markers of several transactions, compacted records).
+    [(3, 7), (9, 10), (12, 20)],
+    # A seek back re-reads what is already there: overlapping gaps are merged.
+    [(3, 7), (9, 10), (12, 20), (4, 11), (15, 25)],
+    # Records one after the other: no gap at all.
+    [(5, 5), (6, 6)],
+], ids=["marker-after-each-record", "runs", "seek-back-overlaps", "none"])
+def test_gaps_are_kept_as_faust_keeps_them(consumer: TidingsConsumer, reference: TidingsConsumer,
+                                           calls: list[tuple[int, int]]) -> None:
+    assert _tidings_gaps(consumer, calls) == _faust_gaps(reference, calls)
+
+
+def test_a_gap_below_the_committed_offset_is_not_kept(consumer: TidingsConsumer, reference: TidingsConsumer) -> None:
+    for c in (consumer, reference):
+        c._committed_offset[TP2] = 10
+    calls = [(2, 5), (8, 12)]
+    assert _tidings_gaps(consumer, calls) == _faust_gaps(reference, calls) == [(11, 12)]  # Faust: from committed + 1
+
+
+def test_gaps_in_order_never_rebuild_the_tree(consumer: TidingsConsumer, monkeypatch: pytest.MonkeyPatch) -> None:
+    merges = []
+    tree = consumer._gap[TP2]
+    monkeypatch.setattr(tree, "merge_overlaps", lambda *a, **k: merges.append(a))
+    _tidings_gaps(consumer, [(n * 2 + 1, n * 2 + 2) for n in range(50)])
+    assert merges == []
+    _tidings_gaps(consumer, [(10, 30)])  # overlaps: merged
+    assert len(merges) == 1
+
+
+def test_a_commit_goes_over_gaps_added_in_order(consumer: TidingsConsumer) -> None:
+    messages = _taken(consumer, *range(0, 20, 2))
+    _tidings_gaps(consumer, [(n * 2 + 1, n * 2 + 2) for n in range(9)])
+    _ack(consumer, messages, *range(0, 20, 2))
+    assert consumer._new_offset(TP2) == 19
