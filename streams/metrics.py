@@ -69,6 +69,7 @@ class Metrics(NamedTuple):
     restore_rows_restored: Gauge
     timer_oldest_due_seconds: Gauge
     event_loop_lag_seconds: Gauge
+    commit_seconds: Histogram
     ses_max_send_rate: Gauge
     ses_max_24h_send: Gauge
     ses_sent_last_24h: Gauge
@@ -286,6 +287,13 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "tidings_event_loop_lag_seconds",
             "How late the worker's event loop ran a callback that was due, at the last sample (once a second).",
             registry=registry,
+        ),
+        commit_seconds=Histogram(
+            "tidings_commit_seconds",
+            "How long a commit of the worker's offsets took: under exactly-once the producer buffer's drain and "
+            "every partition's transaction (offsets, end). A mail becomes visible to the sender at a commit, so "
+            "this adds to event-to-sent latency once per mail.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0), registry=registry,
         ),
         ses_max_send_rate=Gauge(
             "tidings_ses_max_send_rate", "The SES account's MaxSendRate (recipients per second), from GetAccount.",

@@ -82,5 +82,6 @@ def register(
 ) -> Observer:
     with_process_metrics(m, wiring.settings.role)
     observer = Observer(m, wiring.status, ready, earliest_due, now)
+    wiring.commits.on_commit_seconds = m.commit_seconds.observe
     wiring.every(LOOP_SAMPLE_SECONDS, observer.sample_loop, name="tidings.observe")
     return observer

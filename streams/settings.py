@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     commit_interval_seconds: float = Field(
-        0.05,
+        0.04,
         gt=0,
         description="How often offsets and the open transactions commit. Under exactly_once an outbound record is "
         "visible (to the sender, to any read_committed reader) only at a commit, so this is a floor on event-to-sent "
@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         "fetch rounds over every assigned partition at a steady event rate.",
     )
     fetch_max_wait_ms: int = Field(
-        20,
+        10,
         ge=1,
         le=1500,
         description="The longest the broker holds a fetch for fetch_min_bytes: added latency at low rates, "

@@ -76,6 +76,8 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("CPU", "percentunit", [("{{instance}}", f"rate(process_cpu_seconds_total[{R}])")]),
         ("RSS", "bytes", [("{{instance}}", "process_resident_memory_bytes")]),
         ("Event loop lag", "s", [("{{instance}}", "tidings_event_loop_lag_seconds")]),
+        ("Commit duration p99", "s", [("{{instance}}", "histogram_quantile(0.99, sum by (le, instance) "
+                                                       f"(rate(tidings_commit_seconds_bucket[{R}])))")]),
         ("Build", "short", [("{{instance}} {{role}} {{version}} faust {{faust_version}}", "tidings_build_info")]),
     ]),
 ]

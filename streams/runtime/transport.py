@@ -115,6 +115,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -226,6 +227,7 @@ class TidingsConsumer(aiokafka_driver.Consumer):
     async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         watch = getattr(self.app, "commits", None)  # streams/runtime/commits.py
         upto = watch.snapshot() if watch is not None else 0
+        started = time.perf_counter()
         if self.in_transaction:
             # Table changelog records are queued (send_soon) and sent by a background task; Faust
             # flushes that queue before a commit only without transactions. Unflushed, they land
@@ -238,6 +240,7 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         if committed and watch is not None:
             # Faust committed the transaction of every partition number it sent offsets for.
             watch.committed({tp.partition for tp in offsets}, upto)
+            watch.on_commit_seconds(time.perf_counter() - started)
         return committed
 
     async def commit_transactions_of(self, partitions: Iterable[int], topic: str) -> set[int]:

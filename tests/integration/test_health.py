@@ -60,6 +60,9 @@ def test_a_live_workers_metrics_include_what_an_sre_needs_and_pass_promtool(depl
                                  key=event["booking_id"])
     deployment.publisher.flush()
     deployment.wait_for("a consumer lag sample", lambda: _families(worker).get("tidings_consumer_lag_records") or None)
+    # The dead-lettered event's offset commits: the commit is timed.
+    deployment.wait_for("a timed commit", lambda: any(
+        s.name == "tidings_commit_seconds_count" and s.value > 0 for s in _families(worker).get("tidings_commit_seconds", [])))
     families = _families(worker)
     for name in ("tidings_build_info", "tidings_timer_oldest_due_seconds", "tidings_event_loop_lag_seconds",
                  "process_resident_memory_bytes", "process_cpu_seconds_total"):
