@@ -75,7 +75,28 @@ class TidingsApp(faust.App):
         return closed(self)
 
 
+class QuietCommitTimers(logging.Filter):
+    """Drops mode's "Timer commit is overlapping" warnings for the timers that follow the commits.
+
+    mode warns whenever a timer's work outlasts its interval. The commit timer's interval is a
+    gap between commits, not a deadline: under load a commit takes longer than 40 ms, every time,
+    and the worker logged a warning for each (about a hundred a minute at saturation, for nothing
+    wrong). How long commits take is ``tidings_commit_seconds``. Other timers still warn.
+    """
+
+    TIMERS = frozenset({"commit", "livelock", "tidings.commit_waiting_outcomes"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str) and record.msg.startswith("Timer %s is overlapping")
+            and isinstance(record.args, tuple) and bool(record.args) and record.args[0] in self.TIMERS
+        )
+
+
 def new_app(settings: Settings) -> TidingsApp:
+    quiet = logging.getLogger("mode.timers")
+    if not any(isinstance(f, QuietCommitTimers) for f in quiet.filters):
+        quiet.addFilter(QuietCommitTimers())
     app = TidingsApp(
         settings.app_id,
         broker=settings.broker_url,
