@@ -301,16 +301,21 @@ def _stateful_stages(wiring: Wiring, rt: Runtime, settings: Settings) -> None:
     wiring.agent("deliver", [topics.outbound_priority], "tidings.deliver_priority", sender.priority, concurrency=concurrency)
     wiring.agent("deliver", [topics.outbound], "tidings.deliver", sender.outbound, concurrency=concurrency)
 
+    # A write waited for longer than a commit cycle was missed by the regular commits. Not less
+    # than 0.1 s: with a commit every 40 ms, a commit under load outlasts its interval, and
+    # committing its partitions a second time beside it only adds transactions.
+    stale_after = max(settings.commit_interval_seconds, 0.1)
+
     async def commit_waiting() -> None:
         # Ledger writes whose partition's offsets cannot move (every record of it waiting) are
         # committed on their own, so the permits they hold come back (streams/runtime/commits.py).
         watch = wiring.commits
-        stale = watch.waiting_longer_than(settings.commit_interval_seconds)
+        stale = watch.waiting_longer_than(stale_after)
         if stale:
             upto = watch.snapshot()
             watch.committed(await wiring.commit_waiting(stale, topics.outbound), upto)
 
-    wiring.every(settings.commit_interval_seconds, commit_waiting, name="tidings.commit_waiting_outcomes")
+    wiring.every(stale_after, commit_waiting, name="tidings.commit_waiting_outcomes")
 
     # Suppression feedback: SES events and unsubscribes.
     feedback = FeedbackHandler(

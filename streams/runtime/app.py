@@ -80,8 +80,8 @@ class QuietCommitTimers(logging.Filter):
 
     mode warns whenever a timer's work outlasts its interval. The commit timer's interval is a
     gap between commits, not a deadline: under load a commit takes longer than 40 ms, every time,
-    and the worker logged a warning for each (about a hundred a minute at saturation, for nothing
-    wrong). How long commits take is ``tidings_commit_seconds``. Other timers still warn.
+    and the worker logged a warning for each (about a hundred in one e2e benchmark run, for
+    nothing wrong). How long commits take is ``tidings_commit_seconds``. Other timers still warn.
     """
 
     TIMERS = frozenset({"commit", "livelock", "tidings.commit_waiting_outcomes"})

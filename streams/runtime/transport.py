@@ -222,12 +222,12 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         record being delivered (acked once processed), not part of the gap: hence ``offset_to - 1``.
 
         Gaps are the offsets no record is delivered for: on the outbound and status topics, the
-        transaction markers of every commit (on compacted topics, records compacted away). Faust merges the overlaps of the whole tree after
-        each insertion (sort and rebuild, O(n log n)), and a partition's tree only shrinks when
-        its records are acked: with a sender backlog (mails read ahead, waiting for the quota)
-        every marker read cost a rebuild of hundreds of intervals. Offsets arrive in order, so a
-        new gap overlaps nothing already there except after a seek back; the tree is merged then
-        only, which leaves it exactly as Faust's would be.
+        transaction markers of every commit (on compacted topics, records compacted away). Faust
+        merges the overlaps of the whole tree after each insertion (sort and rebuild, O(n log n)),
+        and a partition's tree only shrinks when its records are acked: with a sender backlog
+        (mails read ahead, waiting for the quota) every marker read cost a rebuild of hundreds of
+        intervals. Offsets arrive in order, so a new gap overlaps nothing already there except
+        after a seek back; the tree is merged then only, which leaves it exactly as Faust's would be.
         """
         offset_to -= 1
         committed = self._committed_offset[tp]
@@ -380,7 +380,7 @@ class TidingsProducer(aiokafka_driver.Producer):
         CONCURRENT_TRANSACTIONS and aiokafka retries after ``retry_backoff_ms``, 100 ms by default
         (it shortens the wait only for AddPartitionsToTxn). Measured at 150 events/s with a commit
         every 40 ms: about one commit in ten took 105-115 ms instead of 5-15, and every mail of
-        the partition waited for it (README, Benchmarks: the e2e latency).
+        the partition waited for it (README, Performance: Latency).
         """
         return {**super()._settings_extra(), "retry_backoff_ms": getattr(self.app, "producer_retry_backoff_ms", 100)}
 
