@@ -33,4 +33,4 @@ USER tidings
 WORKDIR /var/lib/tidings
 
 EXPOSE 6066
-CMD ["python", "-m", "streams", "worker", "-l", "info"]
+CMD ["python", "-m", "streams", "worker"]

@@ -177,7 +177,9 @@ class Settings(BaseSettings):
         10 * 1024 * 1024, gt=0, description="Larger attachments fail the mail (SES takes 40 MB per message, base64 grows 4/3)."
     )
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="The worker's log level, unless its command line names one (-l): streams/__main__.py."
+    )
 
     # Issue 14: render budgets, per mail (streams/rendering/budget.py, README "Tenants"). The defaults are far
     # above any template of the four packs; a mail over one is dead-lettered render_failed, naming it.
