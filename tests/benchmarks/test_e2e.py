@@ -50,6 +50,7 @@ from typing import Any
 import pytest
 
 from deploy.local.samples import BOOKING_CREATED
+from deploy.local.worker import WorkerProcess
 from deploy.sesstub import SesStub, peak
 from streams.codecs.avro import SingleObjectCodec
 from streams.producer import EventPublisher
@@ -248,6 +249,19 @@ def tidings_deployment(bootstrap: str, stub: SesStub, run: str, params: BenchPar
     return deployment
 
 
+def worker_pipeline(name: str, deployment: Deployment, worker: WorkerProcess, reader: OutboundReader,
+                    publisher: EventPublisher) -> PipelineRun:
+    """One worker of ``deployment`` as a pipeline: BookingCreated in, ``reader``'s topic out. Its
+    process is looked up at each use, so a restarted worker is measured as itself."""
+
+    def pid() -> list[int]:
+        assert worker.process is not None
+        return [worker.process.pid]
+
+    return PipelineRun(name, deployment.topics.for_event(BOOKING_CREATED), reader, pid, worker.assert_alive,
+                       publisher.codec)
+
+
 def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, workloads: Workloads, run: str,
                 params: BenchParams, workdir: Path) -> tuple[PipelineRun, dict[str, Any]]:
     deployment = tidings_deployment(bootstrap, stub, run, params, workdir)
@@ -256,13 +270,7 @@ def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, worklo
     stub.reset()
     try:
         worker = deployment.start_worker()
-
-        def pid() -> list[int]:
-            assert worker.process is not None
-            return [worker.process.pid]
-
-        pipeline = PipelineRun("Tidings", topics.for_event(BOOKING_CREATED), reader, pid, worker.assert_alive,
-                               publisher.codec)
+        pipeline = worker_pipeline("Tidings", deployment, worker, reader, publisher)
         phases(pipeline, publisher, workloads)
         expected = len(reader.arrivals)
         worker.stop()

@@ -32,19 +32,17 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploy.local.samples import BOOKING_CREATED
 from deploy.sesstub import SesStub
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT
 from tests.benchmarks import report
 from tests.benchmarks.reader import OutboundReader
-from tests.benchmarks.test_e2e import INGEST_QUOTA, PipelineRun, Workloads, cpu_seconds, tidings_deployment
+from tests.benchmarks.test_e2e import INGEST_QUOTA, Workloads, cpu_seconds, tidings_deployment, worker_pipeline
 from tests.benchmarks.workload import BenchParams
 
 JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "latency.json"
@@ -91,17 +89,12 @@ def run_config(name: str, env: dict[str, str], kafka_bootstrap: str, stub: SesSt
     reader = OutboundReader(kafka_bootstrap, deployment.topics.outbound, f"bench-{run}-latency-{name}-reader")
     try:
         worker = deployment.start_worker(**env)
-
-        def pid() -> list[int]:
-            assert worker.process is not None
-            return [worker.process.pid]
-
-        pipeline = PipelineRun(f"Tidings ({name})", deployment.topics.for_event(BOOKING_CREATED), reader, pid,
-                               worker.assert_alive, publisher.codec)
+        pipeline = worker_pipeline(f"Tidings ({name})", deployment, worker, reader, publisher)
         pipeline.warm_up(publisher, workloads.take(1))
-        before = cpu_seconds(pid()[0])
+        (pid,) = pipeline.pids()
+        before = cpu_seconds(pid)
         time.sleep(IDLE_SECONDS)
-        idle = (cpu_seconds(pid()[0]) - before) / IDLE_SECONDS
+        idle = (cpu_seconds(pid) - before) / IDLE_SECONDS
         pipeline.phase("settle", publisher, workloads.take(int(RATE * SETTLE_SECONDS)), RATE)
         paced = pipeline.phase("paced", publisher, workloads.take(int(RATE * SECONDS)), RATE)
         worker.stop()
@@ -114,18 +107,13 @@ def run_config(name: str, env: dict[str, str], kafka_bootstrap: str, stub: SesSt
         deployment.close()
 
 
-@pytest.fixture(scope="module")
-def ses_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SesStub]:
-    stub = SesStub(tmp_path_factory.mktemp("sesstub"), max_send_rate=INGEST_QUOTA).start()
-    try:
-        yield stub
-    finally:
-        stub.stop()
-
-
 @pytest.mark.timeout(TOTAL_SECONDS)
-def test_latency_settings_against_a_baseline(kafka_bootstrap: str, ses_stub: SesStub, bench_params: BenchParams,
-                                             tmp_path: Path) -> None:
+def test_latency_settings_against_a_baseline(kafka_bootstrap: str, bench_params: BenchParams, tmp_path: Path) -> None:
+    with SesStub(tmp_path / "sesstub", max_send_rate=INGEST_QUOTA) as stub:
+        _measure(kafka_bootstrap, stub, bench_params, tmp_path)
+
+
+def _measure(kafka_bootstrap: str, ses_stub: SesStub, bench_params: BenchParams, tmp_path: Path) -> None:
     publisher = EventPublisher(kafka_bootstrap, REPO_ROOT / "schemas")
     configs = {"defaults": {}, "baseline": BASELINE}
     print(f"\nlatency benchmark: {RATE:.0f} events/s for {SECONDS:.0f} s, idle {IDLE_SECONDS:.0f} s, "

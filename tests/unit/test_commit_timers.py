@@ -5,18 +5,14 @@ interval. mode's own Timer is driven with a clock the test moves; no broker."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable
 
-import faust
-import mode
 import pytest
 from mode.timers import Timer
 
 from streams.runtime.app import new_app
-from streams.runtime.transport import TidingsConsumer, TidingsTransport
+from streams.runtime.transport import TidingsConsumer
 from streams.settings import Settings
 
 
@@ -62,28 +58,13 @@ def test_the_filter_is_installed_once() -> None:
     assert len(filters) == 1
 
 
-class _Consumer(TidingsConsumer):
-    def _new_consumer_thread(self) -> Any:
-        return mode.Service(loop=self.loop, beacon=self.beacon)
-
-
 class _Slept(Exception):
     pass
 
 
 @pytest.fixture
-def consumer() -> Iterator[TidingsConsumer]:
-    loop = asyncio.new_event_loop()
-
-    async def nothing(*args: Any) -> None:
-        return None
-
-    try:
-        app = faust.App("commit-timers", broker="kafka://127.0.0.1:1", loop=loop)
-        yield _Consumer(TidingsTransport("kafka://127.0.0.1:1", app), callback=nothing, on_partitions_revoked=nothing,
-                        on_partitions_assigned=nothing, loop=loop)
-    finally:
-        loop.close()
+def consumer(offline_consumer: Callable[[str], TidingsConsumer]) -> TidingsConsumer:
+    return offline_consumer("commit-timers")
 
 
 @pytest.mark.parametrize(("commit_interval", "expected"), [(0.04, 1.0), (0.1, 1.0), (2.8, 7.0)])

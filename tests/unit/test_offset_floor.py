@@ -7,42 +7,21 @@ against Faust's own method."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable
 
 import faust
-import mode
 import pytest
 from faust.types import TP, Message
 
-from streams.runtime.transport import TidingsConsumer, TidingsTransport
+from streams.runtime.transport import TidingsConsumer
 
 TOPIC = "it.outbound"
 TP2 = TP(TOPIC, 2)
 
 
-async def _nothing(*args: Any) -> None:
-    return None
-
-
-class _Consumer(TidingsConsumer):
-    def _new_consumer_thread(self) -> Any:
-        # The real one owns a thread, its loop and a connection; offsets need none of them.
-        return mode.Service(loop=self.loop, beacon=self.beacon)
-
-
 @pytest.fixture
-def consumer() -> Iterator[TidingsConsumer]:
-    loop = asyncio.new_event_loop()
-    try:
-        app = faust.App("offset-floor", broker="kafka://127.0.0.1:1", loop=loop)
-        transport = TidingsTransport("kafka://127.0.0.1:1", app)
-        yield _Consumer(
-            transport, callback=_nothing, on_partitions_revoked=_nothing, on_partitions_assigned=_nothing, loop=loop,
-        )
-    finally:
-        loop.close()
+def consumer(offline_consumer: Callable[[str], TidingsConsumer]) -> TidingsConsumer:
+    return offline_consumer("offset-floor")
 
 
 def _taken(consumer: TidingsConsumer, *offsets: int) -> dict[int, Message]:
@@ -124,14 +103,8 @@ def _tidings_gaps(consumer: TidingsConsumer, calls: list[tuple[int, int]]) -> li
 
 
 @pytest.fixture
-def reference() -> Iterator[TidingsConsumer]:
-    loop = asyncio.new_event_loop()
-    try:
-        app = faust.App("offset-floor-reference", broker="kafka://127.0.0.1:1", loop=loop)
-        yield _Consumer(TidingsTransport("kafka://127.0.0.1:1", app), callback=_nothing, on_partitions_revoked=_nothing,
-                        on_partitions_assigned=_nothing, loop=loop)
-    finally:
-        loop.close()
+def reference(offline_consumer: Callable[[str], TidingsConsumer]) -> TidingsConsumer:
+    return offline_consumer("offset-floor-reference")
 
 
 @pytest.mark.parametrize("calls", [
