@@ -31,6 +31,8 @@ Three small overrides, one for each link of that chain:
   future agent or table, a second ``commit_and_end_transactions``) stays safe.
 * ``TidingsConsumer.on_stop`` never lets a failed final commit abort the consumer's stop: the
   error is logged and the consumer thread is still stopped, so the process exits instead of hanging.
+* A commit that fails while the worker runs (the broker went away under it) exits held, 75,
+  at once (``TidingsConsumer._commit_failed``), instead of Faust's crash and graceful stop (exit 1).
 
 Records acked out of order. The sender's agents run several actors on one queue, so on one
 partition a later record can finish (and be acked) while an earlier one is still in flight.
@@ -176,6 +178,7 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 class TidingsConsumer(aiokafka_driver.Consumer):
     livelock_check_seconds = 1.0  # the least interval of Faust's check that every partition moves
+    on_commit_failure: Callable[[BaseException, str], None] = staticmethod(stop_worker)
 
     def _new_consumer_thread(self) -> TidingsConsumerThread:
         return TidingsConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -253,7 +256,11 @@ class TidingsConsumer(aiokafka_driver.Consumer):
             # any transaction: IllegalOperation("Can't send messages while not in transaction").
             # TidingsProducer.drain_for_commit also waits for the record the buffer's task is sending.
             await self.app.producer.drain_for_commit()  # type: ignore[attr-defined]  # a TidingsProducer (TidingsTransport)
-        committed = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        try:
+            committed = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        except Exception as e:
+            self._commit_failed(e, f"the commit of {len(offsets)} partitions")
+            raise
         if committed and watch is not None:
             # Faust committed the transaction of every partition number it sent offsets for.
             watch.committed({tp.partition for tp in offsets}, upto)
@@ -276,10 +283,29 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         group = self.app.assignor.group_for_topic(topic)
         done = set()
         for partition in partitions:
-            # Faust types app.producer as ProducerT; TidingsTransport makes it a TidingsProducer, which adds this method.
-            if await self.app.producer.commit_open_transaction(f"{self.app.conf.id}-{group}-{partition}"):  # type: ignore[attr-defined]
-                done.add(partition)
+            try:
+                # Faust types app.producer as ProducerT; TidingsTransport makes it a TidingsProducer, which adds this method.
+                if await self.app.producer.commit_open_transaction(f"{self.app.conf.id}-{group}-{partition}"):  # type: ignore[attr-defined]
+                    done.add(partition)
+            except Exception as e:
+                self._commit_failed(e, f"the commit of partition {partition}'s open transaction")
+                raise
         return done
+
+    def _commit_failed(self, error: BaseException, where: str) -> None:
+        """A commit that raised left its transactions in an unknown state: exit held (75) now.
+
+        Faust would crash the consumer's service and stop gracefully (exit 1), trying a final commit
+        on a producer whose transaction manager may already be in a fatal state. Found in CI: a
+        broker restart closed the connection under AddOffsetsToTxn's coordinator lookup, aiokafka's
+        sender routine died with ``KafkaError`` and the worker exited 1, which a supervisor reads as
+        a bug. Exiting now aborts the open transactions (the broker times them out, or the next
+        producer with the same transactional id fences them), and every record since the last
+        commit is read again after the restart (``guard.py``: held). A worker already stopping
+        keeps stopping: its final commit's failure is logged by ``on_stop``.
+        """
+        if not self.should_stop:
+            self.on_commit_failure(error, where)
 
     async def on_stop(self) -> None:
         try:
