@@ -5,11 +5,16 @@
 
 Settings come from ``TIDINGS_*`` environment variables (see ``streams/settings.py``); the worker
 logs at ``TIDINGS_LOG_LEVEL`` unless the command line names a level (``-l``/``--loglevel``).
+
+Exit codes: 0 after a stop, 75 (``EXIT_HELD``, EX_TEMPFAIL) when a dependency failed (the broker,
+the disk: restart the worker and every record not acknowledged comes back), 1 for anything else,
+a bug. Faust exits 1 after every crash; ``held_exit`` gives crashes caused by a dependency their 75.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -29,6 +34,25 @@ def with_log_level(argv: list[str], level: str) -> list[str]:
     return [*argv[:2], "-l", FAUST_LEVELS[level], *argv[2:]]
 
 
+def held_exit(run: Callable[[], object]) -> None:
+    """Run the worker's command line; exit 75 instead of 1 when the crash came from a dependency.
+
+    mode's worker re-raises the exception that crashed it after the graceful stop, and its
+    ``exiting`` turns that into ``sys.exit(1)``: the crash is the exit's ``__context__``. A Kafka
+    error there (the broker went away under Faust's recovery, its assignor, a table's flush) is a
+    dependency's failure like the ones the guard holds, and a supervisor (or the fault tests)
+    should restart the worker, not report a bug.
+    """
+    from streams.runtime.guard import EXIT_HELD, INFRASTRUCTURE
+
+    try:
+        run()
+    except SystemExit as e:
+        if e.code not in (0, None) and isinstance(e.__context__, INFRASTRUCTURE):
+            raise SystemExit(EXIT_HELD) from e.__context__
+        raise
+
+
 def main() -> None:
     from streams.app import create_app
     from streams.settings import Settings
@@ -41,7 +65,7 @@ def main() -> None:
     except ConfigurationError as e:
         sys.exit(f"tidings: {e}")
     sys.argv = with_log_level(sys.argv, settings.log_level)
-    app.main()
+    held_exit(app.main)
 
 
 if __name__ == "__main__":

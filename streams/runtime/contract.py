@@ -46,6 +46,8 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("faust.transport.consumer", "Consumer.on_stop", "overridden: a failed final commit must not hang the stop"),
     ("faust.transport.consumer", "Consumer._commit_livelock_detector", "overridden: the same check, at most once a second"),
     ("faust.transport.consumer", "Consumer.verify_all_partitions_active", "what the livelock check runs"),
+    ("mode.worker", "exiting", "turns the worker's crash into sys.exit(1) with the crash as its __context__ (__main__.held_exit)"),
+    ("mode.worker", "Worker._shutdown_loop", "re-raises the crash reason after the graceful stop (__main__.held_exit)"),
     ("mode.timers", "Timer.tick", "logs 'Timer %s is overlapping' (runtime.app.QuietCommitTimers drops it for the commit timers)"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._highwaters", "overridden: changelog ends asked from the broker"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread.seek_to_committed", "overridden"),
