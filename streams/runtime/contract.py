@@ -98,13 +98,37 @@ def _resolve(module: str, path: str) -> Any:
     return obj
 
 
+_LITERALS = (type(None), bool, int, float, str, bytes)
+
+
+class _Object:
+    def __repr__(self) -> str:
+        return "<object>"
+
+
+_OBJECT = _Object()
+
+
+def _stable_signature(obj: Any) -> str:
+    """The signature with each default that is not a literal shown as ``<object>``: a default such as
+    mode's ``file=sys.stderr`` has a repr and even a type that depend on how the process was
+    started (pytest replaces stderr), and the source hash covers the default anyway."""
+    sig = inspect.signature(obj)
+    params = [
+        p if p.default is inspect.Parameter.empty or isinstance(p.default, _LITERALS)
+        else p.replace(default=_OBJECT)
+        for p in sig.parameters.values()
+    ]
+    return str(sig.replace(parameters=params))
+
+
 def fingerprint(module: str, path: str) -> dict[str, str]:
     obj = _resolve(module, path)
     obj = getattr(obj, "fun", obj)  # mode's @Service.task wraps the method in a ServiceTask
     obj = inspect.unwrap(obj)
     source = inspect.getsource(obj)
     return {
-        "signature": str(inspect.signature(obj)),
+        "signature": _stable_signature(obj),
         "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
     }
 
