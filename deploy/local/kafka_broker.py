@@ -65,7 +65,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests start and stop consumer groups all the time; no reason to wait for more members.
 group.initial.rebalance.delay.ms=0
-log.retention.hours=24
+# Kafka's default week: time retention deletes by record timestamp, and tests date events days back
+# (the replay's month simulation starts five days ago); a day deleted one mid-test when the
+# retention check ran (CI: a replay test saw a topic's start move under it).
+log.retention.hours=168
 """
 
 LOG4J2_PROPERTIES = """\

@@ -221,7 +221,7 @@ def _produce_at(dep: Deployment, producer: Producer, type_name: str, record: dic
 
 def test_a_simulated_month_of_bookings_and_invoices(deployment: Deployment, tmp_path: Path) -> None:
     dep = deployment
-    d0 = dt.datetime.combine(dt.date.today() - dt.timedelta(days=5), dt.time(8), UTC)  # within the topics' retention
+    d0 = dt.datetime.combine(dt.date.today() - dt.timedelta(days=5), dt.time(8), UTC)  # within the broker's retention (a week)
     day = dt.timedelta(days=1)
     customer = {"id": "CU-1", "email": dep.email("sim"), "name": "Jana Müller", "locale": "de", "time_zone": None}
     producer = Producer({"bootstrap.servers": dep.bootstrap})
