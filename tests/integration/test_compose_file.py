@@ -91,3 +91,9 @@ def test_compose_file_names_real_settings_and_files() -> None:
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (REPO_ROOT / source).exists(), f"{source} does not exist"
+
+
+def test_the_worker_is_restarted_when_it_exits_held() -> None:
+    """A worker exits 75 when a dependency failed, and only a restart reads the record again."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert compose["services"]["worker"].get("restart") in ("on-failure", "always", "unless-stopped")
