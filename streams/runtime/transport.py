@@ -31,8 +31,9 @@ Three small overrides, one for each link of that chain:
   future agent or table, a second ``commit_and_end_transactions``) stays safe.
 * ``TidingsConsumer.on_stop`` never lets a failed final commit abort the consumer's stop: the
   error is logged and the consumer thread is still stopped, so the process exits instead of hanging.
-* A commit that fails while the worker runs (the broker went away under it) exits held, 75,
-  at once (``TidingsConsumer._commit_failed``), instead of Faust's crash and graceful stop (exit 1).
+
+A commit that fails while the worker runs (the broker went away under it) exits held, 75, at once
+(``TidingsConsumer._commit_failed``), instead of Faust's crash and graceful stop (exit 1).
 
 Records acked out of order. The sender's agents run several actors on one queue, so on one
 partition a later record can finish (and be acked) while an earlier one is still in flight.
