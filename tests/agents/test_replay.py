@@ -287,12 +287,15 @@ def test_a_dry_run_in_processes_says_what_one_process_says(tmp_path: Any, capsys
     assert "--simulate needs every partition in one process" in capsys.readouterr().err
 
 
-def test_the_demo_s_month_story_sends_every_kind_of_timed_mail_on_its_day() -> None:
+@pytest.mark.parametrize("hour", [1, 8], ids=["01:00", "08:00"])
+def test_the_demo_s_month_story_sends_every_kind_of_timed_mail_on_its_day(hour: int) -> None:
     """``make demo``'s month (deploy/local/story.py), simulated as the demo does: the events it
-    publishes, the demo's appointment, and the payment on day 6 that only the simulation gets."""
+    publishes, the demo's appointment, and the payment on day 6 that only the simulation gets.
+    The same mails on the same days whether the demo runs early or late in the (UTC) day: a mail
+    already due when the demo runs would be sent by the worker at one hour and not at another."""
     from deploy.local import story
 
-    now = T0  # a Monday, 08:00 UTC
+    now = T0.replace(hour=hour)  # a Monday
     h = Harness(now=now)
     appointment = sample_event(h.rt.topics.catalog.samples, "tidings.advisors.AppointmentBooked", "beraterfinder", now=now)
     appointment.update(story.appointment_times(now))
@@ -314,11 +317,12 @@ def test_the_demo_s_month_story_sends_every_kind_of_timed_mail_on_its_day() -> N
         (on(0), "advisors/appointment.booked"): 2,  # advisor and customer
         (on(0), "charging/evse.connectivity_lost"): 1,  # the tenant's 30 minutes after the last heartbeat
         (on(1), "storage/invoice.due_reached"): 2,
+        (on(1), "storage/booking.before_move_in"): 1,  # three days before moving in
         (on(2), "storage/booking.after_created"): 1,
-        (on(2), "storage/booking.move_in_reached"): 1,
         (on(2), "advisors/appointment.reminder"): 1,  # the day before
+        (on(4), "storage/booking.move_in_reached"): 1,
         (on(4), "storage/invoice.after_due"): 2,  # step 1 of both invoices
-        (on(9), "storage/booking.after_move_in"): 1,
+        (on(11), "storage/booking.after_move_in"): 1,
         (on(10), "storage/booking.before_move_out"): 1,  # the tenant's 14 days
         (on(11), "storage/invoice.after_due"): 1,  # step 2: the paid invoice gets no more
         (on(21), "storage/invoice.after_due"): 1,  # step 3
