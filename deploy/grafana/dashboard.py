@@ -79,6 +79,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("Commit duration p99", "s", [("{{instance}}", "histogram_quantile(0.99, sum by (le, instance) "
                                                        f"(rate(tidings_commit_seconds_bucket[{R}])))")]),
         ("Build", "short", [("{{instance}} {{role}} {{version}} faust {{faust_version}}", "tidings_build_info")]),
+        # Exit 75 (the broker or the disk failed under a record or a commit) or 1 (a bug); alert at 3.
+        ("Restarts (30 min)", "short", [("{{instance}}", "changes((process_start_time_seconds and on (instance) "
+                                                         "tidings_build_info)[30m:1m])")]),
     ]),
 ]
 
