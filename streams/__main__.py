@@ -9,6 +9,7 @@ logs at ``TIDINGS_LOG_LEVEL`` unless the command line names a level (``-l``/``--
 Exit codes: 0 after a stop, 75 (``EXIT_HELD``, EX_TEMPFAIL) when a dependency failed (the broker,
 the disk: restart the worker and every record not acknowledged comes back), 1 for anything else,
 a bug. Faust exits 1 after every crash; ``held_exit`` gives crashes caused by a dependency their 75.
+With ``TIDINGS_TERMINATION_LOG`` set, a worker that stops itself writes why there (``guard.record_termination``).
 """
 
 from __future__ import annotations
@@ -43,18 +44,24 @@ def held_exit(run: Callable[[], object]) -> None:
     dependency's failure like the ones the guard holds, and a supervisor (or the fault tests)
     should restart the worker, not report a bug.
     """
-    from streams.runtime.guard import EXIT_HELD, INFRASTRUCTURE
+    from streams.runtime.guard import EXIT_HELD, INFRASTRUCTURE, error_types, record_termination
 
     try:
         run()
     except SystemExit as e:
-        if e.code not in (0, None) and isinstance(e.__context__, INFRASTRUCTURE):
-            raise SystemExit(EXIT_HELD) from e.__context__
+        if e.code in (0, None) or e.__context__ is None:
+            raise
+        crash = e.__context__
+        code = EXIT_HELD if isinstance(crash, INFRASTRUCTURE) else e.code
+        record_termination(f"crashed (exit {code}): {error_types(crash)}\n")
+        if code != e.code:
+            raise SystemExit(code) from crash
         raise
 
 
 def main() -> None:
     from streams.app import create_app
+    from streams.runtime import guard
     from streams.settings import Settings
 
     try:
@@ -65,6 +72,7 @@ def main() -> None:
     except ConfigurationError as e:
         sys.exit(f"tidings: {e}")
     sys.argv = with_log_level(sys.argv, settings.log_level)
+    guard.termination_log = settings.termination_log
     held_exit(app.main)
 
 

@@ -177,6 +177,14 @@ class Settings(BaseSettings):
         10 * 1024 * 1024, gt=0, description="Larger attachments fail the mail (SES takes 40 MB per message, base64 grows 4/3)."
     )
 
+    termination_log: Path | None = Field(
+        None,
+        description="A file the worker writes, as it stops itself, why: 'held (exit 75): <where> failed with "
+        "<error types>' when a dependency failed under a record or a commit, 'crashed (exit N): <error types>' "
+        "otherwise. Kubernetes shows /dev/termination-log as the container's termination message (the Helm "
+        "chart sets it). Error types and Tidings' own infrastructure messages only, never other messages, "
+        "which may quote payload values. Unset: nothing written.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="The worker's log level, unless its command line names one (-l): streams/__main__.py."
     )

@@ -46,6 +46,14 @@ class WorkerProcess:
         return self.workdir / f"worker-{self.starts}.log"
 
     @property
+    def termination_log(self) -> Path:
+        """Where the worker writes why it stopped itself, as Kubernetes' /dev/termination-log."""
+        return self.workdir / "termination-log"
+
+    def termination_message(self) -> str | None:
+        return self.termination_log.read_text() if self.termination_log.is_file() else None
+
+    @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}/metrics"
 
@@ -53,10 +61,12 @@ class WorkerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         self.expected_exit = False
+        self.termination_log.unlink(missing_ok=True)  # a new container gets a new one in Kubernetes too
         env = {
             **os.environ,
             "TIDINGS_DATA_DIR": str(self.workdir / "state"),
             "TIDINGS_WEB_PORT": str(self.web_port),
+            "TIDINGS_TERMINATION_LOG": str(self.termination_log),
             **self.env,
         }
         # The child keeps its own copy of the descriptor; the parent's closes with the block.

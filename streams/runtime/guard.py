@@ -18,7 +18,8 @@ which ends every record in exactly one of three ways:
     local store broke (``InfrastructureFailure``, ``OSError``, Kafka errors, ``MemoryError``), or
     the handler was cancelled mid-way. The record is *not* acknowledged (its reference count is
     raised, so Faust's ``finally`` leaves it unacked) and ``on_hold`` is called. In a worker that
-    stops the process at once (``stop_worker``), without the graceful stop's final commit: the
+    stops the process at once (``stop_worker``, which first writes why to the termination log,
+    ``Settings.termination_log``), without the graceful stop's final commit: the
     open transaction aborts, and after the restart the record is read again. Retrying in place
     instead would keep the partition's transaction open on a failing dependency, with later
     records' outputs piling into it. Transient trouble that has a better answer (SES throttling,
@@ -32,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from streams.errors import InfrastructureFailure, RejectedInput
@@ -46,6 +49,9 @@ from streams.runtime.emit import Outputs, RecordContext, Source
 log = logging.getLogger(__name__)
 
 EXIT_HELD = 75  # EX_TEMPFAIL: a dependency failed; restart the worker and the record comes back
+# Where the worker says why it stopped itself (Settings.termination_log; set by ``streams/__main__``).
+termination_log: Path | None = None
+TERMINATION_MESSAGE_MAX_BYTES = 4096  # what Kubernetes keeps of a termination message
 
 
 class Outcome(enum.Enum):
@@ -78,8 +84,40 @@ def hold(message: Any) -> None:
         incref()
 
 
+def record_termination(message: str) -> None:
+    """Write why the worker stops to ``termination_log``, if set: best effort, it is stopping anyway
+    (and the disk that failed may be the one the file is on)."""
+    if termination_log is None:
+        return
+    try:
+        termination_log.write_bytes(message.encode()[:TERMINATION_MESSAGE_MAX_BYTES])
+    except OSError:
+        log.warning("could not write the termination message to %s", termination_log)
+
+
+def error_types(error: BaseException) -> str:
+    """The error's type and those of its causes, with an OSError's errno name and the text of
+    Tidings' own ``InfrastructureFailure`` (which names the table or producer and the store's
+    error): what failed, for a termination message, without other messages, which may quote
+    payload values."""
+    names: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and len(names) < 4:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, OSError) and current.errno is not None and current.errno in errno.errorcode:
+            name += f" [{errno.errorcode[current.errno]}]"
+        elif isinstance(current, InfrastructureFailure):
+            name += f" ({current})"
+        names.append(name)
+        current = current.__cause__ or current.__context__
+    return " from ".join(names)
+
+
 def stop_worker(error: BaseException, where: str) -> None:
     """Exit now, without the graceful stop's commit, so the open transactions abort."""
+    record_termination(f"held (exit {EXIT_HELD}): {where} failed with {error_types(error)}\n")
     log.critical("stopping the worker: %s failed with %s; the record is not acknowledged and will be read "
                  "again after the restart", where, type(error).__name__, exc_info=error)
     logging.shutdown()

@@ -78,6 +78,8 @@ def test_a_full_disk_stops_the_worker_and_loses_no_mail(deployment: Deployment) 
         assert not worker.running, f"the worker kept running on a full disk:\n{worker.log_tail()}"
         assert worker.process is not None and worker.process.returncode == EXIT_HELD, worker.log_tail()
         assert "is not acknowledged" in worker.log_tail(200)
+        message = worker.termination_message() or ""
+        assert message.startswith(f"held (exit {EXIT_HELD}): ") and "No space left on device" in message, message
 
         filler.unlink()  # space freed
         worker.start()

@@ -80,6 +80,17 @@ def test_the_workers_are_a_statefulset_with_state_probes_and_resources() -> None
     assert docs["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
+def test_a_worker_that_stops_itself_says_why_in_its_termination_message() -> None:
+    """The worker writes its reason (exit 75, the record or commit, the error type) to the file
+    Kubernetes reads as the termination message; a crash that wrote nothing shows its log's tail."""
+    docs = _docs(_rendered("statelessLane.enabled=true"))
+    assert docs["ConfigMap/t-tidings"]["data"]["TIDINGS_TERMINATION_LOG"] == "/dev/termination-log"
+    for kind in ("StatefulSet", "Deployment"):
+        worker = docs[kind]["spec"]["template"]["spec"]["containers"][0]
+        assert worker.get("terminationMessagePath", "/dev/termination-log") == "/dev/termination-log", kind
+        assert worker["terminationMessagePolicy"] == "FallbackToLogsOnError", kind
+
+
 def test_the_prometheus_rule_carries_the_projects_rules_with_the_chosen_runbook(tmp_path: Path) -> None:
     assert (CHART / "rules" / "tidings.rules.yml").read_text() == RULES.read_text(), (
         "copy deploy/prometheus/rules/tidings.rules.yml to deploy/helm/tidings/rules/")
