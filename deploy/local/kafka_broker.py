@@ -12,7 +12,8 @@ node needs for exactly-once processing (replication factor 1, min ISR 1).
     python -m deploy.local.kafka_broker stop --dir D       stop what ``start`` started
 
 Set ``TIDINGS_TEST_BOOTSTRAP=host:port`` to use an existing broker instead (fixtures, demo and
-benchmarks honour it and start nothing).
+benchmarks honour it and start nothing). ``TIDINGS_LOCAL_BROKER_LOG_LEVEL`` (default ``WARN``; ``INFO``
+shows the controller's fencing and ISR changes) sets what the broker's ``server.log`` keeps.
 """
 
 from __future__ import annotations
@@ -80,14 +81,24 @@ appender.file.fileName={log_file}
 appender.file.layout.type=PatternLayout
 appender.file.layout.pattern=[%d] %p %m (%c)%n
 logger.kafka.name=kafka
-logger.kafka.level=WARN
+logger.kafka.level={level}
 logger.apache.name=org.apache.kafka
-logger.apache.level=WARN
+logger.apache.level={level}
 """
+LOG_LEVEL_ENV = "TIDINGS_LOCAL_BROKER_LOG_LEVEL"
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
 
 
 class BrokerError(RuntimeError):
     """The local broker could not be assembled or started; the message says what to do."""
+
+
+def log_level() -> str:
+    """The broker's log level for Kafka's own loggers, from ``TIDINGS_LOCAL_BROKER_LOG_LEVEL``."""
+    level = os.environ.get(LOG_LEVEL_ENV, "WARN").strip().upper() or "WARN"
+    if level not in LOG_LEVELS:
+        raise BrokerError(f"{LOG_LEVEL_ENV}={level!r}: use one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _require(tool: str, hint: str) -> str:
@@ -156,7 +167,7 @@ class LocalBroker:
         props = self.workdir / "server.properties"
         props.write_text(SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, log_dir=log_dir))
         log4j = self.workdir / "log4j2.properties"
-        log4j.write_text(LOG4J2_PROPERTIES.format(log_file=self.log_file))
+        log4j.write_text(LOG4J2_PROPERTIES.format(log_file=self.log_file, level=log_level()))
         base = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         fmt = subprocess.run(
             [*base, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(props)],
