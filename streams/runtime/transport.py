@@ -118,6 +118,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -179,6 +180,10 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 class TidingsConsumer(aiokafka_driver.Consumer):
     livelock_check_seconds = 1.0  # the least interval of Faust's check that every partition moves
+    slow_commit_seconds = 1.0  # a commit this long is logged (_log_slow_commit)
+    slow_commit_log_seconds = 10.0
+    _slow_commit_logged = -math.inf
+    _slow_commits = 0
     on_commit_failure: Callable[[BaseException, str], None] = staticmethod(stop_worker)
 
     def _new_consumer_thread(self) -> TidingsConsumerThread:
@@ -262,11 +267,31 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         except Exception as e:
             self._commit_failed(e, f"the commit of {len(offsets)} partitions")
             raise
+        seconds = time.perf_counter() - started
         if committed and watch is not None:
             # Faust committed the transaction of every partition number it sent offsets for.
             watch.committed({tp.partition for tp in offsets}, upto)
-            watch.on_commit_seconds(time.perf_counter() - started)
+            watch.on_commit_seconds(seconds)
+        if seconds >= self.slow_commit_seconds:
+            self._log_slow_commit(seconds, len(offsets))
         return committed
+
+    def _log_slow_commit(self, seconds: float, partitions: int) -> None:
+        """A warning for a commit that held every mail of its partitions for a second or more.
+
+        mode's own "Timer commit is overlapping" warning says so too, but is dropped for the commit
+        timers (``runtime.app.QuietCommitTimers``): a commit outlasting its 40 ms is normal under
+        load. One that lasts seconds is not, and the e2e benchmark's stalled phase left nothing in
+        the log to say where the time went. At most one warning in ``slow_commit_log_seconds``, with
+        the count of the others.
+        """
+        now = time.monotonic()
+        self._slow_commits += 1
+        if now - self._slow_commit_logged < self.slow_commit_log_seconds:
+            return
+        log.warning("a commit of %d partitions took %.1f s (%d commits of %.0f s or more since the last such "
+                    "warning; tidings_commit_seconds)", partitions, seconds, self._slow_commits, self.slow_commit_seconds)
+        self._slow_commit_logged, self._slow_commits = now, 0
 
     async def commit_transactions_of(self, partitions: Iterable[int], topic: str) -> set[int]:
         """Commit the open transactions of these partition numbers now, moving no offset.

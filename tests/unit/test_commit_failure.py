@@ -1,4 +1,5 @@
-"""A commit that raises while the worker runs exits held (75); one that raises while it stops does not.
+"""A commit that raises while the worker runs exits held (75); one that raises while it stops does not;
+a commit of a second or more is logged.
 
 The broker can go away under a commit (CI: a broker restart closed the connection under
 AddOffsetsToTxn and aiokafka's sender routine died). The transactions' outcome is then unknown, and
@@ -7,6 +8,7 @@ the worker must stop without a final commit so that they abort: ``TidingsConsume
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -83,3 +85,32 @@ def test_a_failed_commit_of_an_open_transaction_exits_held(
     with pytest.raises(_Stopped):
         consumer.loop.run_until_complete(consumer.commit_transactions_of({3}, "outbound"))
     assert failures == [("KafkaError", "the commit of partition 3's open transaction")]
+
+
+def test_a_slow_commit_is_logged_once_in_its_interval_with_the_count_of_the_others(
+    offline_consumer: Callable[[str], TidingsConsumer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mode's overlapping-timer warning is dropped for the commit timer, so a commit of seconds is
+    logged by Tidings itself: once per ``slow_commit_log_seconds``, then with how many there were."""
+    consumer = offline_consumer("slow-commit")
+    consumer.slow_commit_seconds = 0.01
+    consumer.slow_commit_log_seconds = 3600.0
+
+    async def slow_commit(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        await asyncio.sleep(0.02)
+        return True
+
+    async def fast_commit(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        return True
+
+    monkeypatch.setattr(aiokafka_driver.Consumer, "_commit_offsets", fast_commit)
+    consumer.loop.run_until_complete(consumer._commit_offsets({TP("t", 0): 5}))
+    assert "took" not in caplog.text
+    monkeypatch.setattr(aiokafka_driver.Consumer, "_commit_offsets", slow_commit)
+    for _ in range(3):
+        consumer.loop.run_until_complete(consumer._commit_offsets({TP("t", 0): 5, TP("t", 1): 6}))
+    warnings = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("a commit of 2 partitions took"), warnings
+    consumer.slow_commit_log_seconds = 0.0  # the interval is over: the next one says how many there were
+    consumer.loop.run_until_complete(consumer._commit_offsets({TP("t", 0): 5}))
+    assert "(3 commits of" in [r.getMessage() for r in caplog.records if "took" in r.getMessage()][-1]
