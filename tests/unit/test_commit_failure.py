@@ -39,23 +39,29 @@ async def _failing_commit(self: Any, offsets: Any, start_new_transaction: bool =
     raise KafkaError("KafkaConnectionError('Connection at 127.0.0.1:1 closed')")
 
 
-def test_a_failed_commit_of_a_running_worker_exits_held(
+@pytest.fixture
+def failing(
     offline_consumer: Callable[[str], TidingsConsumer], monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[TidingsConsumer, list[tuple[str, str]]]:
+    """Tidings' consumer whose Faust commit raises as aiokafka's dead sender routine made it raise,
+    and the list its (stand-in) exit records into."""
     failures: list[tuple[str, str]] = []
     consumer = _consumer(offline_consumer, failures)
     monkeypatch.setattr(aiokafka_driver.Consumer, "_commit_offsets", _failing_commit)
+    return consumer, failures
+
+
+def test_a_failed_commit_of_a_running_worker_exits_held(failing: tuple[TidingsConsumer, list[tuple[str, str]]]) -> None:
+    consumer, failures = failing
     with pytest.raises(_Stopped):
         consumer.loop.run_until_complete(consumer._commit_offsets({TP("t", 0): 5, TP("t", 1): 7}))
     assert failures == [("KafkaError", "the commit of 2 partitions")]
 
 
 def test_a_failed_commit_of_a_stopping_worker_raises_for_on_stop_to_log(
-    offline_consumer: Callable[[str], TidingsConsumer], monkeypatch: pytest.MonkeyPatch
+    failing: tuple[TidingsConsumer, list[tuple[str, str]]]
 ) -> None:
-    failures: list[tuple[str, str]] = []
-    consumer = _consumer(offline_consumer, failures)
-    monkeypatch.setattr(aiokafka_driver.Consumer, "_commit_offsets", _failing_commit)
+    consumer, failures = failing
     consumer._stopped.set()  # what mode's Service.stop sets before the consumer's on_stop commits
     with pytest.raises(KafkaError):
         consumer.loop.run_until_complete(consumer._commit_offsets({TP("t", 0): 5}))
