@@ -79,6 +79,9 @@ class StubStats:
     accepted_sends: tuple[float, ...]  # arrival times of accepted SendEmail calls, in order
     recipients: tuple[str, ...]  # the first recipient of each, in the same order
     cpu_seconds: float  # the stand-in's own CPU time
+    # requests read (admin calls included) by whose clock stamped their arrival: "kernel" (the
+    # receive time of the first byte) or "clock" (the stand-in's, where the kernel gave none)
+    stamps: dict[str, int]
 
     @property
     def faulted(self) -> int:
@@ -190,6 +193,7 @@ class SesStub:
             accepted_sends=tuple(arrivals["at"][i] for i in order),
             recipients=tuple(arrivals["to"][i] for i in order),
             cpu_seconds=float(summary["cpu_seconds"]),
+            stamps={k: int(v) for k, v in summary["stamps"].items()},
         )
 
     def captured(self) -> list[dict[str, Any]]:

@@ -9,9 +9,10 @@
 // It checks that a request carries a SigV4 Authorization header of the right shape (algorithm,
 // credential scope for the "ses" service, signed headers, a 64-hex signature) and an X-Amz-Date,
 // but not the signature itself: it knows no secret. What it accepts is stamped with its arrival
-// time (wall clock, the instant the request's headers were read, as SES meters requests) and
-// recipient, and can be read back, so a benchmark can count sends per second and per recipient
-// without the fault proxy on the measured path. Faults are switched at start (-faults JSON) or
+// time (wall clock: the kernel's receive time of the request's first byte, as SES meters requests
+// on machines of its own; arrival.go says why not the handler's clock) and recipient, and can be
+// read back, so a benchmark can count sends per second and per recipient without the fault proxy
+// on the measured path. Faults are switched at start (-faults JSON) or
 // while running (POST /_stub/faults, the same JSON), each optionally healing itself after some
 // seconds:
 //
@@ -24,7 +25,7 @@
 //	{"heal": true}                                        every fault off (may be combined with new ones)
 //
 // Admin endpoints: GET /_stub/stats (counters, accepted sends per wall-clock second, the stub's
-// own CPU seconds), GET /_stub/arrivals?from=N (accepted sends from the Nth on: arrival time and
+// own CPU seconds, how many arrivals the kernel stamped), GET /_stub/arrivals?from=N (accepted sends from the Nth on: arrival time and
 // recipient), GET /_stub/captured, POST /_stub/reset (forget the recordings). Error answers have
 // SES v2's REST-JSON shape: the code in the x-amzn-ErrorType header, {"message": ...} as the body.
 //
@@ -140,6 +141,8 @@ type stub struct {
 	perSecond map[int64]int64
 	counts    map[string]int64
 	seq       atomic.Uint64
+	// how many requests were stamped by the kernel's receive time, and how many by the clock (arrival.go)
+	kernelStamps, clockStamps atomic.Int64
 }
 
 type reject struct {
@@ -231,7 +234,8 @@ func dropConnection(w http.ResponseWriter) {
 	if err != nil {
 		return
 	}
-	if tcp, ok := conn.(*net.TCPConn); ok {
+	// a reset, not an orderly close: *net.TCPConn, or the stamped connection around one
+	if tcp, ok := conn.(interface{ SetLinger(int) error }); ok {
 		tcp.SetLinger(0)
 	}
 	conn.Close()
@@ -352,7 +356,7 @@ func answerFault(w http.ResponseWriter, kind string) {
 }
 
 func (s *stub) sendEmail(w http.ResponseWriter, r *http.Request) {
-	arrived := time.Now()
+	arrived := arrivalOf(r.Context())
 	s.count("requests")
 	if !s.checkAuth(w, r) {
 		return
@@ -444,7 +448,9 @@ func (s *stub) stats(w http.ResponseWriter, r *http.Request) {
 		perSecond[strconv.FormatInt(k, 10)] = v
 	}
 	s.mu.Unlock()
-	writeJSON(w, map[string]any{"counts": counts, "accepted_per_second": perSecond, "cpu_seconds": cpuSeconds()})
+	// every request the stub read, admin calls included, by whose clock stamped its arrival (arrival.go)
+	stamps := map[string]int64{"kernel": s.kernelStamps.Load(), "clock": s.clockStamps.Load()}
+	writeJSON(w, map[string]any{"counts": counts, "accepted_per_second": perSecond, "cpu_seconds": cpuSeconds(), "stamps": stamps})
 }
 
 func (s *stub) arrivalsFrom(w http.ResponseWriter, r *http.Request) {
@@ -489,6 +495,8 @@ func (s *stub) admin(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/_stub/reset" && r.Method == http.MethodPost:
 		s.mu.Lock()
 		s.arrivals, s.perSecond, s.counts, s.captures = nil, map[int64]int64{}, map[string]int64{}, nil
+		s.kernelStamps.Store(0)
+		s.clockStamps.Store(0)
 		s.mu.Unlock()
 		writeJSON(w, map[string]bool{"ok": true})
 	default:
@@ -550,6 +558,7 @@ func main() {
 	}
 	fmt.Printf("listening on http://%s\n", listener.Addr())
 	os.Stdout.Sync()
-	server := &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second}
-	log.Fatal(server.Serve(listener))
+	server := &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second, ConnContext: withConn}
+	stampListener(listener)
+	log.Fatal(server.Serve(stampedListener{listener, &s.kernelStamps, &s.clockStamps}))
 }

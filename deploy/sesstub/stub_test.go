@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func sendRequestFor(to string, body int) *http.Request {
@@ -100,5 +104,66 @@ func TestBodiesNotShapedLikeBotocoreAreDecodedWhole(t *testing.T) {
 	var req sendRequest
 	if err := decodeSend([]byte(`{"Content":{"Raw":{"Data":"QUJD"}},"Destination":{"ToAddresses":["x"`), &req); err == nil {
 		t.Errorf("a truncated body decoded")
+	}
+}
+
+// slowAccept accepts each connection only after a delay, as a stub whose process is not scheduled.
+type slowAccept struct {
+	net.Listener
+	delay time.Duration
+}
+
+func (l slowAccept) Accept() (net.Conn, error) {
+	time.Sleep(l.delay)
+	return l.Listener.Accept()
+}
+
+// TestArrivalIsTheKernelsReceiveTime: a request is stamped when its bytes reached the stub's socket,
+// not when the stub got around to reading them.
+func TestArrivalIsTheKernelsReceiveTime(t *testing.T) {
+	s := newStub()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stampListener(listener)
+	const late = 400 * time.Millisecond
+	server := &http.Server{Handler: s, ConnContext: withConn}
+	go server.Serve(stampedListener{slowAccept{listener, late}, &s.kernelStamps, &s.clockStamps})
+	defer server.Close()
+
+	conn, err := net.Dial("tcp", listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var request bytes.Buffer
+	if err := sendRequestFor("x@example.org", 100).Write(&request); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	if _, err := conn.Write(request.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	response, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := time.Now()
+	if response.StatusCode != 200 {
+		t.Fatalf("status %d", response.StatusCode)
+	}
+	if answered.Sub(sent) < late {
+		t.Fatalf("answered %v after the write: the stub did not accept late, the test proves nothing", answered.Sub(sent))
+	}
+	s.mu.Lock()
+	at := time.Unix(0, s.arrivals[0].At)
+	s.mu.Unlock()
+	if drift := at.Sub(sent); drift < -time.Millisecond || drift > late/4 {
+		t.Fatalf("arrival stamped %v after the write (accepted %v late): not the kernel's receive time", drift, late)
+	}
+	if s.kernelStamps.Load() != 1 || s.clockStamps.Load() != 0 {
+		t.Fatalf("stamps: kernel %d, clock %d", s.kernelStamps.Load(), s.clockStamps.Load())
 	}
 }

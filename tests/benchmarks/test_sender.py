@@ -163,6 +163,7 @@ def _throughput(
         "achieved_over_configured": round(achieved / rate, 3),
         "peak_in_one_second": stats.peak_sends(1.0),
         "peak_over_configured": round(stats.peak_sends(1.0) / rate, 3),
+        "stamped_by_kernel": round(stats.stamps["kernel"] / max(1, sum(stats.stamps.values())), 3),
         "worker_cpu_ms_per_mail": round(cpu / max(1, sent_while_measured) * 1000, 2),
         "worker_cpu_share": round(cpu / span, 3),  # cores the workers kept busy while they drained
         "cpu_share_per_worker": [round(c / span, 3) for c in cpus],

@@ -213,6 +213,23 @@ def test_the_stand_ins_own_go_tests_pass() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
 
+@pytest.mark.parametrize("kind", ["lean", "boto3"])
+def test_the_stand_in_stamps_each_arrival_with_the_kernels_receive_time(own_stub: SesStub, kind: str) -> None:
+    """Arrivals are the kernel's receive times (``arrival.go``), on this machine for every request
+    of both clients, each between the moment its send began and the moment it was answered."""
+    spans = []
+    for n in range(3):
+        began = time.time()
+        _send(_sender(kind, own_stub.endpoint), from_address="a@shop.example", to_address=f"k{n}@example.org",
+              raw=b"Subject: stamp\r\n\r\nhello\r\n", tags={})
+        spans.append((began, time.time()))
+    stats = own_stub.stats()
+    assert stats.stamps["clock"] == 0 and stats.stamps["kernel"] >= 3
+    assert len(stats.accepted_sends) == 3
+    for at, (began, answered) in zip(stats.accepted_sends, spans, strict=True):
+        assert began <= at <= answered
+
+
 @pytest.fixture
 def own_stub(tmp_path: Path) -> Iterator[SesStub]:
     """A stand-in no other test's slow requests can reach (the module's may still be answering some)."""
@@ -222,7 +239,7 @@ def own_stub(tmp_path: Path) -> Iterator[SesStub]:
 
 def test_the_lean_clients_wire_gate_holds_the_request_itself_not_only_its_turn(own_stub: SesStub) -> None:
     """The gate is passed at the write (``sesv2.py``): while it is closed, not even the request's
-    headers reach SES, whose handler starts, and stamps the arrival, on the headers."""
+    headers reach SES, whose handler starts (and counts the request) on the headers."""
     stub = own_stub
     sender = LeanSesSender(_settings(stub.endpoint))
     gate = WireGate(1)
