@@ -109,8 +109,8 @@ class Sender:
         self.m = metrics
         self.clock = clock
         self.outbox = Outbox(encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
-        self.bucket = TokenBucket.for_quota(settings.ses_max_send_rate)
-        self.gate = WireGate.for_quota(settings.ses_max_send_rate)
+        self.bucket = TokenBucket.for_quota(settings.ses_max_send_rate, client.wire)
+        self.gate = WireGate.for_quota(settings.ses_max_send_rate, client.wire)
         self.pacer = Pacer(self.bucket, concurrency=settings.sender_in_flight)
         self.in_flight: dict[str, asyncio.Event] = {}
         # What a crash can send twice: a permit is taken before each request and given back once
@@ -129,7 +129,7 @@ class Sender:
     def share_quota(self, owned_partitions: int) -> None:
         """The account's quota is shared by all workers; each takes its partitions' share of it."""
         quota = self.settings.ses_max_send_rate * max(owned_partitions, 1) / self.settings.partitions
-        self.bucket.set_rate(*ses_shape(quota))
+        self.bucket.set_rate(*ses_shape(quota, self.client.wire))
         self.gate.set_cap(cap_for(quota))
         self.m.send_rate_limit.set(self.bucket.rate)
 

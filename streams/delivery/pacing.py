@@ -30,31 +30,41 @@ request's bytes are handed to the socket, the sender signs it, holds it until a 
 task of its own: on a busy event loop that task starts late, by up to 21 ms in the sender
 benchmark at 200/s (p99 3 ms), and late requests then leave together. So the lean SES client
 passes each request through a ``WireGate`` at the write itself (``sesv2.py``): at most ``cap``
-writes in any window of ``w`` seconds (a second and the allowance below), counted at the moment
+writes in any window of ``w`` seconds (a second and the wire's jitter, below), counted at the moment
 of the write, whatever happened before it. Proof sketch: a request is admitted at ``t`` only if
 fewer than ``cap`` writes fall in ``(t - w, t]``; in any window ``[s, s + w)`` take the last
 write ``t``: every other write in the window is in ``(t - w, t]`` and was counted when ``t`` was
 admitted.
 
-What the gate cannot see is the way from the socket to SES. ``JITTER_ALLOWANCE`` is what is
-left for that way: the gate's window is a second and that fraction (30 ms), so writes that drift
-apart by up to that much still arrive at most ``cap`` in any second, and the bucket runs that
-fraction under the quota, so the gate seldom has to hold anything (it holds the catch-up after
-a stall, not the steady flow). Measured against the benchmark's stand-in on this 2-core machine,
-socket to arrival was 0.2 ms at the median and 3 ms at the 99th percentile, but up to 16 ms with
-the stand-in at nice -10 and 41 ms without; with an allowance of 1 % (10 ms) the stand-in counted
-51 arrivals in a second at a quota of 50, 501 at 500, and 202 at 200 while it throttled 30 % of
-the requests and the worker also rendered. 3 % has held in every run. It costs the 0.98 target:
-on a machine where SES's clock is not the sender's scheduler (real SES, or a stand-in on cores of
-its own), the allowance is the network's jitter and can shrink with it.
+What the gate cannot see is the way from the socket to SES. A ``WireShape`` says how far a
+client's requests may drift on it, and so how the layers are shaped; each client names its own
+(``EmailSender.wire``):
 
-``ses_shape(quota)`` picks ``burst = 1 + quota * OVERSLEEP_TOLERANCE_SECONDS`` and the largest
-``rate`` with ``rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1``: 48.3/s at 50, 193/s at
-200, 966/s at 1000, about 3.5 % under the quota. Going over the quota costs throttled requests
-and retries, going under costs seconds. A burst of ``quota`` would instead let an idle sender
-spend a second's worth at once, ``2 * quota - 1`` in a window; SES tolerates short bursts above
-the quota but throttles if they last. A new bucket starts empty, so a starting worker does not
-add its burst to the clump of first requests.
+- ``WRITE_GATED`` (the lean client, which writes at the gate with nothing that can suspend in
+  between): the gate is the hard bound. Its window is a second and ``jitter`` (10 ms), what is left
+  for the way from the socket to SES. Measured against the benchmark's stand-in, which stamps a
+  request with the kernel's receive time of its first byte (``deploy/sesstub/arrival.go``): gate
+  to arrival 0.02 ms at the median, 0.07 ms at the 99th percentile, 3.2 ms at most (6,000 sends at
+  200 and 500/s). The bucket runs at the gate's own sustained rate, ``cap / window``, with a burst
+  of ``catch_up`` seconds of sends: a sender that a busy loop held back for up to that long makes
+  it up at once, and the gate trims whatever a catch-up would put over the cap. About 1 % under
+  the quota, plus what stalls longer than the catch-up cost.
+- ``BUCKET_BOUND`` (boto3, which writes from a thread after the gate): the bucket alone must hold
+  the quota. ``jitter`` is 3 %, because a thread's write can drift tens of milliseconds from its
+  admission; ``rate`` is the largest with ``rate * (1 + jitter) + burst < quota + 1`` and the
+  burst only covers an oversleep of ``catch_up`` (5 ms): 48.3/s at 50, 193/s at 200, 966/s at
+  1000, about 3.5 % under the quota.
+
+Why a bound on the way at all: before the stand-in stamped with the kernel's clock, its handler's
+clock drifted from the socket by up to 16 ms at nice -10 (41 ms without) on this machine's
+saturated cores, and with a 1 % allowance it counted 51 arrivals in a second at a quota of 50.
+That drift was the stand-in's scheduler, not the network; real SES stamps on machines of its own.
+
+``ses_shape(quota, wire)`` gives the bucket's ``(rate, burst)``. Going over the quota costs
+throttled requests and retries, going under costs seconds. A burst of ``quota`` would instead let
+an idle sender spend a second's worth at once, ``2 * quota - 1`` in a window; SES tolerates short
+bursts above the quota but throttles if they last. A new bucket starts empty, so a starting worker
+does not add its burst to the clump of first requests.
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -77,12 +88,31 @@ LANES = ("high", "normal", "bulk")
 SES_BURST = 1  # the least burst: one recipient per request
 # How late a waiter may wake without losing the send it waited for (see the module docstring).
 OVERSLEEP_TOLERANCE_SECONDS = 0.005
-# How far apart, as a fraction of a second, a request's write and its arrival at SES may drift.
-JITTER_ALLOWANCE = 0.03
 WINDOW_SECONDS = 1.0  # SES states its quota per second
-# The wire gate's window: a second and the allowance, so writes that drift apart by up to the
-# allowance on their way to SES still arrive at most ``cap`` in any second.
-GATE_WINDOW_SECONDS = WINDOW_SECONDS * (1 + JITTER_ALLOWANCE)
+
+
+@dataclass(frozen=True)
+class WireShape:
+    """How a client's requests reach SES (see the module docstring).
+
+    ``jitter``: how far, as a fraction of a second, a request's arrival at SES may drift from the
+    moment it was counted. ``catch_up``: how many seconds of sends a late sender may make up at
+    once. ``gated``: every request is counted by the ``WireGate`` at its socket write, so the gate
+    is the hard bound and the bucket only smooths.
+    """
+
+    jitter: float
+    catch_up: float
+    gated: bool
+
+    @property
+    def gate_window(self) -> float:
+        """A second and the jitter: writes that drift that much still arrive ``cap`` in any second."""
+        return WINDOW_SECONDS * (1 + self.jitter)
+
+
+BUCKET_BOUND = WireShape(jitter=0.03, catch_up=OVERSLEEP_TOLERANCE_SECONDS, gated=False)
+WRITE_GATED = WireShape(jitter=0.01, catch_up=0.05, gated=True)
 
 # Tokens short of a whole by less than this count as whole. Float refill arithmetic leaves
 # 0.9999999999 where 1 was meant; without the tolerance a fake clock spins on ever-smaller sleeps.
@@ -144,9 +174,9 @@ class TokenBucket:
             self._tokens = min(self._tokens, self.burst)
 
     @classmethod
-    def for_quota(cls, quota: float, **kwargs: Clock | Sleep) -> TokenBucket:
-        """A bucket shaped by ``ses_shape``, starting empty: never above ``quota`` in any second."""
-        rate, burst = ses_shape(quota)
+    def for_quota(cls, quota: float, wire: WireShape = BUCKET_BOUND, **kwargs: Clock | Sleep) -> TokenBucket:
+        """A bucket shaped by ``ses_shape``, starting empty."""
+        rate, burst = ses_shape(quota, wire)
         bucket = cls(rate, burst, **kwargs)  # type: ignore[arg-type]  # clock=/sleep=: mypy cannot pair each name with its type
         bucket._tokens = 0.0
         return bucket
@@ -157,12 +187,15 @@ class TokenBucket:
         self._stamp = now
 
 
-def ses_shape(quota: float) -> tuple[float, float]:
-    """``(rate, burst)`` for a send-rate quota; why, in the module docstring."""
+def ses_shape(quota: float, wire: WireShape = BUCKET_BOUND) -> tuple[float, float]:
+    """``(rate, burst)`` of the bucket for a send-rate quota and a client's wire; why, in the module docstring."""
     if quota <= 0:
         raise ValueError(f"quota must be positive, got {quota}")
-    burst = SES_BURST + quota * OVERSLEEP_TOLERANCE_SECONDS
-    return (quota + SES_BURST - burst) / (1 + JITTER_ALLOWANCE) - 1e-6, burst
+    burst = SES_BURST + quota * wire.catch_up
+    if wire.gated:
+        # the gate's sustained rate: its cap in each of its windows (a share under 1 keeps its own rate)
+        return min(quota, cap_for(quota)) / (1 + wire.jitter) - 1e-6, burst
+    return (quota + SES_BURST - burst) / (1 + wire.jitter) - 1e-6, burst
 
 
 class PriorityLanes(Generic[T]):
@@ -340,7 +373,7 @@ class WireGate:
     """
 
     def __init__(
-        self, cap: int, *, window: float = GATE_WINDOW_SECONDS, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
+        self, cap: int, *, window: float = BUCKET_BOUND.gate_window, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
     ) -> None:
         if window < WINDOW_SECONDS:
             raise ValueError(f"a window shorter than {WINDOW_SECONDS}s cannot bound a second, got {window}")
@@ -351,8 +384,8 @@ class WireGate:
         self._turn = asyncio.Lock()
 
     @classmethod
-    def for_quota(cls, quota: float, **kwargs: Clock | Sleep) -> WireGate:
-        return cls(cap_for(quota), **kwargs)  # type: ignore[arg-type]  # clock=/sleep=, as in TokenBucket.for_quota
+    def for_quota(cls, quota: float, wire: WireShape = BUCKET_BOUND, **kwargs: Clock | Sleep) -> WireGate:
+        return cls(cap_for(quota), window=wire.gate_window, **kwargs)  # type: ignore[arg-type]  # clock=/sleep=, as in TokenBucket.for_quota
 
     def set_cap(self, cap: int) -> None:
         self.cap = _valid_cap(cap)

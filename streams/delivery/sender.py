@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streams.delivery.pacing import OVERSLEEP_TOLERANCE_SECONDS, WireGate
+from streams.delivery.pacing import BUCKET_BOUND, WireGate, WireShape
 from streams.errors import DeliveryError, OutcomeUnknown, PermanentDelivery, RetryableDelivery, SendingBlocked
 from streams.settings import Settings
 
@@ -56,6 +56,9 @@ def classify_ses_error(code: str, status: int, message: str = "") -> DeliveryErr
 
 
 class EmailSender(Protocol):
+    # How its requests reach SES, which shapes the pacing in front of it (pacing.WireShape).
+    wire: WireShape
+
     async def send(
         self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,
         not_before: float | None = None, gap: float = 0.0, gate: WireGate | None = None,
@@ -67,6 +70,8 @@ class EmailSender(Protocol):
 
 class SesSender:
     """Amazon SES v2 ``SendEmail`` with raw content, on a worker thread (boto3 is blocking)."""
+
+    wire = BUCKET_BOUND  # a thread writes after the gate: the bucket alone must hold the quota
 
     def __init__(self, settings: Settings) -> None:
         import boto3
@@ -111,7 +116,7 @@ class SesSender:
             # ``gap`` after the previous one's slot, but a slot may be up to the pacer's oversleep
             # tolerance in the past: a request that was late catches up that much, no more, so
             # the wire is a token bucket of the same shape as the pacer's (pacing.ses_shape).
-            out = self._last_out = max(due, self._last_out + gap, now - OVERSLEEP_TOLERANCE_SECONDS)
+            out = self._last_out = max(due, self._last_out + gap, now - self.wire.catch_up)
         if out > now:
             time.sleep(out - now)
         return None  # botocore sends the request itself
@@ -176,6 +181,7 @@ class RecordingSender:
     """Keeps every mail in memory; the twin for agent tests and dry runs."""
 
     sent: list[dict[str, Any]] = field(default_factory=list)
+    wire: WireShape = BUCKET_BOUND
 
     async def send(
         self, *, from_address: str, to_address: str, raw: bytes, tags: dict[str, str], configuration_set: str | None = None,

@@ -25,10 +25,10 @@ behind ``EmailSender``:
   a request that left and got no answer (read timeout, dropped connection) is ``OutcomeUnknown``.
   No retries of its own: a resent request may send a mail twice; the delivery agent decides;
 - pacing: the request is signed first, then held until its granted moment ``not_before`` and at
-  least ``gap`` after the previous request (a late one catching up at most the pacer's oversleep
-  tolerance), then handed to aiohttp. aiohttp writes the body from a task of its own (on Python
-  3.11; 3.12 starts it eagerly), which a busy loop starts late, so the hold spaces requests but
-  cannot bound them. The bound is the ``gate`` (``pacing.WireGate``), admitted in aiohttp's
+  least ``gap`` after the previous request (late ones catching up at most the wire's
+  ``catch_up``, ``pacing.WRITE_GATED``), then handed to aiohttp. aiohttp writes the body from a
+  task of its own (on Python 3.11; 3.12 starts it eagerly), which a busy loop starts late, so the
+  hold spaces requests but cannot bound them. The bound is the ``gate`` (``pacing.WireGate``), admitted in aiohttp's
   ``on_request_chunk_sent`` trace signal: aiohttp awaits that signal immediately before it
   writes the chunk to the transport, so a request is counted at the moment it is written. The
   body is one chunk (bytes); a request is admitted once, at its first.
@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from streams.delivery.pacing import OVERSLEEP_TOLERANCE_SECONDS, WireGate
+from streams.delivery.pacing import WRITE_GATED, WireGate
 from streams.delivery.sender import classify_ses_error
 from streams.errors import OutcomeUnknown, RetryableDelivery, SendingBlocked
 from streams.settings import Settings
@@ -155,6 +155,8 @@ def _endpoint(settings: Settings) -> tuple[str, str]:
 
 class LeanSesSender:
     """SES v2 ``SendEmail`` (raw) on the event loop: one signed aiohttp request per mail."""
+
+    wire = WRITE_GATED  # every request is counted by the gate at its write (_through_gate)
 
     def __init__(self, settings: Settings) -> None:
         self._base, host = _endpoint(settings)
@@ -268,9 +270,9 @@ class LeanSesSender:
 
     async def _hold(self, due: float, gap: float) -> None:
         now = time.monotonic()
-        # ``gap`` after the previous one's slot, but a slot may be up to the pacer's oversleep
-        # tolerance in the past: a late request catches up that much, no more (pacing.ses_shape).
-        out = self._last_out = max(due, self._last_out + gap, now - OVERSLEEP_TOLERANCE_SECONDS)
+        # ``gap`` after the previous one's slot, but a slot may be up to the wire's catch-up in
+        # the past: late requests make up that much at once, no more (pacing.ses_shape).
+        out = self._last_out = max(due, self._last_out + gap, now - self.wire.catch_up)
         if out > now:
             await asyncio.sleep(out - now)
 

@@ -10,6 +10,7 @@ import pytest
 from streams.delivery.agents import Sender
 from streams.delivery.ledger import sending_entry
 from streams.delivery.outbox import DELIVERY_STATUS, OUTBOUND
+from streams.delivery.pacing import BUCKET_BOUND
 from streams.domain.samples import sample_event
 from streams.errors import OutcomeUnknown, SendingBlocked
 from streams.runtime.commits import CommitWatch
@@ -23,6 +24,8 @@ BOOKING = "tidings.storage.BookingCreated"
 
 class ScriptedSes:
     """Answers each request with the next scripted error, then with success."""
+
+    wire = BUCKET_BOUND
 
     def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)

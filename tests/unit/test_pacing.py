@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 import pytest
 
 from streams.delivery.pacing import (
-    GATE_WINDOW_SECONDS,
-    JITTER_ALLOWANCE,
+    BUCKET_BOUND,
     OVERSLEEP_TOLERANCE_SECONDS,
+    WRITE_GATED,
     Pacer,
     PriorityLanes,
     TokenBucket,
@@ -85,9 +85,47 @@ def test_a_bucket_shaped_for_the_quota_never_exceeds_it_in_a_second_and_loses_no
     stamps = run(main())
     assert most_in_window(stamps, 1.0, closed=True) <= quota
     # ... even where the requests drift apart on their way to SES by up to the jitter allowance
-    assert most_in_window(stamps, 1.0 + JITTER_ALLOWANCE, closed=False) <= quota
+    assert most_in_window(stamps, 1.0 + BUCKET_BOUND.jitter, closed=False) <= quota
     # the late wakeups cost no sends: the rate is what ses_shape chose
     assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) >= 0.999 * ses_shape(quota)[0]
+
+
+@pytest.mark.parametrize("late", [OVERSLEEP_TOLERANCE_SECONDS, WRITE_GATED.catch_up])
+@pytest.mark.parametrize("quota", [1, 14, 50, 200, 1000])
+def test_a_write_gated_sender_keeps_every_second_to_the_quota_and_makes_up_late_wakeups(quota: int, late: float) -> None:
+    # The lean client's layers: the bucket at the gate's sustained rate with a catch-up burst, then
+    # the gate at the write. Every sleep, the bucket's and the gate's, wakes up to ``late`` late.
+    t = LateTime(late, seed=quota)
+    bucket = TokenBucket.for_quota(quota, WRITE_GATED, clock=t, sleep=t.sleep)
+    gate = WireGate.for_quota(quota, WRITE_GATED, clock=t, sleep=t.sleep)
+    seconds = 30
+
+    async def main() -> list[float]:
+        stamps: list[float] = []
+        while t.now <= seconds:
+            await bucket.acquire()
+            stamps.append(await gate.admit())
+        return stamps[:-1]
+
+    stamps = run(main())
+    # writes that drift by up to the jitter on their way still arrive at most the quota in a second
+    assert most_in_window(stamps, WRITE_GATED.gate_window, closed=False) <= quota
+    achieved = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    assert achieved <= quota / WRITE_GATED.gate_window + 1e-6
+    if late <= OVERSLEEP_TOLERANCE_SECONDS:
+        # issue 17 asks 0.98 of the quota: the wakeups a loop usually adds cost (almost) nothing.
+        # Every sleep up to the whole catch-up late costs the gate's own sleeps about 3 %.
+        assert achieved >= 0.985 * quota
+
+
+def test_a_write_gated_bucket_runs_at_its_gates_sustained_rate() -> None:
+    for quota in (0.5, 1, 14, 50, 200, 1000, 14_000):
+        rate, burst = ses_shape(quota, WRITE_GATED)
+        assert rate == pytest.approx(min(quota, cap_for(quota)) / WRITE_GATED.gate_window, abs=1e-5)
+        assert burst == pytest.approx(1 + quota * WRITE_GATED.catch_up)
+    # the bucket alone would not hold the quota: the gate does (the test above)
+    rate, burst = ses_shape(200, WRITE_GATED)
+    assert rate * WRITE_GATED.gate_window + burst > 200 + 1
 
 
 def test_a_bucket_of_burst_one_loses_the_time_its_waiters_oversleep() -> None:
@@ -109,7 +147,7 @@ def test_ses_shape_keeps_rate_plus_burst_under_quota_plus_one() -> None:
     for quota in (0.5, 1, 50, 200, 1000, 14_000):
         rate, burst = ses_shape(quota)
         assert burst >= 1 and rate > 0.96 * quota - 1e-3  # at most the allowances under the quota
-        assert rate * (1 + JITTER_ALLOWANCE) + burst < quota + 1
+        assert rate * (1 + BUCKET_BOUND.jitter) + burst < quota + 1
     with pytest.raises(ValueError):
         ses_shape(0)
 
@@ -429,8 +467,8 @@ def test_the_wire_gate_never_admits_more_than_its_cap_in_any_second(cap: int) ->
     assert stamps == sorted(stamps)
     assert most_in_window(stamps, 1.0, closed=False) == cap  # half-open: SES's "in any one second"
     # ... even where writes drift apart on their way to SES by up to the allowance
-    assert most_in_window(stamps, 1.0 + JITTER_ALLOWANCE, closed=False) == cap
-    assert GATE_WINDOW_SECONDS == pytest.approx(1.0 + JITTER_ALLOWANCE)
+    assert most_in_window(stamps, 1.0 + BUCKET_BOUND.jitter, closed=False) == cap
+    assert BUCKET_BOUND.gate_window == pytest.approx(1.0 + BUCKET_BOUND.jitter)
 
 
 def test_with_requests_always_waiting_the_wire_gate_fills_every_second() -> None:
@@ -481,7 +519,7 @@ def test_a_lower_cap_applies_to_the_next_admission() -> None:
 
     stamps = run(main())
     assert stamps[:6] == [0.0] * 6
-    w = GATE_WINDOW_SECONDS
+    w = BUCKET_BOUND.gate_window
     assert stamps[6:] == pytest.approx([w, w, 2 * w])  # the window must drain below 2 first
 
 
