@@ -113,9 +113,9 @@ class SesSender:
             return None
         with self._wire:
             now = time.monotonic()
-            # ``gap`` after the previous one's slot, but a slot may be up to the pacer's oversleep
-            # tolerance in the past: a request that was late catches up that much, no more, so
-            # the wire is a token bucket of the same shape as the pacer's (pacing.ses_shape).
+            # ``gap`` after the previous one's slot, but a slot may be up to the wire's catch-up
+            # (the pacer's oversleep tolerance) in the past: a request that was late catches up
+            # that much, no more, so the wire is a token bucket of the pacer's shape (pacing.ses_shape).
             out = self._last_out = max(due, self._last_out + gap, now - self.wire.catch_up)
         if out > now:
             time.sleep(out - now)
