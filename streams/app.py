@@ -298,7 +298,8 @@ def _stateful_stages(wiring: Wiring, rt: Runtime, settings: Settings) -> None:
     wiring.on_assigned(lambda assignment: sender.share_quota(len({p for t, p in assignment if t == topics.outbound})))
     wiring.on_revoked(wiring.commits.release_all)
     concurrency = settings.sender_in_flight
-    wiring.agent("deliver", [topics.outbound_priority], "tidings.deliver_priority", sender.priority, concurrency=concurrency)
+    wiring.agent("deliver", [topics.outbound_priority], "tidings.deliver_priority", sender.priority, concurrency=concurrency,
+                 urgent=True)
     wiring.agent("deliver", [topics.outbound], "tidings.deliver", sender.outbound, concurrency=concurrency)
 
     # A write waited for longer than a commit cycle was missed by the regular commits. Not less

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
         description="The longest the broker holds a fetch for fetch_min_bytes: added latency at low rates, "
         "and the polling rate of an idle worker.",
     )
+    fetch_max_records: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="The most records of non-urgent topics a worker hands to its agents before it fetches again: a "
+        "record of the priority topic, fetched first, waits at most for a batch this large (about 0.2 s at 1,000 "
+        "mails/s).",
+    )
     session_timeout_seconds: float = Field(
         10.0,
         gt=0,

@@ -40,6 +40,7 @@ class TidingsApp(faust.App):
     commits: CommitWatch  # fed by the consumer's commits (streams/runtime/transport.py)
     fetch_tuning: tuple[int, int] = (1, 1500)  # fetch_min_bytes, fetch_max_wait_ms of the worker's consumer
     producer_retry_backoff_ms: int = 100  # aiokafka's default; new_app sets the configured one (transport.py)
+    urgent_topics: frozenset[str] = frozenset()  # fetched first (transport.urgent_first); Wiring.agent(urgent=True)
     before_agents: Callable[[], Awaitable[None]] | None = None
     after_stop: Callable[[], Awaitable[None]] | None = None
 
@@ -114,6 +115,9 @@ def new_app(settings: Settings) -> TidingsApp:
         web_bind=settings.web_host,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
+        # A bound on the records delivered to the agents before the next batch is asked for: what
+        # a record of an urgent topic may wait behind (transport.urgent_first).
+        broker_max_poll_records=settings.fetch_max_records,
         # Faust's default (0) sends a produce request per record batch as soon as it has one: at
         # a few hundred events a second that is a request per record, and the socket writes
         # alone took a fifth of the worker (py-spy). A few milliseconds gather them.
@@ -167,7 +171,12 @@ class Wiring:
         *,
         concurrency: int = 1,
         before: Callable[[], Awaitable[None]] | None = None,
+        urgent: bool = False,
     ) -> None:
+        """``urgent``: its topics' fetched records go to the agents before any other topic's
+        (``transport.urgent_first``): for the records a person is waiting for."""
+        if urgent:
+            self.app.urgent_topics = self.app.urgent_topics | frozenset(topics)
         guard = Guard(stage, self.outputs, count=self._count)
         guarded_agent(self.app, topics, name, guard, handler, concurrency=concurrency, before=before)
 
