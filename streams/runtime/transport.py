@@ -374,6 +374,48 @@ class TidingsConsumer(aiokafka_driver.Consumer):
         if not self.should_stop:
             self.on_commit_failure(error, where)
 
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Finish the records in flight and commit them before Faust forgets the partitions.
+
+        Faust's ``Consumer.on_partitions_revoked`` drops the revoked partitions' acked and committed
+        offsets first, and only then runs the app's handler, which waits for the records in flight
+        and commits (``App._on_partitions_revoked``). Under Kafka's eager rebalancing every partition
+        is revoked, so the records that finished during that wait had no bookkeeping to commit from:
+        their offsets stayed uncommitted and their outputs stayed in transactions the final commit
+        did not end (aiokafka's "Invalid state transition IN_TRANSACTION -> IN_TRANSACTION" at the
+        next assignment), which the partitions' next owner aborted. For the sender that lost the
+        ``sent`` of mails whose ``sending`` an earlier commit had made durable, and the next owner
+        sent them again (18 mails in the sender benchmark, three workers at 1,000/s).
+        So the same stop, wait and commit run here first, while the bookkeeping holds; the commit
+        ends every transaction, those of partitions whose offsets did not move included.
+        """
+        if not self.should_stop and self.assignment():
+            self.stop_flow()
+            self.app.flow_control.suspend()
+            self.pause_partitions(self.assignment())
+            self.app.flow_control.clear()  # queued records not started: the next owner reads them
+            await self.wait_empty()
+            # wait_empty's final commit is skipped when a periodic one is under way (Faust's
+            # commit() waits for it and returns): this one then commits what was acked since.
+            await self.commit(start_new_transaction=False)
+            await self.end_open_transactions()
+        await super().on_partitions_revoked(revoked)
+
+    async def end_open_transactions(self) -> None:
+        """Commit (no offsets) every transaction a final commit left open: Faust ends only those of
+        partitions whose offsets moved. Their writes become durable ahead of their inputs' offsets,
+        as in ``commit_transactions_of``, which the ledger and the idempotent state updates absorb."""
+        if not self.in_transaction:
+            return
+        try:
+            await self.app.producer.drain_for_commit()  # type: ignore[attr-defined]  # a TidingsProducer
+            ended = await self.app.producer.end_open_transactions()  # type: ignore[attr-defined]
+        except Exception as e:
+            self._commit_failed(e, "the end of the transactions a final commit left open")
+            raise
+        if ended:
+            log.info("ended %d transaction(s) whose partitions' offsets did not move: %s", len(ended), ", ".join(sorted(ended)))
+
     async def on_stop(self) -> None:
         try:
             await super().on_stop()
@@ -559,6 +601,17 @@ class TidingsProducer(aiokafka_driver.Producer):
             async with lock:
                 for (topic, partition), records in by_tp.items():
                     await _send_batches(producer, topic, partition, records)
+
+    async def end_open_transactions(self) -> list[str]:
+        """Commit every transactional producer's open transaction and begin none: the transactional ids ended."""
+        ended = []
+        for transactional_id in list(self._transaction_producers):
+            async with self._trn_locks[transactional_id]:
+                producer = self._transaction_producers.get(transactional_id)
+                if producer is not None and producer._txn_manager.state is TransactionState.IN_TRANSACTION:
+                    await producer.commit_transaction()
+                    ended.append(transactional_id)
+        return ended
 
     async def commit_open_transaction(self, transactional_id: str) -> bool:
         """Commit one transactional producer's open transaction (no offsets) and begin the next."""
