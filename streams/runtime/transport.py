@@ -35,6 +35,14 @@ Three small overrides, one for each link of that chain:
 A commit that fails while the worker runs (the broker went away under it) exits held, 75, at once
 (``TidingsConsumer._commit_failed``), instead of Faust's crash and graceful stop (exit 1).
 
+Revocations. Faust forgets the revoked partitions' acked and committed offsets before its handler
+waits for the records in flight and makes the final commit, and that commit is skipped when a
+periodic one is running; every partition is revoked at each rebalance. ``TidingsConsumer.
+on_partitions_revoked`` stops the flow, waits, commits and ends every open transaction first.
+
+Which records the agents get next: ``urgent_first`` hands over the priority topic's fetched
+records before a bounded batch of the rest.
+
 Records acked out of order. The sender's agents run several actors on one queue, so on one
 partition a later record can finish (and be acked) while an earlier one is still in flight.
 Faust's ``_new_offset`` commits the first run of consecutive acked offsets wherever it starts: it
