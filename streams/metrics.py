@@ -46,6 +46,7 @@ class Metrics(NamedTuple):
     tenant_updates: Counter
     entity_updates: Counter
     timers_pending: Gauge
+    timer_partitions_ready: Gauge
     timers_fired: Counter
     timers_skipped: Counter
     timer_fire_lag_seconds: Histogram
@@ -185,7 +186,13 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             ["table", "outcome"], registry=registry,
         ),
         timers_pending=Gauge(
-            "tidings_timers_pending", "Entities with a pending timer on this worker's partitions.", registry=registry,
+            "tidings_timers_pending", "Entities with a pending timer on this worker's partitions whose timer index is "
+            "built (tidings_timer_partitions_ready).", registry=registry,
+        ),
+        timer_partitions_ready=Gauge(
+            "tidings_timer_partitions_ready",
+            "Partitions whose timer index is built, so that their ticks fire timers; after a restart or rebalance "
+            "each is built before its first tick.", registry=registry,
         ),
         timers_fired=Counter(
             "tidings_timers_fired_total", "Timers that came due and fired (their mails were rendered).",

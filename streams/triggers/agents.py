@@ -108,6 +108,15 @@ class TickHandler:
     def invalidate(self) -> None:
         """Partitions moved: every index partition is rebuilt before its next tick."""
         self.engine.index.invalidate()
+        self._report_index()
+
+    def _report_index(self) -> None:
+        # Both gauges at once, so that a reader who sees every partition ready also sees their
+        # pending timers: a tick counted on every partition does not say so, since a partition's
+        # earlier tick read again after a crash counts too while another partition still builds.
+        index = self.engine.index
+        self.m.timer_partitions_ready.set(index.ready_partitions())
+        self.m.timers_pending.set(index.pending())
 
     async def __call__(self, ctx: RecordContext) -> None:
         now = parse_tick(ctx.source.value)
@@ -151,7 +160,7 @@ class TickHandler:
         finally:
             self.idle.set()
         self.m.ticks.inc()
-        self.m.timers_pending.set(engine.index.pending())
+        self._report_index()
 
     async def _build(self, p: int) -> None:
         started = time.perf_counter()
@@ -167,6 +176,7 @@ class TickHandler:
         # Wall time, the other agents' turns between slices included: how long this partition's
         # ticks waited.
         self.m.timer_index_rebuild_seconds.observe(time.perf_counter() - started)
+        self._report_index()
         log.info("timer index of partition %s rebuilt: %s entities with timers", p, count)
 
     def _records(self, fired: Fired, decided_at: float) -> Iterator[bytes]:

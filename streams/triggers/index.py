@@ -67,6 +67,10 @@ class TimerIndex:
     def building(self, partition: int) -> bool:
         return partition in self._builds
 
+    def ready_partitions(self) -> int:
+        """How many partitions are ready: those whose ticks fire timers."""
+        return len(self._parts)
+
     def invalidate(self) -> None:
         """Forget every partition (on rebalance): each is rebuilt before its next tick.
 
