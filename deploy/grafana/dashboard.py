@@ -50,6 +50,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
     ]),
     ("Timers", [
         ("Pending", "short", [("pending", "sum(tidings_timers_pending)")]),
+        # Pending counts only built partitions: a partition still rebuilding its index after a
+        # rebalance or restart shows here first, its timers not yet counted (nor fired).
+        ("Partitions with a built timer index", "short", [("{{instance}}", "sum by (instance) (tidings_timer_partitions_ready)")]),
         ("Fire lag p99", "s", [("p99", f"histogram_quantile(0.99, sum by (le) (rate(tidings_timer_fire_lag_seconds_bucket[{R}])))")]),
         ("Oldest due, not fired", "s", [("oldest", "max(tidings_timer_oldest_due_seconds)")]),
         ("Fired, late and skipped", "ops", [

@@ -40,7 +40,8 @@ ALERT_SECONDS = 180.0
 # Queries the scenario below gives data (mail sent, a record dead-lettered, a worker ready).
 EXPECT_DATA = {
     "Events in", "Mails rendered", "Mails sent", "Dead-lettered", "Event to sent (p50, p99)", "Render p99",
-    "Consumer lag per topic", "Workers ready", "Pending", "Oldest due, not fired",
+    "Consumer lag per topic", "Workers ready", "Pending", "Partitions with a built timer index",
+    "Oldest due, not fired",
     "CPU", "RSS", "Event loop lag", "Build",
 }
 GRAPHED = ("sum(rate(tidings_emails_sent_total[1m]))", "sum by (topic) (tidings_consumer_lag_records)")
