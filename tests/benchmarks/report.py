@@ -48,9 +48,11 @@ def commit() -> str:
 
 
 def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[Any], ses: dict[str, Any],
-                   scaled: list[Any] | None = None, workers: int = 1) -> dict[str, Any]:
-    """One repeat: every phase of each pipeline (``test_e2e.Phase``), the SES figures, and the
-    scaled-out deployment's saturation with its ratio to one worker's."""
+                   scaled: list[Any] | None = None, workers: int = 1, capped: list[list[Any]] | None = None,
+                   cores_per_worker: float = 0.0) -> dict[str, Any]:
+    """One repeat: every phase of each pipeline (``test_e2e.Phase``), the SES figures, the
+    scaled-out deployment's saturation with its ratio to one worker's, and (``capped``: the phases
+    of one capped worker, then of ``workers`` capped workers) the same ratio at a CPU cap per worker."""
     def phases(run: list[Any]) -> dict[str, Any]:
         return {p.name: {"rate": p.rate, "cpu_ms_per_event": p.cpu_ms_per_event, "machine_cores_busy": p.machine_cores_busy,
                          **dataclasses.asdict(p.figures)}
@@ -71,6 +73,19 @@ def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[A
                              "cpu_ms_per_event": s["cpu_ms_per_event"], "machine_cores_busy": s["machine_cores_busy"],
                              "one_worker_machine_cores_busy": t["machine_cores_busy"],
                              "ratio_to_one_worker": round(s["events_per_second"] / t["events_per_second"], 3)}
+    if capped:
+        one, many = (phases(run)["saturation"] for run in capped)
+
+        def cores_each(p: dict[str, Any], n: int) -> float:
+            return round(p["cpu_ms_per_event"] * p["events_per_second"] / 1000 / n, 3)
+
+        figures["capped"] = {
+            "workers": workers, "cores_per_worker": cores_per_worker,
+            "one_worker_events_per_second": one["events_per_second"], "events_per_second": many["events_per_second"],
+            "one_worker_cores_used": cores_each(one, 1), "cores_used_per_worker": cores_each(many, workers),
+            "machine_cores_busy": many["machine_cores_busy"],
+            "ratio_to_one_worker": round(many["events_per_second"] / one["events_per_second"], 3),
+        }
     return figures
 
 
@@ -98,6 +113,12 @@ def build(*, events: int, partitions: int, broker: str, repeats: list[dict[str, 
                              **{k: _median([r["scaled"][k] for r in repeats])
                                 for k in ("events_per_second", "cpu_ms_per_event", "ratio_to_one_worker",
                                           "machine_cores_busy", "one_worker_machine_cores_busy")}}
+    if all("capped" in r for r in repeats):
+        medians["capped"] = {"workers": repeats[0]["capped"]["workers"],
+                             "cores_per_worker": repeats[0]["capped"]["cores_per_worker"],
+                             **{k: _median([r["capped"][k] for r in repeats])
+                                for k in ("one_worker_events_per_second", "events_per_second", "one_worker_cores_used",
+                                          "cores_used_per_worker", "machine_cores_busy", "ratio_to_one_worker")}}
     return {
         "benchmark": "e2e",
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -137,6 +158,13 @@ def table(report: dict[str, Any]) -> str:
                      f"(x{sc['ratio_to_one_worker']:.3f} of one worker), CPU {sc['cpu_ms_per_event']:.2f} ms/event summed; "
                      f"the machine busy {sc['machine_cores_busy']:.2f} of {m['nproc']} cores (one worker's run: "
                      f"{sc['one_worker_machine_cores_busy']:.2f})")
+    if "capped" in med:
+        c = med["capped"]
+        lines.append(f"Tidings capped at {c['cores_per_worker']} cores a worker: 1 worker {c['one_worker_events_per_second']:.1f} "
+                     f"events/s on {c['one_worker_cores_used']:.2f} cores, {c['workers']} workers "
+                     f"{c['events_per_second']:.1f} events/s on {c['cores_used_per_worker']:.2f} cores each "
+                     f"(x{c['ratio_to_one_worker']:.3f} of one worker); the machine busy {c['machine_cores_busy']:.2f} "
+                     f"of {m['nproc']} cores")
     ses = med["ses"]
     lines += [
         f"outbound -> SES stand-in at a quota of {report['quota']:.0f}/s: {ses['achieved_per_second']:.1f}/s "

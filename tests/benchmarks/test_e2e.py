@@ -23,7 +23,12 @@ then three phases, each with events of its own:
 **Scale-out**: a second Tidings deployment with ``TIDINGS_BENCH_E2E_WORKERS`` workers (default 2;
 1 skips it) in one consumer group, the partitions shared between them, gets the saturation phase
 only; its rate against the one worker's in the same repeat is the scale-out ratio, and its CPU
-per event sums the workers' processes.
+per event sums the workers' processes. On a machine whose cores the broker and the load share,
+that ratio is bounded by what is left of the machine (``cpucap.py`` has the arithmetic), so two
+more deployments follow, one worker and ``TIDINGS_BENCH_E2E_WORKERS`` workers, each worker capped
+at ``TIDINGS_BENCH_E2E_WORKER_CPU`` cores (default 0.5; 0 skips them) the way a container's CPU
+limit caps it: their ratio is what adding a worker adds. Skipped, with the reason printed, where
+no cgroup cpu controller is writable.
 
 Then, separately from ingest, **outbound -> SES**: the worker stops (gracefully) and starts again
 with a quota of ``TIDINGS_BENCH_E2E_QUOTA`` mails/s (default 200, a rate one worker can send), and
@@ -58,6 +63,7 @@ from streams.settings import REPO_ROOT, Settings
 from streams.topics import TopicNames, ensure_topics
 from tests.benchmarks import report
 from tests.benchmarks.baseline import BaselineProcess
+from tests.benchmarks.cpucap import CapsUnavailable, CpuCaps
 from tests.benchmarks.reader import Figures, OutboundReader, figures
 from tests.benchmarks.workload import BenchParams, Workload, build_workload
 from tests.integration.harness import TEST_UNSUBSCRIBE_SECRET, Deployment
@@ -81,10 +87,25 @@ PACED_SECONDS = _env_number("TIDINGS_BENCH_PACED_SECONDS", 10)
 QUOTA = _env_number("TIDINGS_BENCH_E2E_QUOTA", 200)
 INGEST_QUOTA = 14.0  # Settings.ses_max_send_rate's default, while ingest is measured
 SCALE_WORKERS = int(_env_number("TIDINGS_BENCH_E2E_WORKERS", 2))
+
+
+def _worker_cpu() -> float:
+    raw = os.environ.get("TIDINGS_BENCH_E2E_WORKER_CPU") or "0.5"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise pytest.UsageError(f"TIDINGS_BENCH_E2E_WORKER_CPU={raw!r} is not a number of cores") from None
+    if not 0 <= value <= (os.cpu_count() or 1):
+        raise pytest.UsageError(f"TIDINGS_BENCH_E2E_WORKER_CPU={value} is not between 0 and this machine's "
+                                f"{os.cpu_count()} cores")
+    return value
+
+
+WORKER_CPU = _worker_cpu()  # cores per worker in the capped scale-out; 0 skips it
 STARTUP_SECONDS = 120.0  # a process starts, joins its group and processes the warm-up event
 PHASE_SECONDS = 60.0 + EVENTS / 10  # one phase through a pipeline, at 10 events/s at worst
 SES_SECONDS = 60.0 + 3 * EVENTS / 20  # every mail of a repeat in SES, at 20 mails/s at worst
-TOTAL_SECONDS = REPEATS * (3 * (STARTUP_SECONDS + 3 * PHASE_SECONDS) + SES_SECONDS + 2 * STARTUP_SECONDS + PHASE_SECONDS) + 300
+TOTAL_SECONDS = REPEATS * (3 * (STARTUP_SECONDS + 3 * PHASE_SECONDS) + SES_SECONDS + 3 * (2 * STARTUP_SECONDS + PHASE_SECONDS)) + 300
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -285,14 +306,21 @@ def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, worklo
 
 
 def run_tidings_scaled(bootstrap: str, stub: SesStub, publisher: EventPublisher, workloads: Workloads, run: str,
-                       params: BenchParams, workdir: Path, workers: int) -> PipelineRun:
-    """``workers`` workers in one group, timed once all of them own partitions: the saturation phase."""
-    deployment = tidings_deployment(bootstrap, stub, run, params, workdir, name=f"tidings{workers}w")
+                       params: BenchParams, workdir: Path, workers: int, caps: CpuCaps | None = None) -> PipelineRun:
+    """``workers`` workers in one group, timed once all of them own partitions: the saturation phase.
+    With ``caps``, each worker is held to ``caps.cores`` from its start."""
+    name = f"tidings{workers}w" + ("capped" if caps else "")
+    deployment = tidings_deployment(bootstrap, stub, run, params, workdir, name=name)
     topics = deployment.topics
-    reader = OutboundReader(bootstrap, topics.outbound, f"bench-{run}-tidings{workers}w-reader")
+    reader = OutboundReader(bootstrap, topics.outbound, f"bench-{run}-{name}-reader")
     try:
         running = [deployment.start_worker(f"w{n + 1}") for n in range(workers)]
-        deployment.wait_partitions_shared(running, timeout=STARTUP_SECONDS)
+        if caps is not None:
+            for n, w in enumerate(running):
+                assert w.process is not None
+                caps.cap(w.process.pid, f"{run}-{name}-w{n + 1}")
+        if workers > 1:
+            deployment.wait_partitions_shared(running, timeout=STARTUP_SECONDS)
 
         def check() -> None:
             for w in running:
@@ -301,14 +329,16 @@ def run_tidings_scaled(bootstrap: str, stub: SesStub, publisher: EventPublisher,
         def pids() -> list[int]:
             return [w.process.pid for w in running if w.process is not None]
 
-        pipeline = PipelineRun(f"Tidings, {workers} workers", topics.for_event(BOOKING_CREATED), reader, pids, check,
-                               publisher.codec)
+        title = f"Tidings, {workers} worker{'s' if workers > 1 else ''}" + (f" capped at {caps.cores} cores" if caps else "")
+        pipeline = PipelineRun(title, topics.for_event(BOOKING_CREATED), reader, pids, check, publisher.codec)
         pipeline.warm_up(publisher, workloads.take(1))
         pipeline.phase("saturation", publisher, workloads.take(EVENTS), None)
         return pipeline
     finally:
         reader.close()
         deployment.close()
+        if caps is not None:
+            caps.close()
 
 
 def ses_drain(check: Callable[[], Any], stub: SesStub, *, expected: int, already: int) -> dict[str, Any]:
@@ -350,6 +380,13 @@ def test_tidings_against_kafka_loops(kafka_bootstrap: str, ses_stub: SesStub, be
     publisher = EventPublisher(kafka_bootstrap, REPO_ROOT / "schemas")
     print(f"\ne2e benchmark: {EVENTS} events at saturation, {PACED_SECONDS:.0f} s paced at {PACED_RATE:.0f}/s and at 80 % "
           f"of saturation, {bench_params.partitions} partitions, SES quota {QUOTA:.0f}/s, {REPEATS} repeats", flush=True)
+    caps = None
+    if SCALE_WORKERS > 1 and WORKER_CPU > 0:
+        try:
+            caps = CpuCaps.open(WORKER_CPU, "tidings-bench")
+            print(f"capped scale-out: 1 and {SCALE_WORKERS} workers at {WORKER_CPU} cores each", flush=True)
+        except CapsUnavailable as e:
+            print(f"capped scale-out skipped: {e}", flush=True)
     repeats = []
     for repeat in range(REPEATS):
         run = uuid.uuid4().hex[:8]
@@ -361,8 +398,13 @@ def test_tidings_against_kafka_loops(kafka_bootstrap: str, ses_stub: SesStub, be
         tidings, ses = run_tidings(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params, workdir / "tidings")
         scaled = (run_tidings_scaled(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params,
                                      workdir / "scaled", SCALE_WORKERS).phases if SCALE_WORKERS > 1 else None)
+        capped = None
+        if SCALE_WORKERS > 1 and caps is not None:
+            capped = [run_tidings_scaled(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params,
+                                         workdir / f"capped{n}", n, caps).phases for n in (1, SCALE_WORKERS)]
         repeats.append(report.repeat_figures(bare=bare.phases, transactional=txn.phases, tidings=tidings.phases, ses=ses,
-                                             scaled=scaled, workers=SCALE_WORKERS))
+                                             scaled=scaled, workers=SCALE_WORKERS, capped=capped,
+                                             cores_per_worker=WORKER_CPU))
         assert ses["accepted_by_stub"] == ses["expected"], (
             f"{ses['accepted_by_stub']}/{ses['expected']} mails at the SES stand-in within {SES_SECONDS:.0f}s")
         assert ses["distinct_recipients"] == ses["expected"], "a mail reached the SES stand-in twice"
