@@ -74,6 +74,14 @@ class Settings(BaseSettings):
         description="The longest the broker holds a fetch for fetch_min_bytes: added latency at low rates, "
         "and the polling rate of an idle worker.",
     )
+    fetch_busy_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=1500,
+        description="fetch_max_wait_ms while the worker is behind (the last batch it took from the fetcher was full, "
+        "fetch_max_records): the fetches then hold only partitions with nothing to read, whose polls cost CPU, and a "
+        "record's wait is the backlog's anyway.",
+    )
     fetch_max_records: int = Field(
         200,
         ge=1,
