@@ -172,7 +172,7 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         fetcher = consumer._fetcher
         if consumer._closed or fetcher._closed:
             raise ConsumerStoppedError()
-        urgent = getattr(self.app, "urgent_topics", frozenset())
+        urgent: frozenset[str] = getattr(self.app, "urgent_topics", frozenset())
         with fetcher._subscriptions.fetch_context():
             records = await urgent_first(fetcher, active_partitions, urgent, timeout=timeout, max_records=max_records)
         _, idle_ms, busy_ms = getattr(self.app, "fetch_tuning", (1, 1500, 1500))
