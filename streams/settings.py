@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         "fetch_max_records): the fetches then hold only partitions with nothing to read, whose polls cost CPU, and a "
         "record's wait is the backlog's anyway.",
     )
+    fetch_idle_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=1500,
+        description="fetch_max_wait_ms once the worker has had no record for a fifth of a second, with a fetch_min_bytes of 1: "
+        "the broker answers as soon as a record arrives, and an idle worker polls this often.",
+    )
     fetch_max_records: int = Field(
         200,
         ge=1,

@@ -58,7 +58,7 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("aiokafka.consumer.fetcher", "Fetcher.fetched_records", "urgent_first: an empty partition set means every partition; max_records fills partition by partition; timeout 0 does not wait"),
     ("faust.transport.consumer", "Consumer._wait_next_records", "one batch (broker_max_poll_records) is delivered before the next is asked for (urgent_first)"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer", "extended: fetch_min_bytes, fetch_max_wait and Faust's assignor (also without tables) set on the consumer"),
-    ("aiokafka.consumer.fetcher", "Fetcher._get_actions_per_node", "reads _fetch_max_wait_ms for every FetchRequest it builds (transport.fetch_wait_ms sets it after each batch)"),
+    ("aiokafka.consumer.fetcher", "Fetcher._get_actions_per_node", "reads _fetch_max_wait_ms and _fetch_min_bytes for every FetchRequest it builds (fetchwait.FetchPacing sets them after each batch)"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer.start", "builds the Fetcher from _fetch_min_bytes and _fetch_max_wait_ms, the coordinator from _partition_assignment_strategy"),
     ("faust.transport.consumer", "TransactionManager._tps_to_active_tpgs", "needs Faust's assignor's topic groups, which an app without tables lacks (transport.TidingsConsumerThread)"),
     ("faust.transport.drivers.aiokafka", "Producer.send", "takes transactional_id; _trn_locks and _transaction_producers"),

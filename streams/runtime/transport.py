@@ -139,6 +139,7 @@ from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from mode import Service
 
+from streams.runtime.fetchwait import FetchPacing
 from streams.runtime.guard import stop_worker
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,9 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         # it (KeyError in group_for_topic at the first assignment). Faust's assignor always.
         self._assignor = self.app.assignor
         consumer._partition_assignment_strategy = [self.app.assignor]
-        min_bytes, max_wait_ms, _ = getattr(self.app, "fetch_tuning", (1, 1500, 1500))
-        consumer._fetch_min_bytes = min_bytes
-        consumer._fetch_max_wait_ms = max_wait_ms
+        # The first fetch is steady; FetchPacing chooses every later one (streams/runtime/fetchwait.py).
+        self._fetch_pacing = FetchPacing(*getattr(self.app, "fetch_tuning", (1, 1500, 1500, 1500)))
+        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = self._fetch_pacing.steady
         return consumer
 
     async def _fetch_records(
@@ -174,9 +175,9 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
             raise ConsumerStoppedError()
         urgent: frozenset[str] = getattr(self.app, "urgent_topics", frozenset())
         with fetcher._subscriptions.fetch_context():
-            records = await urgent_first(fetcher, active_partitions, urgent, timeout=timeout, max_records=max_records)
-        _, idle_ms, busy_ms = getattr(self.app, "fetch_tuning", (1, 1500, 1500))
-        fetcher._fetch_max_wait_ms = fetch_wait_ms(records, urgent, max_records, idle_ms=idle_ms, busy_ms=busy_ms)
+            records = await urgent_first(fetcher, active_partitions, urgent, timeout=self._fetch_pacing.wait_seconds(timeout),
+                                         max_records=max_records)
+        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = self._fetch_pacing.after(records, urgent, max_records)
         return records
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -201,24 +202,6 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         # Faust would take the last stable offsets cached from fetch responses: unknown (-1) for a
         # partition not fetched yet, and then it restores nothing. Ask the broker (changelog_ends).
         return await asyncio.get_running_loop().run_in_executor(None, changelog_ends, bootstrap_of(self.transport), list(partitions))
-
-
-def fetch_wait_ms(records: Mapping[TP, list[Any]], urgent_topics: frozenset[str], max_records: int | None, *,
-                  idle_ms: int, busy_ms: int) -> int:
-    """How long the broker may hold the worker's next fetch: ``busy_ms`` after a full batch, else ``idle_ms``.
-
-    aiokafka sends one fetch at a time to a broker, for the partitions whose fetched records have
-    all been taken. A full batch (``max_records`` of non-urgent records) means more are waiting:
-    the next fetches then cover partitions with nothing to read, and each answer comes back empty
-    after the wait, about a hundred partitions read and decoded in Python each time. At saturation
-    a 100 ms wait instead of 10 ms cut the worker's CPU per event by a tenth (the e2e saturation
-    phase, alternating runs). Once a batch is not full the worker has caught up, and the short wait
-    is back for the next fetch, which is what brings a new event within milliseconds.
-    """
-    if max_records is None:
-        return idle_ms
-    taken = sum(len(batch) for tp, batch in records.items() if tp.topic not in urgent_topics)
-    return busy_ms if taken >= max_records else idle_ms
 
 
 async def urgent_first(

@@ -14,7 +14,7 @@ from typing import Any
 
 from faust.types import TP
 
-from streams.runtime.transport import fetch_wait_ms, urgent_first
+from streams.runtime.transport import urgent_first
 
 OUTBOUND = [TP("outbound", p) for p in range(4)]
 PRIORITY = [TP("outbound-priority", p) for p in range(4)]
@@ -83,19 +83,3 @@ def test_no_urgent_topic_is_the_plain_fetch() -> None:
     assert fetch(fetched, set(OUTBOUND), urgent=frozenset()) == {OUTBOUND[1]: ["x"]}
     assert fetched.calls == [(set(OUTBOUND), 1.0, 200)]
 
-
-def test_the_fetch_wait_is_long_only_after_a_full_batch_of_non_urgent_records() -> None:
-    # fetch_wait_ms: the batch the fetch above returned decides the broker's hold on the next fetch.
-    def wait(batch: dict[TP, list[str]], max_records: int | None = 200) -> int:
-        return fetch_wait_ms(batch, URGENT, max_records, idle_ms=10, busy_ms=100)
-
-    backlog = {tp: [f"{tp.partition}-{n}" for n in range(300)] for tp in OUTBOUND}
-    full = fetch(Fetched(backlog), set(OUTBOUND))
-    assert wait(full) == 100  # behind: more records were fetched than one batch holds
-    caught_up = fetch(Fetched({OUTBOUND[0]: ["a", "b"]}), set(OUTBOUND))
-    assert wait(caught_up) == 10
-    # Urgent records do not count toward a full batch: they come on top of it, unbounded.
-    resets = {PRIORITY[1]: [f"reset-{n}" for n in range(250)], OUTBOUND[0]: ["a"]}
-    assert wait(fetch(Fetched(resets), set(OUTBOUND) | set(PRIORITY))) == 10
-    assert wait({}) == 10  # nothing came: idle
-    assert wait(full, max_records=None) == 10  # no bound asked for: never "full"
