@@ -79,8 +79,8 @@ class Settings(BaseSettings):
         ge=1,
         le=1500,
         description="fetch_max_wait_ms while the worker is behind (the last batch it took from the fetcher was full, "
-        "fetch_max_records): the fetches then hold only partitions with nothing to read, whose polls cost CPU, and a "
-        "record's wait is the backlog's anyway.",
+        "fetch_max_records), with a fetch_min_bytes of 1: the fetches then hold only partitions with nothing to read, "
+        "whose polls cost CPU, and the broker answers as soon as one of them (a priority topic's) gets a record.",
     )
     fetch_idle_max_wait_ms: int = Field(
         500,

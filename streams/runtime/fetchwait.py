@@ -7,11 +7,13 @@ been handed over, and builds each request from the fetcher's ``_fetch_min_bytes`
 
 - **steady** (the default): ``TIDINGS_FETCH_MIN_BYTES`` and ``TIDINGS_FETCH_MAX_WAIT_MS`` (64 KiB,
   10 ms): a few events per fetch round at a steady rate, for at most 10 ms of latency.
-- **busy**, after a full batch (``max_records`` non-urgent records: more are waiting): the wait
-  becomes ``TIDINGS_FETCH_BUSY_MAX_WAIT_MS`` (100 ms). The next fetches then cover only partitions
-  with nothing to read, about a hundred, each answer coming back empty after the wait and decoded
-  in Python; at saturation 100 ms instead of 10 cost a tenth less CPU per event (the e2e
-  saturation phase, seven alternating pairs). A batch that is not full is steady again.
+- **busy**, after a full batch (``max_records`` non-urgent records: more are waiting): one byte and
+  ``TIDINGS_FETCH_BUSY_MAX_WAIT_MS`` (100 ms). The next fetches then cover only partitions with
+  nothing to read, about a hundred, each answer coming back empty after the wait and decoded in
+  Python; at saturation 100 ms instead of 10 cost a tenth less CPU per event (the e2e saturation
+  phase, seven alternating pairs). One byte, because among those partitions are the urgent
+  topics': a password reset must end the wait at once, not wait for 64 KiB of others or the
+  100 ms. A batch that is not full is steady again.
 - **idle**, after ``IDLE_AFTER_SECONDS`` without a record: one byte and
   ``TIDINGS_FETCH_IDLE_MAX_WAIT_MS`` (500 ms). The request then covers every partition, so the
   broker answers it as soon as any record arrives (no added latency), and an idle worker polls
@@ -37,7 +39,7 @@ class FetchPacing:
     def __init__(self, min_bytes: int, wait_ms: int, busy_wait_ms: int, idle_wait_ms: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.steady = (min_bytes, wait_ms)
-        self.busy = (min_bytes, busy_wait_ms)
+        self.busy = (1, busy_wait_ms)
         self.idle = (1, idle_wait_ms)
         self._clock = clock
         self._last_record = clock()
