@@ -7,17 +7,13 @@ been handed over, and builds each request from the fetcher's ``_fetch_min_bytes`
 
 - **steady** (the default): ``TIDINGS_FETCH_MIN_BYTES`` and ``TIDINGS_FETCH_MAX_WAIT_MS`` (64 KiB,
   10 ms): a few events per fetch round at a steady rate, for at most 10 ms of latency.
-- **busy**, only where ``TIDINGS_FETCH_BUSY_MAX_WAIT_MS`` is longer than the steady wait (by
-  default it is not), after a full batch (``max_records`` non-urgent records: more are waiting):
-  one byte and that wait. The next fetches then cover only partitions with nothing to read, about
-  a hundred, each answer coming back empty after the wait and decoded in Python; at saturation
-  100 ms instead of 10 cost 10-15 % less CPU per event (the e2e saturation phase, alternating
-  runs). One byte, because among those partitions are the urgent topics': a password reset ends
-  the wait at once. Yet not by default: aiokafka keeps one fetch in flight per broker, and a
-  priority partition that still had records when that fetch was built waits for its answer. At
-  1,000 mails/s the priority lane's p99 went from 0.27 s to 0.41 s (the sender benchmark, three
-  runs). Workers that run no sender (``TIDINGS_ROLE=stateless`` ingest under bursts) can take it.
-  A batch that is not full is steady again.
+- **busy**, after a full batch (``max_records`` non-urgent records: more are waiting): one byte and
+  ``TIDINGS_FETCH_BUSY_MAX_WAIT_MS`` (100 ms). The next fetches then cover only partitions with
+  nothing to read, about a hundred, each answer coming back empty after the wait and decoded in
+  Python; at saturation 100 ms instead of 10 cost a tenth less CPU per event (the e2e saturation
+  phase, seven alternating pairs). One byte, because among those partitions are the urgent
+  topics': a password reset must end the wait at once, not wait for 64 KiB of others or the
+  100 ms. A batch that is not full is steady again.
 - **idle**, after ``IDLE_AFTER_SECONDS`` without a record: one byte and
   ``TIDINGS_FETCH_IDLE_MAX_WAIT_MS`` (500 ms). The request then covers every partition, so the
   broker answers it as soon as any record arrives (no added latency), and an idle worker polls
@@ -43,7 +39,7 @@ class FetchPacing:
     def __init__(self, min_bytes: int, wait_ms: int, busy_wait_ms: int, idle_wait_ms: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.steady = (min_bytes, wait_ms)
-        self.busy = (1, busy_wait_ms) if busy_wait_ms > wait_ms else self.steady
+        self.busy = (1, busy_wait_ms)
         self.idle = (1, idle_wait_ms)
         self._clock = clock
         self._last_record = clock()

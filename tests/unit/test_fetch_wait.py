@@ -38,11 +38,6 @@ def test_a_full_batch_makes_the_next_fetch_wait_longer_and_a_partial_one_steady_
     assert p.after(batch("outbound", MAX - 1), URGENT, MAX) == (65536, 10)
 
 
-def test_without_a_longer_busy_wait_a_full_batch_changes_nothing() -> None:
-    p = FetchPacing(65536, 10, 10, 500, clock=Clock())  # the default: the busy wait is the steady one
-    assert p.after(batch("outbound", MAX), URGENT, MAX) == (65536, 10)
-
-
 def test_urgent_records_do_not_make_a_batch_full() -> None:
     # They come on top of the bounded batch, unbounded (urgent_first), so they say nothing of a backlog.
     p, _ = pacing()
