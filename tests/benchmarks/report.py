@@ -108,17 +108,10 @@ def build(*, events: int, partitions: int, broker: str, repeats: list[dict[str, 
                                        for k in ("events_per_second", "cpu_per_event")}
     medians["ses"] = {k: _median([r["ses"][k] for r in repeats])
                       for k in ("achieved_per_second", "achieved_to_quota", "peak_in_any_second")}
-    if all("scaled" in r for r in repeats):
-        medians["scaled"] = {"workers": repeats[0]["scaled"]["workers"],
-                             **{k: _median([r["scaled"][k] for r in repeats])
-                                for k in ("events_per_second", "cpu_ms_per_event", "ratio_to_one_worker",
-                                          "machine_cores_busy", "one_worker_machine_cores_busy")}}
-    if all("capped" in r for r in repeats):
-        medians["capped"] = {"workers": repeats[0]["capped"]["workers"],
-                             "cores_per_worker": repeats[0]["capped"]["cores_per_worker"],
-                             **{k: _median([r["capped"][k] for r in repeats])
-                                for k in ("one_worker_events_per_second", "events_per_second", "one_worker_cores_used",
-                                          "cores_used_per_worker", "machine_cores_busy", "ratio_to_one_worker")}}
+    for run in ("scaled", "capped"):  # settings taken from the first repeat, figures as medians
+        if all(run in r for r in repeats):
+            medians[run] = {k: repeats[0][run][k] if k in ("workers", "cores_per_worker") else _median([r[run][k] for r in repeats])
+                            for k in repeats[0][run]}
     return {
         "benchmark": "e2e",
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
