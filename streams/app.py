@@ -232,7 +232,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Tidings
     health = health_module.register(wiring, {feed.topic: health_module.caught_up(feed) for feed in feeds})
     if role == "stateless":
         # Event triggers only: no table, so nothing to restore (streams/runtime/groups.py).
-        ingest = IngestHandler(rt.pipeline, rt.timed, None, rt.clock, m, settings.partitions)
+        ingest = IngestHandler(rt.pipeline, rt.timed, None, rt.clock, m, settings.partitions, queued_status=settings.queued_status)
         wiring.agent("ingest", topics.inbound_for(role), "tidings.ingest", ingest)
     else:
         _stateful_stages(wiring, rt, settings)
@@ -256,7 +256,7 @@ def _stateful_stages(wiring: Wiring, rt: Runtime, settings: Settings) -> None:
     tables = wiring.tables(topics.catalog.tables())
 
     # Ingest: the inbound domain topics of the role (all of them, or the stateful ones).
-    ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m, settings.partitions)
+    ingest = IngestHandler(rt.pipeline, rt.timed, tables, rt.clock, m, settings.partitions, queued_status=settings.queued_status)
     wiring.agent("ingest", topics.inbound_for(settings.role), "tidings.ingest", ingest)
 
     # Timed triggers: ticks decide, firings render.
@@ -270,7 +270,7 @@ def _stateful_stages(wiring: Wiring, rt: Runtime, settings: Settings) -> None:
     wiring.on_assigned(lambda assignment: tick.invalidate())
     wiring.on_revoked(tick.invalidate)
     wiring.agent("tick", [topics.ticks], "tidings.ticks", tick)
-    firings = FiringsHandler(rt.timed, rt.pipeline, m, tick.idle, rt.clock)
+    firings = FiringsHandler(rt.timed, rt.pipeline, m, tick.idle, rt.clock, queued_status=settings.queued_status)
     wiring.agent("render", [topics.firings], "tidings.firings", firings)
     if settings.tick_source == "internal":
         publish = wiring.producer_for(topics.ticks)

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         "firings record). Faust's producer refuses larger ones; a mail over it is dead-lettered "
         "message_too_large. Keep it at or below the producer's max.request.size and the topics' max.message.bytes.",
     )
+    queued_status: bool = Field(
+        False,
+        description="Write a QUEUED delivery status for every mail rendered onto an outbound topic. Off, a mail's "
+        "first status is its outcome (SENT, SUPPRESSED, FAILED): one record fewer per mail, 6 % of the worker's "
+        "CPU per event at saturation. Turn it on for producing services that follow mails before they are sent.",
+    )
     ledger_retention_days: int = Field(
         30,
         ge=1,

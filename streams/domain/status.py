@@ -1,12 +1,13 @@
 """Delivery-status records: one per state change of a mail, for the producing services.
 
 A producing service that wants to know what became of its mails reads ``<prefix>delivery-status``
-(key: message id): QUEUED when the mail was rendered onto the outbound topic, then SENT (with the
-SES message id) or FAILED (with the dead-letter reason); SUPPRESSED when the mail is not sent
-on purpose: the suppression list (at the sender), or, with reason ``customer_inactive``, a mail
-never rendered because its recipient is an inactive customer (``streams/customers/``). Records are written in the same exactly-once transaction, on the same
-partition number, as the work they report, so a status never describes something that was rolled
-back.
+(key: message id): SENT (with the SES message id) or FAILED (with the dead-letter reason);
+SUPPRESSED when the mail is not sent on purpose: the suppression list (at the sender), or, with
+reason ``customer_inactive``, a mail never rendered because its recipient is an inactive customer
+(``streams/customers/``). Where ``TIDINGS_QUEUED_STATUS`` is on, QUEUED comes first, when the mail
+is rendered onto the outbound topic (``streams/delivery/outbox.py``). Records are written in the
+same exactly-once transaction, on the same partition number, as the work they report, so a status
+never describes something that was rolled back.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ class IngestHandler:
         clock: Clock,
         metrics: Metrics,
         partitions: int,
+        *,
+        queued_status: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.engine = engine
@@ -54,7 +56,7 @@ class IngestHandler:
         self.m = metrics
         statuses, self._consumed, self._rendered = (Series(metrics.delivery_status_records), Series(metrics.events_consumed),
                                                     Series(metrics.emails_rendered))
-        self.outbox = Outbox(pipeline.codec.encode, on_status=lambda s: statuses(s).inc())
+        self.outbox = Outbox(pipeline.codec.encode, on_status=lambda s: statuses(s).inc(), queued_status=queued_status)
         self.partitioning = PartitionCheck(partitions, metrics.mispartitioned_events)
 
     async def __call__(self, ctx: RecordContext) -> None:

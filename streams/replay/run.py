@@ -3,8 +3,8 @@
 The handlers are the worker's own (``IngestHandler``, ``TickHandler``, ``FiringsHandler``), built
 from the worker's composition (``streams.app.build_runtime``) and run under the worker's guard
 (``streams/runtime/guard.py``) with a ``RecordingWriter`` in place of the transactional producer:
-what a handler emits is what the worker would write (but for an event mail's QUEUED status, counted
-and not made: ``_DryRunOutbox``), and here it is only looked at: which records
+what a handler emits is what the worker would write (but for an event mail's QUEUED status, where
+``TIDINGS_QUEUED_STATUS`` asks for one: counted and not made, ``_DryRunOutbox``), and here it is only looked at: which records
 went where, and each mail's fields, taken from the rendered record the ingest handler encoded
 (``IngestResult.mails``) or, for a timed mail, decoded from the outbound record. Entity state
 and timers live in dicts holding only the entities the range touches. The delivery step is the
@@ -111,7 +111,7 @@ class _DryRunOutbox(Outbox):
 
     @classmethod
     def like(cls, outbox: Outbox) -> _DryRunOutbox:
-        return cls(outbox._encode, outbox._on_status)
+        return cls(outbox._encode, outbox._on_status, queued_status=outbox.queued_status)
 
     def queued(self, ctx: Emits, record: dict[str, Any]) -> None:
         self._on_status(QUEUED)
@@ -171,7 +171,10 @@ class Replay:
         )
         self.pipeline = _Observed(rt.pipeline)
         m, settings = rt.metrics, rt.settings
-        self.ingest = IngestHandler(self.pipeline, rt.timed, self.tables, clock, m, settings.partitions)  # type: ignore[arg-type]
+        self.ingest = IngestHandler(
+            self.pipeline, rt.timed, self.tables, clock, m, settings.partitions,  # type: ignore[arg-type]
+            queued_status=settings.queued_status,
+        )
         self.ingest.outbox = _DryRunOutbox.like(self.ingest.outbox)
         self._firings: list[tuple[int, bytes]] = []
         self.tick = TickHandler(
@@ -180,7 +183,7 @@ class Replay:
             max_record_bytes=settings.max_record_bytes,
             send_firings=lambda p, value: self._firings.append((p, value)),
         )
-        self.render = FiringsHandler(rt.timed, rt.pipeline, m, self.tick.idle, clock)
+        self.render = FiringsHandler(rt.timed, rt.pipeline, m, self.tick.idle, clock, queued_status=settings.queued_status)
         self.guards = {stage: Guard(stage, outputs, on_hold=_abort) for stage in ("ingest", "tick", "render")}
         self.partitions: set[int] = set()
         self.ticked_to: dt.datetime | None = None

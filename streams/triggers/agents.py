@@ -217,14 +217,23 @@ class FiringsHandler:
     """Renders a firings record's mails into the outbound topics."""
 
     def __init__(
-        self, engine: TimedEngine, pipeline: MailEncoder, metrics: Metrics, idle: asyncio.Event, clock: Clock | None = None
+        self,
+        engine: TimedEngine,
+        pipeline: MailEncoder,
+        metrics: Metrics,
+        idle: asyncio.Event,
+        clock: Clock | None = None,
+        *,
+        queued_status: bool = False,
     ) -> None:
         self.engine = engine
         self.clock = clock if clock is not None else SystemClock()
         self.pipeline = pipeline
         self.m = metrics
         self.idle = idle
-        self.outbox = Outbox(pipeline.codec.encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc())
+        self.outbox = Outbox(
+            pipeline.codec.encode, on_status=lambda s: metrics.delivery_status_records.labels(s).inc(), queued_status=queued_status
+        )
 
     async def __call__(self, ctx: RecordContext) -> None:
         msg = ctx.source

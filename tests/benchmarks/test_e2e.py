@@ -7,8 +7,9 @@ fresh topics each), one after the other, never together:
 - **transactional loop** (``baseline.py --transactional``): the same, exactly-once as a Kafka
   client does it by hand (up to 500 records per transaction with their offsets);
 - **Tidings**: a worker (``python -m streams worker``, exactly-once, state tables, timers planned,
-  the delivery-status topic, and its sender running at Tidings' default SES quota of 14 mails/s,
-  so that ingest is measured with the same work per event as the loops).
+  its settings the defaults, QUEUED statuses off among them, and its sender running at Tidings'
+  default SES quota of 14 mails/s, writing delivery statuses, so that ingest is measured with
+  the same work per event as the loops).
 
 Each pipeline process starts, gets one warm-up event (its start-up and group join are not timed),
 then three phases, each with events of its own:

@@ -190,7 +190,7 @@ class Deployment:
             return self.wait_for(lambda: f"{count} records on {topic} (got {len(records)})", probe, timeout)
 
     def wait_settled(self, at_least: int, timeout: float = DEFAULT_DEADLINE_SECONDS) -> dict[str, list[dict[str, Any]]]:
-        """Until ``at_least`` mails were queued and every queued mail has a final delivery status.
+        """Until ``at_least`` mails have a final delivery status and every mail with a status has one.
 
         Returns each message id's status records in order. A SENT status commits with the ledger's
         "sent", so once every id has one, no further processing of their records can send them again.

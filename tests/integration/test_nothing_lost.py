@@ -41,7 +41,7 @@ def test_a_mail_larger_than_the_broker_takes_is_dead_lettered_and_the_stream_goe
     # one first, as render_failed): the broker's limit is what is tested here.
     dep.env.update(TIDINGS_RENDER_MAX_HTML_CHARS="2000000", TIDINGS_RENDER_MAX_TEXT_CHARS="2000000",
                    TIDINGS_RENDER_MAX_CPU_SECONDS="5")
-    dep.start_worker()
+    dep.start_worker(TIDINGS_QUEUED_STATUS="on")  # so that a half-written mail would show as a QUEUED status
     topic = dep.topics.for_event(BOOKING_CREATED)
     huge = booking_created("lagerhaus-nord", 1, email=dep.email("huge"), booking_id="BK-HUGE")
     huge["unit_name"] = "U" * 600_000  # a 600 KB event, under the broker's 1 MB; its mail is over it

@@ -141,8 +141,8 @@ def _sent_day(dep: Deployment) -> tuple[dict[str, Any], dict[str, str]]:
     worker.wait_serving()
     published = _mixed_day(dep)
     dep.wait_metric("tidings_events_consumed_total", published["records"])
-    queued = dep.wait_metric("tidings_delivery_status_records_total", 1, status="QUEUED")
-    history = dep.wait_settled(int(queued) - 1)  # the redelivered booking queued its id twice
+    queued = dep.wait_metric("tidings_emails_rendered_total", 1)
+    history = dep.wait_settled(int(queued) - 1)  # the redelivered booking rendered its id twice
     sent = {mid for mid, records in history.items() if records[-1]["status"] == "SENT"}
     mails = dep.wait_for_mails(len(sent))
     worker.stop()  # its last commit done: from here on nothing of the deployment may move
