@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the brokers.")
     topic_prefix: str = Field("tidings.", description="Prepended to every topic Tidings owns.")
     partitions: int = Field(4, ge=1, description="Partitions of every topic and table (they are co-partitioned).")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="Replicas of every topic Tidings creates (topics that exist are left as they are).")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     commit_interval_seconds: float = Field(
         0.04,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from streams.settings import Settings
+from streams.settings import REPO_ROOT, Settings
 
 
 def test_environment_variables_are_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,3 +55,12 @@ def test_the_stateless_role_is_a_consumer_group_of_its_own(role: str, group: str
     settings = Settings(app_id="acme", role=role)
     assert group_settings(settings).app_id == group
     assert group_settings(settings).role == role and settings.app_id == "acme"
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("\n## Configuration\n")
+    table = readme[start:readme.index("\n## ", start + 1)]
+    rows = [line for line in table.splitlines() if line.startswith("| `TIDINGS_")]
+    missing = [name for name in Settings.model_fields if not any(f"`TIDINGS_{name.upper()}`" in row for row in rows)]
+    assert not missing, f"settings missing from the README's Configuration table: {missing}"
