@@ -8,16 +8,18 @@ Python proxy sits on the measured path; it stamps every send it accepts as it ar
 
 Part 1, for each maximum send rate in ``TIDINGS_BENCH_SENDER_RATES`` (default 50, 200, 500/s):
 ``rate x TIDINGS_BENCH_SENDER_SECONDS`` (default 10: a backlog of ten times the quota) mails are
-written straight to the outbound topic while no worker runs (rendering has its own benchmark),
-then one worker drains it. Achieved rate: accepted sends over the time from the first to the
-last; peak: the most accepted in any one-second window (the quota is per second). While the
+written straight to the outbound topic (rendering has its own benchmark) once the worker is
+ready, and it drains them. Achieved rate: the sends accepted from the moment the whole backlog is
+in Kafka to the last one, over that time (while it is being written the worker sends only what
+has arrived); peak: the most accepted in any one-second window (the quota is per second). While the
 backlog drains, a password reset is queued on the priority topic every 0.25 s; its queue time
 runs from being queued to its SENT status. CPU per mail: the worker process's CPU time (user +
-system, all threads, from /proc) from its first send to the end of the drain, over the mails sent.
+system, all threads, from /proc) over the same time, over the mails sent in it.
 
 Part 2, scale-out: at ``TIDINGS_BENCH_SENDER_SCALE_RATE`` (default 1,000/s) the same drain with
 1, 2 and 3 workers in one group (``TIDINGS_BENCH_SENDER_SCALE_WORKERS``, empty to skip), each
-taking its partitions' share of the quota; printed with each worker's CPU share and the least
+taking its partitions' share of the quota, the backlog written once they share the partitions
+(until then the group's rebalances pause their sending, which is not what is measured); printed with each worker's CPU share and the least
 number of workers that reached 0.98 of the quota on this machine (or the best reached).
 
 Part 3, the issue's fault scenarios (``TIDINGS_BENCH_SENDER_FAULTS=0`` skips them): SIGKILL a
@@ -113,19 +115,27 @@ def _throughput(
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True})
     count = int(rate * SECONDS)
     partitions = dep.settings.partitions
-    for n in range(count):
-        key, value = factory.encode(n)
-        producer.produce(dep.topics.outbound, key=key.encode(), value=value, partition=n % partitions)
-        if n % 1000 == 0:
-            producer.poll(0)
-    producer.flush(60)
-    # Started together, they share the partitions (and each its partitions' share of the quota)
-    # after the group's first rebalance; the first to join may send at the whole quota until then.
+    # The workers start before the backlog is written, and it is written once they share the
+    # partitions (each sends at its partitions' share of the quota): what is measured is N workers
+    # sending, not the group's rebalances while they join, which pause every worker's sending.
     running = [dep.start_worker(f"w{n + 1}") for n in range(workers)]
     queued_at: dict[str, float] = {}
     try:
-        _wait_sends(stub, 1, timeout=120)
+        for w in running:
+            w.wait_ready()
+        if workers > 1:
+            dep.wait_partitions_shared(running)
+        for n in range(count):
+            key, value = factory.encode(n)
+            producer.produce(dep.topics.outbound, key=key.encode(), value=value, partition=n % partitions)
+            if n % 1000 == 0:
+                producer.poll(0)
+        producer.flush(60)
+        # Measured from the moment the whole backlog is in Kafka: while it is being written, the
+        # workers send only what has arrived.
+        written_at = time.time()
         cpu_started, sent_started = [_cpu_seconds(w) for w in running], _accepted(stub)
+        _wait_sends(stub, 1, timeout=120)
         drain_started = time.monotonic()
         while _accepted(stub) < count * 0.9 and time.monotonic() - drain_started < SECONDS * 20:
             key, value = factory.encode(len(queued_at), high=True)
@@ -147,9 +157,9 @@ def _throughput(
             w.stop()
     cpu = sum(cpus)
     stats = stub.stats()
-    stamps = stats.accepted_sends
-    span = stamps[-1] - stamps[0]
-    achieved = (len(stamps) - 1) / span
+    stamps = [t for t in stats.accepted_sends if t >= written_at]  # the stand-in's stamps: wall clock too
+    span = stamps[-1] - written_at
+    achieved = len(stamps) / span
     queue = [
         next(r["at"] for r in statuses[key] if r["status"] == "SENT").timestamp() - at for key, at in queued_at.items()
     ]
@@ -169,7 +179,7 @@ def _throughput(
         "cpu_share_per_worker": [round(c / span, 3) for c in cpus],
         "priority_queue_p50_seconds": round(percentile(queue, 50), 3),
         "priority_queue_p99_seconds": round(percentile(queue, 99), 3),
-        "extra_sends": len(stamps) - count - len(queued_at),
+        "extra_sends": len(stats.accepted_sends) - count - len(queued_at),
         "mean_seconds_to_first_request": {lane: round(v, 3) for lane, v in waited.items()},
         "stub_cpu_seconds": round(stats.cpu_seconds, 2),
     }
