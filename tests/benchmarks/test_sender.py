@@ -21,6 +21,9 @@ Part 2, scale-out: at ``TIDINGS_BENCH_SENDER_SCALE_RATE`` (default 1,000/s) the 
 taking its partitions' share of the quota, the backlog written once they share the partitions
 (until then the group's rebalances pause their sending, which is not what is measured); printed with each worker's CPU share and the least
 number of workers that reached 0.98 of the quota on this machine (or the best reached).
+Then, unless ``TIDINGS_BENCH_SENDER_JOIN=0``, a second worker joins one that is draining such a
+backlog: the longest time without a send, how long until both send at their share, and the
+priority lane's queue times from the join on (``_join``).
 
 Part 3, the issue's fault scenarios (``TIDINGS_BENCH_SENDER_FAULTS=0`` skips them): SIGKILL a
 third into ten seconds' worth of mails, SES throttling 30 % of requests for a minute, SES
@@ -35,6 +38,7 @@ doubled where nothing may be, never above the quota; the 0.98 target is compared
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import time
@@ -63,6 +67,7 @@ FAULT_RATE = int(os.environ.get("TIDINGS_BENCH_SENDER_FAULT_RATE", "200"))
 FAULT_SECONDS = float(os.environ.get("TIDINGS_BENCH_SENDER_FAULT_SECONDS", "60"))  # how long throttling and the outage last
 SCALE_RATE = int(os.environ.get("TIDINGS_BENCH_SENDER_SCALE_RATE", "1000"))
 SCALE_WORKERS = [int(n) for n in os.environ.get("TIDINGS_BENCH_SENDER_SCALE_WORKERS", "1,2,3").split(",") if n.strip()]
+JOIN = os.environ.get("TIDINGS_BENCH_SENDER_JOIN", "1") != "0"  # a second worker joining a draining one
 TARGET = 0.98  # achieved / configured, issue 17
 SES_CLIENT = os.environ.get("TIDINGS_BENCH_SES_CLIENT", "lean")  # lean | boto3, the worker's TIDINGS_SES_CLIENT
 # Unset: the worker's default (Settings.sender_in_flight, a tenth of a second of the quota).
@@ -182,6 +187,68 @@ def _throughput(
         "extra_sends": len(stats.accepted_sends) - count - len(queued_at),
         "mean_seconds_to_first_request": {lane: round(v, 3) for lane, v in waited.items()},
         "stub_cpu_seconds": round(stats.cpu_seconds, 2),
+    }
+
+
+def _join(rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, workdir: Path) -> dict[str, Any]:
+    """A second worker joins one that is draining a backlog at ``rate``: what a scale-out (or a
+    worker's restart in a rolling deploy) costs while the group rebalances.
+
+    Reported: the longest time without an accepted send after the join began, how long until both
+    workers sent at their share, and the priority lane's queue times of the mails queued from the
+    join on (one every 0.25 s, as in the drain)."""
+    stub.heal()
+    stub.reset()
+    dep = _deployment(kafka_bootstrap, ses_endpoint, workdir, f"join{rate}", TIDINGS_SES_ENDPOINT_URL=stub.endpoint,
+                      TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV, TIDINGS_SES_CLIENT=SES_CLIENT,
+                      TIDINGS_SENDER_MAX_UNCOMMITTED=str(max(200, 2 * rate)))
+    factory = MailFactory(dep.run)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    count, partitions = int(rate * SECONDS), dep.settings.partitions
+    first = dep.start_worker("w1")
+    running = [first]
+    queued_at: dict[str, float] = {}
+    try:
+        first.wait_ready()
+        for n in range(count):
+            key, value = factory.encode(n)
+            producer.produce(dep.topics.outbound, key=key.encode(), value=value, partition=n % partitions)
+            if n % 1000 == 0:
+                producer.poll(0)
+        producer.flush(60)
+        _wait_sends(stub, count // 5, timeout=120)
+        joined_at = time.time()
+        running.append(dep.start_worker("w2"))
+        shared_after: float | None = None
+        while _accepted(stub) < count * 0.9 and time.time() - joined_at < SECONDS * 20:
+            key, value = factory.encode(len(queued_at), high=True)
+            producer.produce(dep.topics.outbound_priority, key=key.encode(), value=value,
+                             partition=len(queued_at) % partitions)
+            producer.flush(10)
+            queued_at[key] = time.time()
+            if shared_after is None and all(0 < dep.metric(w, "tidings_send_rate_limit") < 0.8 * rate for w in running):
+                shared_after = time.time() - joined_at
+            time.sleep(PRIORITY_EVERY_SECONDS)
+        statuses = dep.wait_settled(count + len(queued_at), timeout=SECONDS * 30)
+    finally:
+        for w in running:
+            w.stop()
+    stats = stub.stats()
+    after = [joined_at, *(t for t in stats.accepted_sends if t >= joined_at)]
+    queue = [
+        next(r["at"] for r in statuses[key] if r["status"] == "SENT").timestamp() - at for key, at in queued_at.items()
+    ]
+    return {
+        "rate": rate,
+        "mails": count,
+        "priority_mails": len(queued_at),
+        "longest_pause_seconds": round(max(b - a for a, b in itertools.pairwise(after)), 2),
+        "shared_after_seconds": None if shared_after is None else round(shared_after, 1),
+        "priority_queue_p50_seconds": round(percentile(queue, 50), 3),
+        "priority_queue_p99_seconds": round(percentile(queue, 99), 3),
+        "priority_queue_max_seconds": round(max(queue), 3),
+        "peak_in_one_second": stats.peak_sends(1.0),
+        "extra_sends": len(stats.accepted_sends) - count - len(queued_at),
     }
 
 
@@ -315,6 +382,9 @@ def test_sender_throughput_priority_and_faults(kafka_bootstrap: str, ses_endpoin
             print(f"\n{figures['scale'][-1]}", flush=True)
         if figures["scale"]:
             figures["workers_needed"] = _workers_needed(figures["scale"])
+        if JOIN:
+            figures["join"] = _join(SCALE_RATE, kafka_bootstrap, ses_endpoint, stub, tmp_path)
+            print(f"\njoin: {figures['join']}", flush=True)
         figures["faults"] = _fault_runs(kafka_bootstrap, ses_endpoint, stub, tmp_path) if FAULTS else {}
     JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
     JSON_PATH.write_text(json.dumps(figures, indent=2))
@@ -322,8 +392,10 @@ def test_sender_throughput_priority_and_faults(kafka_bootstrap: str, ses_endpoin
         print(row)
     if "workers_needed" in figures:
         print(f"at {SCALE_RATE}/s: {figures['workers_needed']}")
+    if "join" in figures:
+        print(f"a second worker joining at {SCALE_RATE}/s: {figures['join']}")
     for name, line in figures["faults"].items():
         print(f"{name}: {line}")
-    for row in figures["throughput"] + figures["scale"]:
+    for row in figures["throughput"] + figures["scale"] + ([figures["join"]] if "join" in figures else []):
         assert row["peak_in_one_second"] <= row["rate"]
         assert row["extra_sends"] == 0
