@@ -9,6 +9,7 @@ pages. No stage module sees ``faust.App``.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
@@ -32,10 +33,27 @@ log = logging.getLogger(__name__)
 PageHandler = Callable[..., Awaitable[tuple[int, str, "str | bytes"]]]
 
 
+def freeze_startup_objects() -> None:
+    """Leave what the worker has loaded so far out of every later garbage collection.
+
+    Modules, schemas, packs, templates and tenants live as long as the process, and a full
+    collection walks all of them: about 90 ms in a running worker (its revoke log's "closing db"
+    lines, one table apart). Faust runs one for every
+    table on every rebalance (``RocksDB.revoke_partitions``, to release the revoked partitions'
+    databases), nine in a row with the event loop blocked, and Python runs them as allocations
+    pile up. Objects made from here on (tables, their databases, caches) are collected as before.
+    Measured (the sender benchmark's join, a second worker joining one sending 1,000 mails/s, three
+    alternating pairs): the longest time without a send 1.33-1.39 s against 2.13-2.20 s.
+    """
+    gc.collect()  # what is garbage now is freed, not frozen
+    gc.freeze()
+
+
 class TidingsApp(faust.App):
     """A Faust app that runs ``before_agents`` before its consumer subscribes (topics exist,
-    tenants read), ``after_stop`` after it stopped, and whose graceful stop always ends its
-    exactly-once transactions cleanly (``streams/runtime/transport.py``)."""
+    tenants read) and then freezes what it loaded (``freeze_startup_objects``), ``after_stop``
+    after it stopped, and whose graceful stop always ends its exactly-once transactions cleanly
+    (``streams/runtime/transport.py``)."""
 
     commits: CommitWatch  # fed by the consumer's commits (streams/runtime/transport.py)
     # fetch_min_bytes and the steady, busy and idle fetch waits of the worker's consumer (runtime/fetchwait.py)
@@ -48,6 +66,7 @@ class TidingsApp(faust.App):
     async def on_first_start(self) -> None:
         if self.before_agents is not None:
             await self.before_agents()
+        freeze_startup_objects()
         await super().on_first_start()
 
     def _new_transport(self) -> TidingsTransport:
