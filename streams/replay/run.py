@@ -4,11 +4,12 @@ The handlers are the worker's own (``IngestHandler``, ``TickHandler``, ``Firings
 from the worker's composition (``streams.app.build_runtime``) and run under the worker's guard
 (``streams/runtime/guard.py``) with a ``RecordingWriter`` in place of the transactional producer:
 what a handler emits is what the worker would write (but for an event mail's QUEUED status, where
-``TIDINGS_QUEUED_STATUS`` asks for one: counted and not made, ``_DryRunOutbox``), and here it is only looked at: which records
-went where, and each mail's fields, taken from the rendered record the ingest handler encoded
-(``IngestResult.mails``) or, for a timed mail, decoded from the outbound record. Entity state
-and timers live in dicts holding only the entities the range touches. The delivery step is the
-sender's ledger and suppression decisions (``report.DeliveryDecisions``), never SES.
+``TIDINGS_QUEUED_STATUS`` asks for one: counted and not made, ``_DryRunOutbox``), and here it is
+only looked at: which records went where, and each mail's fields, taken from the rendered record
+the ingest handler encoded (``IngestResult.mails``) or, for a timed mail, decoded from the
+outbound record. Entity state and timers live in dicts holding only the entities the range
+touches. The delivery step is the sender's ledger and suppression decisions
+(``report.DeliveryDecisions``), never SES.
 
 Time: in a dry run ``now`` is fixed when the run starts ("what would these events send today").
 In a simulation a virtual clock follows the records' timestamps and, between them and after the

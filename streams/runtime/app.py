@@ -37,13 +37,13 @@ def freeze_startup_objects() -> None:
     """Leave what the worker has loaded so far out of every later garbage collection.
 
     Modules, schemas, packs, templates and tenants live as long as the process, and a full
-    collection walks all of them: about 90 ms in a running worker (its revoke log's "closing db"
-    lines, one table apart). Faust runs one for every
-    table on every rebalance (``RocksDB.revoke_partitions``, to release the revoked partitions'
-    databases), nine in a row with the event loop blocked, and Python runs them as allocations
-    pile up. Objects made from here on (tables, their databases, caches) are collected as before.
-    Measured (the sender benchmark's join, a second worker joining one sending 1,000 mails/s, three
-    alternating pairs): the longest time without a send 1.33-1.39 s against 2.13-2.20 s.
+    collection walks all of them: about 90 ms in a running worker (the "closing db" lines of its
+    revoke log, one table apart). Faust runs one for every table on every rebalance
+    (``RocksDB.revoke_partitions``, to release the revoked partitions' databases), nine in a row
+    with the event loop blocked, and Python runs them as allocations pile up. Objects made from
+    here on (tables, their databases, caches) are collected as before. Measured (the sender
+    benchmark's join, a second worker joining one sending 1,000 mails/s, three alternating pairs):
+    the longest time without a send 1.33-1.39 s against 2.13-2.20 s.
     """
     gc.collect()  # what is garbage now is freed, not frozen
     gc.freeze()
