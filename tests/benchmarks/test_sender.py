@@ -19,8 +19,9 @@ system, all threads, from /proc) over the same time, over the mails sent in it.
 Part 2, scale-out: at ``TIDINGS_BENCH_SENDER_SCALE_RATE`` (default 1,000/s) the same drain with
 1, 2 and 3 workers in one group (``TIDINGS_BENCH_SENDER_SCALE_WORKERS``, empty to skip), each
 taking its partitions' share of the quota, the backlog written once they share the partitions
-(until then the group's rebalances pause their sending, which is not what is measured); printed with each worker's CPU share and the least
-number of workers that reached 0.98 of the quota on this machine (or the best reached).
+(until then the group's rebalances pause their sending, which is not what is measured); printed
+with each worker's CPU share and the least number of workers that reached 0.98 of the quota on
+this machine (or the best reached).
 Then, unless ``TIDINGS_BENCH_SENDER_JOIN=0``, a second worker joins one that is draining such a
 backlog: the longest time without a send, how long until both send at their share, and the
 priority lane's queue times from the join on (``_join``).
@@ -130,12 +131,7 @@ def _throughput(
             w.wait_ready()
         if workers > 1:
             dep.wait_partitions_shared(running)
-        for n in range(count):
-            key, value = factory.encode(n)
-            producer.produce(dep.topics.outbound, key=key.encode(), value=value, partition=n % partitions)
-            if n % 1000 == 0:
-                producer.poll(0)
-        producer.flush(60)
+        _write_backlog(producer, dep, factory, count)
         # Measured from the moment the whole backlog is in Kafka: while it is being written, the
         # workers send only what has arrived.
         written_at = time.time()
@@ -210,12 +206,7 @@ def _join(rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, wor
     queued_at: dict[str, float] = {}
     try:
         first.wait_ready()
-        for n in range(count):
-            key, value = factory.encode(n)
-            producer.produce(dep.topics.outbound, key=key.encode(), value=value, partition=n % partitions)
-            if n % 1000 == 0:
-                producer.poll(0)
-        producer.flush(60)
+        _write_backlog(producer, dep, factory, count)
         _wait_sends(stub, count // 5, timeout=120)
         joined_at = time.time()
         running.append(dep.start_worker("w2"))
@@ -250,6 +241,17 @@ def _join(rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, wor
         "peak_in_one_second": stats.peak_sends(1.0),
         "extra_sends": len(stats.accepted_sends) - count - len(queued_at),
     }
+
+
+def _write_backlog(producer: Any, dep: Deployment, factory: MailFactory, count: int) -> None:
+    """``count`` mails straight to the outbound topic, spread over its partitions, all acknowledged."""
+    partitions = dep.settings.partitions
+    for n in range(count):
+        key, value = factory.encode(n)
+        producer.produce(dep.topics.outbound, key=key.encode(), value=value, partition=n % partitions)
+        if n % 1000 == 0:
+            producer.poll(0)
+    producer.flush(60)
 
 
 def _accepted(stub: SesStub) -> int:
