@@ -109,18 +109,11 @@ def stub_tally(stub: SesStub, expected: set[str]) -> Tally:
 def _throughput(
     rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, workdir: Path, workers: int = 1
 ) -> dict[str, Any]:
-    stub.heal()
-    stub.reset()
     name = f"rate{rate}" if workers == 1 else f"rate{rate}x{workers}"
-    dep = _deployment(kafka_bootstrap, ses_endpoint, workdir, name, TIDINGS_SES_ENDPOINT_URL=stub.endpoint,
-                      TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV,
-                      TIDINGS_SES_CLIENT=SES_CLIENT,
-                      # permits for about two commit intervals of sending at the rate
-                      TIDINGS_SENDER_MAX_UNCOMMITTED=os.environ.get("TIDINGS_BENCH_SENDER_UNCOMMITTED", str(max(200, 2 * rate))))
+    dep = _drain_deployment(name, rate, kafka_bootstrap, ses_endpoint, stub, workdir)
     factory = MailFactory(dep.run)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True})
     count = int(rate * SECONDS)
-    partitions = dep.settings.partitions
     # The workers start before the backlog is written, and it is written once they share the
     # partitions (each sends at its partitions' share of the quota): what is measured is N workers
     # sending, not the group's rebalances while they join, which pause every worker's sending.
@@ -139,11 +132,7 @@ def _throughput(
         _wait_sends(stub, 1, timeout=120)
         drain_started = time.monotonic()
         while _accepted(stub) < count * 0.9 and time.monotonic() - drain_started < SECONDS * 20:
-            key, value = factory.encode(len(queued_at), high=True)
-            producer.produce(dep.topics.outbound_priority, key=key.encode(), value=value,
-                             partition=len(queued_at) % partitions)
-            producer.flush(10)
-            queued_at[key] = time.time()
+            _queue_priority(producer, dep, factory, queued_at)
             time.sleep(PRIORITY_EVERY_SECONDS)
         statuses = dep.wait_settled(count + len(queued_at), timeout=SECONDS * 30)
         cpus = [_cpu_seconds(w) - started for w, started in zip(running, cpu_started, strict=True)]
@@ -193,14 +182,10 @@ def _join(rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, wor
     Reported: the longest time without an accepted send after the join began, how long until both
     workers sent at their share, and the priority lane's queue times of the mails queued from the
     join on (one every 0.25 s, as in the drain)."""
-    stub.heal()
-    stub.reset()
-    dep = _deployment(kafka_bootstrap, ses_endpoint, workdir, f"join{rate}", TIDINGS_SES_ENDPOINT_URL=stub.endpoint,
-                      TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV, TIDINGS_SES_CLIENT=SES_CLIENT,
-                      TIDINGS_SENDER_MAX_UNCOMMITTED=str(max(200, 2 * rate)))
+    dep = _drain_deployment(f"join{rate}", rate, kafka_bootstrap, ses_endpoint, stub, workdir)
     factory = MailFactory(dep.run)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True})
-    count, partitions = int(rate * SECONDS), dep.settings.partitions
+    count = int(rate * SECONDS)
     first = dep.start_worker("w1")
     running = [first]
     queued_at: dict[str, float] = {}
@@ -212,11 +197,7 @@ def _join(rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, wor
         running.append(dep.start_worker("w2"))
         shared_after: float | None = None
         while _accepted(stub) < count * 0.9 and time.time() - joined_at < SECONDS * 20:
-            key, value = factory.encode(len(queued_at), high=True)
-            producer.produce(dep.topics.outbound_priority, key=key.encode(), value=value,
-                             partition=len(queued_at) % partitions)
-            producer.flush(10)
-            queued_at[key] = time.time()
+            _queue_priority(producer, dep, factory, queued_at)
             if shared_after is None and all(0 < dep.metric(w, "tidings_send_rate_limit") < 0.8 * rate for w in running):
                 shared_after = time.time() - joined_at
             time.sleep(PRIORITY_EVERY_SECONDS)
@@ -241,6 +222,25 @@ def _join(rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStub, wor
         "peak_in_one_second": stats.peak_sends(1.0),
         "extra_sends": len(stats.accepted_sends) - count - len(queued_at),
     }
+
+
+def _drain_deployment(name: str, rate: int, kafka_bootstrap: str, ses_endpoint: str, stub: SesStub,
+                      workdir: Path) -> Deployment:
+    """A deployment whose workers send at ``rate`` to the stand-in, healed and emptied."""
+    stub.heal()
+    stub.reset()
+    return _deployment(kafka_bootstrap, ses_endpoint, workdir, name, TIDINGS_SES_ENDPOINT_URL=stub.endpoint,
+                       TIDINGS_SES_MAX_SEND_RATE=str(rate), **_CONCURRENCY_ENV, TIDINGS_SES_CLIENT=SES_CLIENT,
+                       # permits for about two commit intervals of sending at the rate
+                       TIDINGS_SENDER_MAX_UNCOMMITTED=os.environ.get("TIDINGS_BENCH_SENDER_UNCOMMITTED", str(max(200, 2 * rate))))
+
+
+def _queue_priority(producer: Any, dep: Deployment, factory: MailFactory, queued_at: dict[str, float]) -> None:
+    """One password reset on the priority topic, its key and the time it was acknowledged in ``queued_at``."""
+    key, value = factory.encode(len(queued_at), high=True)
+    producer.produce(dep.topics.outbound_priority, key=key.encode(), value=value, partition=len(queued_at) % dep.settings.partitions)
+    producer.flush(10)
+    queued_at[key] = time.time()
 
 
 def _write_backlog(producer: Any, dep: Deployment, factory: MailFactory, count: int) -> None:
