@@ -142,6 +142,10 @@ def new_app(settings: Settings) -> TidingsApp:
         # a few hundred events a second that is a request per record, and the socket writes
         # alone took a fifth of the worker (py-spy). A few milliseconds gather them.
         producer_linger=settings.producer_linger_ms / 1000,
+        # Faust's 16 KiB batch holds three rendered mails: at saturation a produce request per few
+        # mails (README, Configuration: TIDINGS_PRODUCER_BATCH_BYTES).
+        producer_max_batch_size=settings.producer_batch_bytes,
+        producer_compression_type=None if settings.producer_compression == "none" else settings.producer_compression,
         # No standby replicas: faust-streaming 0.15 seeks a standby changelog partition to a
         # missing (None) offset when it was not among the newly assigned ones, and its recovery
         # crashes ("Offset must be a positive integer"). A worker taking over a partition

@@ -1,7 +1,8 @@
 """Producing services can follow their mails on the delivery-status topic.
 
 By default a mail's first status is its outcome; ``TIDINGS_QUEUED_STATUS=on`` adds a QUEUED status
-when the mail is rendered onto the outbound topic.
+when the mail is rendered onto the outbound topic. A worker that compresses what it writes otherwise
+than by default (``TIDINGS_PRODUCER_COMPRESSION``) reports the same.
 """
 
 from __future__ import annotations
@@ -70,4 +71,16 @@ def test_with_queued_status_on_every_mail_reports_queued_then_sent_or_failed(dep
     assert len(history) == 4
     outcomes = collections.Counter(tuple(s["status"] for s in h) for h in history.values())
     assert outcomes == {("QUEUED", "SENT"): 3, ("QUEUED", "FAILED"): 1}
+    _assert_outcomes(deployment, history)
+
+
+def test_a_worker_that_compresses_with_zstd_reports_and_sends_the_same(deployment: Deployment) -> None:
+    # Every other test runs the default, lz4. Here mails, statuses and table rows go out as zstd
+    # record batches: its own sender, its tables' changelogs and the producing services' readers
+    # (confluent-kafka here) all read them.
+    deployment.start_worker(TIDINGS_PRODUCER_COMPRESSION="zstd")
+    _publish_three_bookings_and_an_invoice_without_its_pdf(deployment)
+    history = _histories(deployment, 4)
+    outcomes = collections.Counter(tuple(s["status"] for s in h) for h in history.values())
+    assert outcomes == {("SENT",): 3, ("FAILED",): 1}
     _assert_outcomes(deployment, history)

@@ -1,4 +1,5 @@
-"""The producers Faust builds for a worker (streams/runtime/transport.py, TidingsProducer) retry after
+"""The producers Faust builds for a worker (streams/runtime/transport.py, TidingsProducer) compress
+their record batches as ``TIDINGS_PRODUCER_COMPRESSION`` says, and retry after
 ``TIDINGS_PRODUCER_RETRY_BACKOFF_MS``: the transactional ones above all, whose commits the broker
 answers CONCURRENT_TRANSACTIONS while it still ends the transaction before (aiokafka's 100 ms
 default then delays the whole commit). No broker: the clients are built, never started."""
@@ -6,6 +7,9 @@ default then delays the whole commit). No broker: the clients are built, never s
 from __future__ import annotations
 
 import asyncio
+
+import pytest
+from pydantic import ValidationError
 
 from streams.runtime.app import new_app
 from streams.settings import Settings
@@ -33,3 +37,63 @@ def test_every_producer_retries_after_the_configured_backoff() -> None:
 def test_the_default_backoff_is_shorter_than_aiokafkas() -> None:
     backoffs = _backoffs(Settings())
     assert backoffs["transactional"] == (0.02, 0.02)  # aiokafka alone: 0.1
+
+
+def _batch_bytes(settings: Settings, value: bytes) -> dict[str, int]:
+    """Bytes of a one-record batch as each kind of producer Faust builds would send it."""
+    async def main() -> dict[str, int]:
+        producer = new_app(settings).producer
+        built = {"transactional": producer._new_producer(transactional_id="tidings-0-0"), "plain": producer._new_producer()}
+        try:
+            sizes = {}
+            for kind, p in built.items():
+                batch = p.create_batch()
+                batch.append(key=b"key", value=value, timestamp=None)
+                sizes[kind] = len(batch._build())
+            return sizes
+        finally:
+            for p in built.values():
+                await p.stop()
+
+    return asyncio.run(main())
+
+
+def test_record_batches_are_compressed_when_a_compression_is_set() -> None:
+    # A rendered mail is mostly markup that repeats itself.
+    mail = b"<tr><td style='padding:0 24px;font-family:Arial'>Your booking is confirmed</td></tr>" * 60
+    plain = _batch_bytes(Settings(producer_compression="none"), mail)
+    assert min(plain.values()) > len(mail)  # records as they are
+    assert max(_batch_bytes(Settings(), mail).values()) < len(mail) / 4  # the default: lz4
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        compressed = _batch_bytes(Settings(producer_compression=codec), mail)
+        assert max(compressed.values()) < len(mail) / 4, codec
+
+
+def test_an_unknown_compression_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_PRODUCER_COMPRESSION", "brotli")
+    with pytest.raises(ValidationError, match="producer_compression"):
+        Settings()
+
+
+def _batch_sizes(settings: Settings) -> dict[str, int]:
+    async def main() -> dict[str, int]:
+        producer = new_app(settings).producer
+        built = {"transactional": producer._new_producer(transactional_id="tidings-0-0"), "plain": producer._new_producer()}
+        try:
+            return {kind: p._message_accumulator._batch_size for kind, p in built.items()}
+        finally:
+            for p in built.values():
+                await p.stop()
+
+    return asyncio.run(main())
+
+
+def test_every_producer_gathers_batches_of_the_configured_size() -> None:
+    assert _batch_sizes(Settings()) == {"transactional": 786_432, "plain": 786_432}  # Faust alone: 16 KiB
+    assert _batch_sizes(Settings(producer_batch_bytes=65_536)) == {"transactional": 65_536, "plain": 65_536}
+
+
+def test_a_batch_larger_than_the_broker_takes_is_refused_naming_both_settings() -> None:
+    with pytest.raises(ValidationError, match="TIDINGS_PRODUCER_BATCH_BYTES .* over TIDINGS_MAX_RECORD_BYTES"):
+        Settings(producer_batch_bytes=2_000_000)
+    assert Settings(producer_batch_bytes=2_000_000, max_record_bytes=4_000_000).producer_batch_bytes == 2_000_000
