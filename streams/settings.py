@@ -18,6 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The sender's places for requests in flight when TIDINGS_SENDER_CONCURRENCY is unset (Settings.sender_in_flight).
 MIN_SENDER_IN_FLIGHT = 16
 IN_FLIGHT_SECONDS = 0.1
+# Settings.producer_linger_seconds when TIDINGS_PRODUCER_LINGER_MS is unset.
+LINGER_PAST_COMMIT_SECONDS = 0.01
+AT_LEAST_ONCE_LINGER_SECONDS = 0.005
+# The plain producer, whose records are visible at once (the leader's ticks), shares the linger:
+# with a long commit interval the ticks would wait for it.
+MAX_DERIVED_LINGER_SECONDS = 0.1
 
 
 class Settings(BaseSettings):
@@ -46,12 +52,14 @@ class Settings(BaseSettings):
         "visible (to the sender, to any read_committed reader) only at a commit, so this is a floor on event-to-sent "
         "latency; the partitions' transactions commit concurrently (Faust's default is 2.8).",
     )
-    producer_linger_ms: float = Field(
-        5.0,
+    producer_linger_ms: float | None = Field(
+        None,
         ge=0,
-        le=1000,
-        description="How long the producer gathers records into one request to a partition: a few milliseconds "
-        "of latency for far fewer requests under load.",
+        le=10_000,
+        description="How long the producer gathers records into one request. Unset: under exactly_once a little "
+        "longer than the commit interval (a record is visible only at the commit, which sends what lingers "
+        "at once, so waiting for it costs no latency and makes one produce request per transaction; at most "
+        "100 ms), 5 ms under at_least_once (records are visible as soon as written). See producer_linger_seconds.",
     )
     producer_batch_bytes: int = Field(
         786_432,
@@ -260,6 +268,23 @@ class Settings(BaseSettings):
                 f"({self.max_record_bytes}): the broker would refuse a full batch"
             )
         return self
+
+    @property
+    def producer_linger_seconds(self) -> float:
+        """``producer_linger_ms``, or its default for the processing guarantee.
+
+        Under exactly-once the commit closes the lingering batches and sends them (aiokafka's
+        ``flush_for_commit``) before it ends the transaction, and nothing is visible before that: a
+        linger past the commit interval never delays a mail, and a transaction's records go out
+        in one produce request per producer instead of one per linger. At 150 events/s that
+        halved the produce requests (148 to 73 a second) for 0.91 of the CPU per event at the same
+        p99; at saturation 0.659 against 0.704 ms per event (README, Performance).
+        """
+        if self.producer_linger_ms is not None:
+            return self.producer_linger_ms / 1000
+        if self.processing_guarantee == "exactly_once":
+            return min(self.commit_interval_seconds + LINGER_PAST_COMMIT_SECONDS, MAX_DERIVED_LINGER_SECONDS)
+        return AT_LEAST_ONCE_LINGER_SECONDS
 
     @property
     def sender_in_flight(self) -> int:

@@ -140,8 +140,9 @@ def new_app(settings: Settings) -> TidingsApp:
         broker_max_poll_records=settings.fetch_max_records,
         # Faust's default (0) sends a produce request per record batch as soon as it has one: at
         # a few hundred events a second that is a request per record, and the socket writes
-        # alone took a fifth of the worker (py-spy). A few milliseconds gather them.
-        producer_linger=settings.producer_linger_ms / 1000,
+        # alone took a fifth of the worker (py-spy). Under exactly-once the batches linger until
+        # the commit sends them (Settings.producer_linger_seconds).
+        producer_linger=settings.producer_linger_seconds,
         # Faust's 16 KiB batch holds three rendered mails: at saturation a produce request per few
         # mails (README, Configuration: TIDINGS_PRODUCER_BATCH_BYTES).
         producer_max_batch_size=settings.producer_batch_bytes,

@@ -1,5 +1,6 @@
 """The producers Faust builds for a worker (streams/runtime/transport.py, TidingsProducer) compress
-their record batches as ``TIDINGS_PRODUCER_COMPRESSION`` says, and retry after
+their record batches as ``TIDINGS_PRODUCER_COMPRESSION`` says, gather them as
+``TIDINGS_PRODUCER_BATCH_BYTES`` and ``TIDINGS_PRODUCER_LINGER_MS`` say, and retry after
 ``TIDINGS_PRODUCER_RETRY_BACKOFF_MS``: the transactional ones above all, whose commits the broker
 answers CONCURRENT_TRANSACTIONS while it still ends the transaction before (aiokafka's 100 ms
 default then delays the whole commit). No broker: the clients are built, never started."""
@@ -97,3 +98,33 @@ def test_a_batch_larger_than_the_broker_takes_is_refused_naming_both_settings() 
     with pytest.raises(ValidationError, match="TIDINGS_PRODUCER_BATCH_BYTES .* over TIDINGS_MAX_RECORD_BYTES"):
         Settings(producer_batch_bytes=2_000_000)
     assert Settings(producer_batch_bytes=2_000_000, max_record_bytes=4_000_000).producer_batch_bytes == 2_000_000
+
+
+def _lingers(settings: Settings) -> dict[str, float]:
+    async def main() -> dict[str, float]:
+        producer = new_app(settings).producer
+        built = {"transactional": producer._new_producer(transactional_id="tidings-0-0"), "plain": producer._new_producer()}
+        try:
+            return {kind: p._message_accumulator._linger_time for kind, p in built.items()}
+        finally:
+            for p in built.values():
+                await p.stop()
+
+    return asyncio.run(main())
+
+
+def test_under_exactly_once_batches_linger_until_the_commit_that_sends_them() -> None:
+    # A record is visible only at the commit, which sends what lingers: 10 ms past the interval.
+    assert _lingers(Settings()) == {"transactional": pytest.approx(0.05), "plain": pytest.approx(0.05)}
+    assert _lingers(Settings(commit_interval_seconds=0.07))["transactional"] == pytest.approx(0.08)
+    # The plain producer's records (the leader's ticks) are visible at once: a long interval is not waited for.
+    assert _lingers(Settings(commit_interval_seconds=2.0))["plain"] == pytest.approx(0.1)
+
+
+def test_under_at_least_once_records_are_visible_when_written_so_they_linger_5_ms() -> None:
+    assert _lingers(Settings(processing_guarantee="at_least_once"))["plain"] == pytest.approx(0.005)
+
+
+def test_a_linger_that_is_set_is_taken_as_it_is() -> None:
+    assert _lingers(Settings(producer_linger_ms=12)) == {"transactional": pytest.approx(0.012), "plain": pytest.approx(0.012)}
+    assert _lingers(Settings(producer_linger_ms=0, processing_guarantee="at_least_once"))["plain"] == 0
