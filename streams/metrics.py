@@ -71,6 +71,7 @@ class Metrics(NamedTuple):
     timer_oldest_due_seconds: Gauge
     event_loop_lag_seconds: Gauge
     commit_seconds: Histogram
+    kafka_requests: Counter
     ses_max_send_rate: Gauge
     ses_max_24h_send: Gauge
     ses_sent_last_24h: Gauge
@@ -301,6 +302,13 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "every partition's transaction (offsets, end). A mail becomes visible to the sender at a commit, so "
             "this adds to event-to-sent latency once per mail.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0), registry=registry,
+        ),
+        kafka_requests=Counter(
+            "tidings_kafka_requests",
+            "Requests the worker's Kafka clients sent to the brokers, by client (producer, consumer) and API "
+            "(Produce, Fetch, AddPartitionsToTxn, EndTxn...): what the worker costs the brokers, which the "
+            "commit interval and the fetch waits trade for latency.",
+            ["client", "api"], registry=registry,
         ),
         ses_max_send_rate=Gauge(
             "tidings_ses_max_send_rate", "The SES account's MaxSendRate (recipients per second), from GetAccount.",

@@ -83,5 +83,6 @@ def register(
     with_process_metrics(m, wiring.settings.role)
     observer = Observer(m, wiring.status, ready, earliest_due, now)
     wiring.commits.on_commit_seconds = m.commit_seconds.observe
+    wiring.on_kafka_request(lambda client, api: m.kafka_requests.labels(client, api).inc())
     wiring.every(LOOP_SAMPLE_SECONDS, observer.sample_loop, name="tidings.observe")
     return observer

@@ -60,6 +60,8 @@ class TidingsApp(faust.App):
     fetch_tuning: tuple[int, int, int, int] = (1, 1500, 1500, 1500)
     producer_retry_backoff_ms: int = 100  # aiokafka's default; new_app sets the configured one (transport.py)
     urgent_topics: frozenset[str] = frozenset()  # fetched first (transport.urgent_first); Wiring.agent(urgent=True)
+    # Called with (client, api) for every request a Kafka client of the worker sends (transport.count_requests).
+    on_kafka_request: Callable[[str, str], None] = staticmethod(lambda client, api: None)
     before_agents: Callable[[], Awaitable[None]] | None = None
     after_stop: Callable[[], Awaitable[None]] | None = None
 
@@ -220,6 +222,11 @@ class Wiring:
     def ledger_expiry(self) -> LedgerExpiry:
         """Ages the ledger out, a slice per tick (``LedgerExpiry.sweep``)."""
         return LedgerExpiry(self.ledger(), dt.timedelta(days=self.settings.ledger_retention_days))
+
+    def on_kafka_request(self, fn: Callable[[str, str], None]) -> None:
+        """``fn(client, api)`` for every request the worker's Kafka clients send (``producer`` or
+        ``consumer``; ``Produce``, ``Fetch``, ``EndTxn``...), from the thread that sends it."""
+        self.app.on_kafka_request = fn
 
     def every(self, seconds: float, fn: Callable[[], Awaitable[None]], *, name: str, on_leader: bool = False) -> None:
         self.app.timer(seconds, on_leader=on_leader, name=name)(fn)

@@ -73,6 +73,10 @@ crash a run of aborted records precedes that), and Recovery, which waits for the
 highwater it is given minus one, would only notice the end after ``_slurp_changelogs`` timed out
 twice (10 s per recovery).
 
+Requests: ``count_requests`` wraps the ``send`` of each aiokafka client the worker builds (its
+producers' and its consumer's) to report every request by API to ``app.on_kafka_request``, the
+``tidings_kafka_requests_total`` counter: what the worker costs the brokers.
+
 Table writes of a tick, in batches: ``ChangelogBatch`` carries the changelog records that one chunk
 of a tick wrote on one partition (``streams/runtime/tables.py``, ``PartitionRows``), and takes one
 place in the producer buffer instead of one per record. Faust's path costs tens of microseconds a
@@ -153,6 +157,7 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         # worker's CPU (py-spy). Asking for more bytes with a short wait gathers a few events per
         # round; the fetcher reads both from these attributes when the consumer starts.
         consumer = super()._create_worker_consumer(transport)
+        count_requests(consumer._client, "consumer", self.app)
         # An app without tables (the stateless role, streams/runtime/groups.py) gets aiokafka's
         # round-robin assignor from Faust, but Faust's exactly-once transactions map each
         # assigned topic to its co-partitioned group through Faust's assignor, and crash without
@@ -518,6 +523,11 @@ class TidingsProducer(aiokafka_driver.Producer):
         self._drainable_buffer.app = self.app
         self.buffer = self._drainable_buffer
 
+    def _new_producer(self, transactional_id: str | None = None) -> Any:
+        producer = super()._new_producer(transactional_id)
+        count_requests(producer.client, "producer", self.app)
+        return producer
+
     def _settings_extra(self) -> Mapping[str, Any]:
         """Every producer Faust builds (the transactional ones too) retries after the configured backoff.
 
@@ -765,6 +775,32 @@ async def _send_batches(
             builder.append(key=key, value=value, timestamp=None, headers=headers or [])  # an empty batch takes any record
     if builder.record_count():
         await producer.send_batch(builder, topic, partition=partition)
+
+
+def count_requests(client: Any, kind: str, app: Any) -> None:
+    """Report every request ``client`` (an aiokafka client) sends to ``app.on_kafka_request(kind, api)``.
+
+    The request's class names its API (``EndTxnRequest``: ``EndTxn``). Wrapped on the instance, not
+    on aiokafka's class, so only the worker's own clients are counted. The app's hook is looked up
+    at each request: the composition root sets it after the clients may have been built.
+    """
+    send = client.send
+
+    async def counted(node_id: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        app.on_kafka_request(kind, _api_name(type(request)))
+        return await send(node_id, request, *args, **kwargs)
+
+    client.send = counted
+
+
+_API_NAMES: dict[type, str] = {}
+
+
+def _api_name(request_type: type) -> str:
+    name = _API_NAMES.get(request_type)
+    if name is None:
+        name = _API_NAMES[request_type] = request_type.__name__.partition("_v")[0].removesuffix("Request")
+    return name
 
 
 def _group(assignor: Any, topic: str, fallback: str | None) -> int:

@@ -8,7 +8,8 @@ round trips, or ``TIDINGS_PRODUCER_RETRY_BACKOFF_MS`` more when the broker asks 
 waits cost CPU: more fetch rounds over every assigned partition, more commits. This benchmark
 measures both sides for the **defaults** against a **baseline** configuration (by default the
 defaults before 2026-12-07: fetches held up to 50 ms, a commit every 100 ms, aiokafka's 100 ms
-retry backoff), in the same run, the configurations alternating over the repeats:
+retry backoff, a 5 ms producer linger), in the same run, the configurations alternating over the
+repeats:
 
 - an **idle** window (``_IDLE_SECONDS``, default 10) after the warm-up event: the worker's CPU share
   with nothing to do;
@@ -46,7 +47,8 @@ from tests.benchmarks.test_e2e import INGEST_QUOTA, Workloads, cpu_seconds, tidi
 from tests.benchmarks.workload import BenchParams
 
 JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "latency.json"
-BEFORE = "TIDINGS_FETCH_MAX_WAIT_MS=50,TIDINGS_COMMIT_INTERVAL_SECONDS=0.1,TIDINGS_PRODUCER_RETRY_BACKOFF_MS=100"
+BEFORE = ("TIDINGS_FETCH_MAX_WAIT_MS=50,TIDINGS_COMMIT_INTERVAL_SECONDS=0.1,TIDINGS_PRODUCER_RETRY_BACKOFF_MS=100,"
+          "TIDINGS_PRODUCER_LINGER_MS=5")
 
 
 def _number(name: str, default: float) -> float:

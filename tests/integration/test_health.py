@@ -64,6 +64,11 @@ def test_a_live_workers_metrics_include_what_an_sre_needs_and_pass_promtool(depl
     deployment.wait_for("a timed commit", lambda: any(
         s.name == "tidings_commit_seconds_count" and s.value > 0 for s in _families(worker).get("tidings_commit_seconds", [])))
     families = _families(worker)
+    # What the worker costs the brokers: the commit was a transaction's end, the event came by a fetch.
+    requests = {(s.labels["client"], s.labels["api"]): s.value
+                for s in families.get("tidings_kafka_requests_total", []) if s.name == "tidings_kafka_requests_total"}
+    assert requests.get(("producer", "EndTxn"), 0) > 0 and requests.get(("producer", "Produce"), 0) > 0, requests
+    assert requests.get(("consumer", "Fetch"), 0) > 0 and requests.get(("consumer", "JoinGroup"), 0) > 0, requests
     for name in ("tidings_build_info", "tidings_timer_oldest_due_seconds", "tidings_event_loop_lag_seconds",
                  "process_resident_memory_bytes", "process_cpu_seconds_total"):
         assert families.get(name), name
