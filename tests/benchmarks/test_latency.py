@@ -17,7 +17,9 @@ repeats:
   ``TIDINGS_BENCH_LATENCY_SECONDS`` (default 20) after 3 s at the same rate to settle: latency
   p50/p99 from the inbound record's timestamp to the outbound record visible to a
   ``read_committed`` consumer (*visible*), and to the outbound record's own timestamp, when the
-  worker produced it (*produced*, before any commit), and the worker's CPU per event.
+  worker produced it (*produced*, before any commit), the worker's CPU per event, the requests its
+  Kafka clients sent per event (``tidings_kafka_requests_total``) and the machine's busy cores
+  (the worker, the broker, which those requests keep busy, and the load).
 
 ``TIDINGS_BENCH_LATENCY_BASELINE`` replaces the baseline's settings (``NAME=value,...``, e.g.
 ``TIDINGS_FETCH_MAX_WAIT_MS=20,TIDINGS_COMMIT_INTERVAL_SECONDS=0.05``); ``_REPEATS`` (default 3).
@@ -32,11 +34,13 @@ import json
 import os
 import statistics
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.sesstub import SesStub
 from streams.producer import EventPublisher
@@ -83,6 +87,13 @@ STARTUP_SECONDS = 120.0
 TOTAL_SECONDS = REPEATS * 2 * (STARTUP_SECONDS + IDLE_SECONDS + 3 * (SETTLE_SECONDS + SECONDS) + 60) + 120
 
 
+def kafka_requests(metrics_url: str) -> float:
+    """Requests the worker's Kafka clients sent so far (``tidings_kafka_requests_total``, all of them)."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return sum(s.value for family in text_string_to_metric_families(text) if family.name == "tidings_kafka_requests"
+               for s in family.samples if s.name == "tidings_kafka_requests_total")
+
+
 def run_config(name: str, env: dict[str, str], kafka_bootstrap: str, stub: SesStub, publisher: EventPublisher,
                params: BenchParams, workdir: Path) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
@@ -98,12 +109,16 @@ def run_config(name: str, env: dict[str, str], kafka_bootstrap: str, stub: SesSt
         time.sleep(IDLE_SECONDS)
         idle = (cpu_seconds(pid) - before) / IDLE_SECONDS
         pipeline.phase("settle", publisher, workloads.take(int(RATE * SETTLE_SECONDS)), RATE)
-        paced = pipeline.phase("paced", publisher, workloads.take(int(RATE * SECONDS)), RATE)
+        requests_before = kafka_requests(worker.metrics_url)
+        events = workloads.take(int(RATE * SECONDS))
+        paced = pipeline.phase("paced", publisher, events, RATE)
+        requests = kafka_requests(worker.metrics_url) - requests_before
         worker.stop()
         f = paced.figures
         return {"visible_p50_ms": f.p50_ms, "visible_p99_ms": f.p99_ms, "produced_p50_ms": f.stamped_p50_ms,
                 "produced_p99_ms": f.stamped_p99_ms, "cpu_ms_per_event": paced.cpu_ms_per_event,
-                "idle_cores": round(idle, 3)}
+                "requests_per_event": round(requests / len(events.events), 2),
+                "machine_cores": paced.machine_cores_busy, "idle_cores": round(idle, 3)}
     finally:
         reader.close()
         deployment.close()
@@ -138,11 +153,15 @@ def _measure(kafka_bootstrap: str, ses_stub: SesStub, bench_params: BenchParams,
     JSON_PATH.parent.mkdir(parents=True, exist_ok=True)
     JSON_PATH.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nlatency at {result['commit']}, {RATE:.0f} events/s, medians of {REPEATS} (baseline: {BASELINE})")
-    print(f"{'':10} {'visible p50':>11} {'p99 ms':>7} {'produced p50':>12} {'p99 ms':>7} {'CPU ms/ev':>9} {'idle cores':>10}")
+    print(f"{'':10} {'visible p50':>11} {'p99 ms':>7} {'produced p50':>12} {'p99 ms':>7} {'CPU ms/ev':>9} "
+          f"{'requests/ev':>11} {'machine':>7} {'idle cores':>10}")
     for name, m in medians.items():
         print(f"{name:10} {m['visible_p50_ms']:>11} {m['visible_p99_ms']:>7} {m['produced_p50_ms']:>12} "
-              f"{m['produced_p99_ms']:>7} {m['cpu_ms_per_event']:>9} {m['idle_cores']:>10}")
+              f"{m['produced_p99_ms']:>7} {m['cpu_ms_per_event']:>9} {m['requests_per_event']:>11} "
+              f"{m['machine_cores']:>7} {m['idle_cores']:>10}")
     d, b = medians["defaults"], medians["baseline"]
     print(f"defaults / baseline: p99 x{d['visible_p99_ms'] / b['visible_p99_ms']:.2f}, "
-          f"CPU per event x{d['cpu_ms_per_event'] / b['cpu_ms_per_event']:.2f}, idle x{d['idle_cores'] / b['idle_cores']:.2f}",
+          f"CPU per event x{d['cpu_ms_per_event'] / b['cpu_ms_per_event']:.2f}, "
+          f"requests per event x{d['requests_per_event'] / b['requests_per_event']:.2f}, "
+          f"machine x{d['machine_cores'] / b['machine_cores']:.2f}, idle x{d['idle_cores'] / b['idle_cores']:.2f}",
           flush=True)
