@@ -774,6 +774,10 @@ async def _send_batches(
             builder = producer.create_batch()
             builder.append(key=key, value=value, timestamp=None, headers=headers or [])  # an empty batch takes any record
     if builder.record_count():
+        # Closed, as a full one already is: aiokafka lets an open batch linger (Settings.producer_linger_seconds:
+        # until the commit), and the partition's next batch of its own waits for it to be taken. A tick's
+        # 10,000 firings then rendered at one batch per partition and linger (8.3 s against 3.6 s).
+        builder.close()
         await producer.send_batch(builder, topic, partition=partition)
 
 
