@@ -8,6 +8,8 @@ default then delays the whole commit). No broker: the clients are built, never s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import ValidationError
@@ -15,19 +17,26 @@ from pydantic import ValidationError
 from streams.runtime.app import new_app
 from streams.settings import Settings
 
+T = TypeVar("T")
 
-def _backoffs(settings: Settings) -> dict[str, tuple[float, float]]:
-    async def main() -> dict[str, tuple[float, float]]:
+
+def _read_producers(settings: Settings, read: Callable[[Any], T]) -> dict[str, T]:
+    """``read`` applied to each kind of producer Faust builds for a worker with ``settings``."""
+    async def main() -> dict[str, T]:
         producer = new_app(settings).producer
         built = {"transactional": producer._new_producer(transactional_id="tidings-0-0"), "plain": producer._new_producer()}
         try:
-            # The sender's backoff (produce and transaction requests) and the client's (metadata, coordinators).
-            return {kind: (p._sender._retry_backoff, p.client._retry_backoff) for kind, p in built.items()}
+            return {kind: read(p) for kind, p in built.items()}
         finally:
             for p in built.values():
                 await p.stop()
 
     return asyncio.run(main())
+
+
+def _backoffs(settings: Settings) -> dict[str, tuple[float, float]]:
+    # The sender's backoff (produce and transaction requests) and the client's (metadata, coordinators).
+    return _read_producers(settings, lambda p: (p._sender._retry_backoff, p.client._retry_backoff))
 
 
 def test_every_producer_retries_after_the_configured_backoff() -> None:
@@ -42,22 +51,12 @@ def test_the_default_backoff_is_shorter_than_aiokafkas() -> None:
 
 def _batch_bytes(settings: Settings, value: bytes) -> dict[str, int]:
     """Bytes of a one-record batch as each kind of producer Faust builds would send it."""
-    async def main() -> dict[str, int]:
-        producer = new_app(settings).producer
-        built = {"transactional": producer._new_producer(transactional_id="tidings-0-0"), "plain": producer._new_producer()}
-        try:
-            sizes = {}
-            for kind, p in built.items():
-                batch = p.create_batch()
-                batch.append(key=b"key", value=value, timestamp=None)
-                sizes[kind] = len(batch._build())
-            return sizes
-        finally:
-            for p in built.values():
-                await p.stop()
+    def one_record(p: Any) -> int:
+        batch = p.create_batch()
+        batch.append(key=b"key", value=value, timestamp=None)
+        return len(batch._build())
 
-    return asyncio.run(main())
-
+    return _read_producers(settings, one_record)
 
 def test_record_batches_are_compressed_when_a_compression_is_set() -> None:
     # A rendered mail is mostly markup that repeats itself.
@@ -77,17 +76,7 @@ def test_an_unknown_compression_is_refused_naming_the_setting(monkeypatch: pytes
 
 
 def _batch_sizes(settings: Settings) -> dict[str, int]:
-    async def main() -> dict[str, int]:
-        producer = new_app(settings).producer
-        built = {"transactional": producer._new_producer(transactional_id="tidings-0-0"), "plain": producer._new_producer()}
-        try:
-            return {kind: p._message_accumulator._batch_size for kind, p in built.items()}
-        finally:
-            for p in built.values():
-                await p.stop()
-
-    return asyncio.run(main())
-
+    return _read_producers(settings, lambda p: p._message_accumulator._batch_size)
 
 def test_every_producer_gathers_batches_of_the_configured_size() -> None:
     assert _batch_sizes(Settings()) == {"transactional": 786_432, "plain": 786_432}  # Faust alone: 16 KiB
@@ -101,17 +90,7 @@ def test_a_batch_larger_than_the_broker_takes_is_refused_naming_both_settings() 
 
 
 def _lingers(settings: Settings) -> dict[str, float]:
-    async def main() -> dict[str, float]:
-        producer = new_app(settings).producer
-        built = {"transactional": producer._new_producer(transactional_id="tidings-0-0"), "plain": producer._new_producer()}
-        try:
-            return {kind: p._message_accumulator._linger_time for kind, p in built.items()}
-        finally:
-            for p in built.values():
-                await p.stop()
-
-    return asyncio.run(main())
-
+    return _read_producers(settings, lambda p: p._message_accumulator._linger_time)
 
 def test_under_exactly_once_batches_linger_until_the_commit_that_sends_them() -> None:
     # A record is visible only at the commit, which sends what lingers: 10 ms past the interval.
