@@ -55,6 +55,7 @@ def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[A
     of one capped worker, then of ``workers`` capped workers) the same ratio at a CPU cap per worker."""
     def phases(run: list[Any]) -> dict[str, Any]:
         return {p.name: {"rate": p.rate, "cpu_ms_per_event": p.cpu_ms_per_event, "machine_cores_busy": p.machine_cores_busy,
+                         "broker_cpu_ms_per_event": p.broker_cpu_ms_per_event, "broker_jit_ms_per_event": p.broker_jit_ms_per_event,
                          **dataclasses.asdict(p.figures)}
                 for p in run}
 
@@ -72,6 +73,8 @@ def repeat_figures(*, bare: list[Any], transactional: list[Any], tidings: list[A
         figures["scaled"] = {"workers": workers, "events_per_second": s["events_per_second"],
                              "cpu_ms_per_event": s["cpu_ms_per_event"], "machine_cores_busy": s["machine_cores_busy"],
                              "one_worker_machine_cores_busy": t["machine_cores_busy"],
+                             "broker_cpu_ms_per_event": s["broker_cpu_ms_per_event"],
+                             "broker_jit_ms_per_event": s["broker_jit_ms_per_event"],
                              "ratio_to_one_worker": round(s["events_per_second"] / t["events_per_second"], 3)}
     if capped:
         one, many = (phases(run)["saturation"] for run in capped)
@@ -99,8 +102,9 @@ def build(*, events: int, partitions: int, broker: str, repeats: list[dict[str, 
     for pipeline, _ in PIPELINES:
         medians[pipeline] = {
             phase: {key: _median([r[pipeline][phase][key] for r in repeats])
-                    for key in ("events_per_second", "cpu_ms_per_event", "p50_ms", "p99_ms", "rate")
-                    if repeats[0][pipeline][phase][key] is not None}
+                    for key in ("events_per_second", "cpu_ms_per_event", "p50_ms", "p99_ms", "rate",
+                                "broker_cpu_ms_per_event", "broker_jit_ms_per_event")
+                    if repeats[0][pipeline][phase].get(key) is not None}
             for phase in repeats[0][pipeline]
         }
     for loop in ("bare", "transactional"):
@@ -111,7 +115,7 @@ def build(*, events: int, partitions: int, broker: str, repeats: list[dict[str, 
     for run in ("scaled", "capped"):  # settings taken from the first repeat, figures as medians
         if all(run in r for r in repeats):
             medians[run] = {k: repeats[0][run][k] if k in ("workers", "cores_per_worker") else _median([r[run][k] for r in repeats])
-                            for k in repeats[0][run]}
+                            for k in repeats[0][run] if repeats[0][run][k] is not None}
     return {
         "benchmark": "e2e",
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -158,6 +162,9 @@ def table(report: dict[str, Any]) -> str:
                      f"{c['events_per_second']:.1f} events/s on {c['cores_used_per_worker']:.2f} cores each "
                      f"(x{c['ratio_to_one_worker']:.3f} of one worker); the machine busy {c['machine_cores_busy']:.2f} "
                      f"of {m['nproc']} cores")
+    broker = _broker_line(med)
+    if broker:
+        lines.append(broker)
     ses = med["ses"]
     lines += [
         f"outbound -> SES stand-in at a quota of {report['quota']:.0f}/s: {ses['achieved_per_second']:.1f}/s "
@@ -169,6 +176,16 @@ def table(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _broker_line(med: dict[str, Any]) -> str | None:
+    """The local broker's CPU per event at saturation in each run, with its JIT compiler's part."""
+    runs = [(name.split(" (")[0], med[key]["saturation"]) for key, name in reversed(PIPELINES)]
+    if "scaled" in med:
+        runs.append((f"{med['scaled']['workers']} workers", med["scaled"]))
+    shown = [f"{name} {f['broker_cpu_ms_per_event']:.3f} ({f['broker_jit_ms_per_event']:.3f})"
+             for name, f in runs if "broker_cpu_ms_per_event" in f]
+    return "broker CPU ms per event at saturation (of it its JIT compiler): " + ", ".join(shown) if shown else None
 
 
 def write(report: dict[str, Any], path: Path = JSON_PATH) -> None:

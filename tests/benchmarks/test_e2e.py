@@ -31,6 +31,13 @@ at ``TIDINGS_BENCH_E2E_WORKER_CPU`` cores (default 0.5; 0 skips them) the way a 
 limit caps it: their ratio is what adding a worker adds. Skipped, with the reason printed, where
 no cgroup cpu controller is writable.
 
+**The broker**, when the benchmark started it, is measured over every phase too: its CPU per event,
+and how much of that its JIT compiler took (``brokercpu.py``). A broker just started spends more
+CPU compiling than serving for minutes, and on a small machine that comes out of what the second
+worker of the scale-out could use; so before the first repeat a deployment of
+``TIDINGS_BENCH_E2E_WORKERS`` workers runs ``TIDINGS_BENCH_E2E_WARMUP_ROUNDS`` saturation rounds
+(default 3; 0 skips them), untimed, and the runs then meet a broker closer to a long-running one.
+
 Then, separately from ingest, **outbound -> SES**: the worker stops (gracefully) and starts again
 with a quota of ``TIDINGS_BENCH_E2E_QUOTA`` mails/s (default 200, a rate one worker can send), and
 drains the mails of its run still unsent into the SES stand-in (``deploy/sesstub``); reported are
@@ -55,6 +62,7 @@ from typing import Any
 
 import pytest
 
+from deploy.local.kafka_broker import LocalBroker
 from deploy.local.samples import BOOKING_CREATED
 from deploy.local.worker import WorkerProcess
 from deploy.sesstub import SesStub, peak
@@ -64,6 +72,7 @@ from streams.settings import REPO_ROOT, Settings
 from streams.topics import TopicNames, ensure_topics
 from tests.benchmarks import report
 from tests.benchmarks.baseline import BaselineProcess
+from tests.benchmarks.brokercpu import broker_times
 from tests.benchmarks.cpucap import CapsUnavailable, CpuCaps
 from tests.benchmarks.reader import Figures, OutboundReader, figures
 from tests.benchmarks.workload import BenchParams, Workload, build_workload
@@ -90,10 +99,13 @@ INGEST_QUOTA = 14.0  # Settings.ses_max_send_rate's default, while ingest is mea
 SCALE_WORKERS = int(_env_number("TIDINGS_BENCH_E2E_WORKERS", 2))
 # Cores per worker in the capped scale-out; 0 skips it (more than the machine has: CpuCaps.open says so).
 WORKER_CPU = _env_number("TIDINGS_BENCH_E2E_WORKER_CPU", 0.5, zero_skips=True)
+# Untimed saturation rounds before the first repeat, so that the broker's JIT compiles on them (brokercpu.py).
+WARMUP_ROUNDS = int(_env_number("TIDINGS_BENCH_E2E_WARMUP_ROUNDS", 3, zero_skips=True))
 STARTUP_SECONDS = 120.0  # a process starts, joins its group and processes the warm-up event
 PHASE_SECONDS = 60.0 + EVENTS / 10  # one phase through a pipeline, at 10 events/s at worst
 SES_SECONDS = 60.0 + 3 * EVENTS / 20  # every mail of a repeat in SES, at 20 mails/s at worst
-TOTAL_SECONDS = REPEATS * (3 * (STARTUP_SECONDS + 3 * PHASE_SECONDS) + SES_SECONDS + 3 * (2 * STARTUP_SECONDS + PHASE_SECONDS)) + 300
+TOTAL_SECONDS = (REPEATS * (3 * (STARTUP_SECONDS + 3 * PHASE_SECONDS) + SES_SECONDS + 3 * (2 * STARTUP_SECONDS + PHASE_SECONDS))
+                 + 2 * STARTUP_SECONDS + WARMUP_ROUNDS * PHASE_SECONDS + 300)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -118,6 +130,10 @@ class Phase:
     figures: Figures
     cpu_ms_per_event: float
     machine_cores_busy: float = 0.0  # the whole machine over the phase: pipeline, broker, publisher, reader
+    # The local broker's CPU over the phase per event, and its JIT compiler's part of it (brokercpu.py);
+    # None for a broker the benchmark did not start.
+    broker_cpu_ms_per_event: float | None = None
+    broker_jit_ms_per_event: float | None = None
 
 
 @dataclass
@@ -132,6 +148,7 @@ class PipelineRun:
     codec: SingleObjectCodec
     phases: list[Phase] = field(default_factory=list)
     seen: int = 0  # outbound records before the current phase
+    broker_pid: int | None = None  # the local broker's process, measured over each phase too
 
     def warm_up(self, publisher: EventPublisher, workload: Workload) -> None:
         publisher.publish_raw(self.topic, workload.warmup.value, key=workload.warmup.key)
@@ -144,6 +161,7 @@ class PipelineRun:
     def phase(self, name: str, publisher: EventPublisher, workload: Workload, rate: float | None) -> Phase:
         pids = self.pids()
         cpu_before = sum(cpu_seconds(pid) for pid in pids)
+        broker_before = broker_times(self.broker_pid) if self.broker_pid is not None else None
         busy_before, wall_before = machine_busy_seconds(), time.monotonic()
         started_at = time.time()
         publish(publisher, self.topic, workload, rate)
@@ -151,14 +169,19 @@ class PipelineRun:
                              check=self.check, what=f"{self.name}: {name}")
         cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
         busy = (machine_busy_seconds() - busy_before) / (time.monotonic() - wall_before)
+        broker = broker_times(self.broker_pid) - broker_before if self.broker_pid is not None and broker_before else None
         result, records = figures(self.reader.arrivals[self.seen:], self.codec, started_at=started_at,
                                   events=len(workload.events))
         assert_exactly_once(records, workload, f"{self.name}: {name}")
         self.seen = len(self.reader.arrivals)
-        phase = Phase(name, rate, result, round(cpu / len(workload.events) * 1000, 3), round(busy, 2))
+        per_event = 1000 / len(workload.events)
+        phase = Phase(name, rate, result, round(cpu * per_event, 3), round(busy, 2),
+                      round(broker.total * per_event, 3) if broker else None, round(broker.jit * per_event, 3) if broker else None)
         print(f"  {self.name} {name}: {result.events_per_second} events/s, p50 {result.p50_ms} ms, "
               f"p99 {result.p99_ms} ms, CPU {phase.cpu_ms_per_event} ms/event, machine {phase.machine_cores_busy} "
-              f"of {os.cpu_count()} cores busy", flush=True)
+              f"of {os.cpu_count()} cores busy"
+              + (f", broker {phase.broker_cpu_ms_per_event} ms/event (JIT {phase.broker_jit_ms_per_event})" if broker else ""),
+              flush=True)
         self.phases.append(phase)
         return phase
 
@@ -214,7 +237,7 @@ def phases(pipeline: PipelineRun, publisher: EventPublisher, workloads: Workload
 
 
 def run_loop(bootstrap: str, publisher: EventPublisher, workloads: Workloads, run: str, params: BenchParams,
-             workdir: Path, transactional: bool) -> PipelineRun:
+             workdir: Path, transactional: bool, broker_pid: int | None = None) -> PipelineRun:
     name = "transactional" if transactional else "bare"
     settings = prefixed(run, name, bootstrap, params)
     ensure_topics(settings)
@@ -227,7 +250,7 @@ def run_loop(bootstrap: str, publisher: EventPublisher, workloads: Workloads, ru
         assert process.process is not None
         pid = process.process.pid
         pipeline = PipelineRun(f"{name} loop", topics.for_event(BOOKING_CREATED), reader, lambda: [pid],
-                               process.assert_alive, publisher.codec)
+                               process.assert_alive, publisher.codec, broker_pid=broker_pid)
         phases(pipeline, publisher, workloads)
         process.stop()
         return pipeline
@@ -259,7 +282,7 @@ def tidings_deployment(bootstrap: str, stub: SesStub, run: str, params: BenchPar
 
 
 def worker_pipeline(name: str, deployment: Deployment, worker: WorkerProcess, reader: OutboundReader,
-                    publisher: EventPublisher) -> PipelineRun:
+                    publisher: EventPublisher, broker_pid: int | None = None) -> PipelineRun:
     """One worker of ``deployment`` as a pipeline: BookingCreated in, ``reader``'s topic out. Its
     process is looked up at each use, so a restarted worker is measured as itself."""
 
@@ -268,18 +291,18 @@ def worker_pipeline(name: str, deployment: Deployment, worker: WorkerProcess, re
         return [worker.process.pid]
 
     return PipelineRun(name, deployment.topics.for_event(BOOKING_CREATED), reader, pid, worker.assert_alive,
-                       publisher.codec)
+                       publisher.codec, broker_pid=broker_pid)
 
 
 def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, workloads: Workloads, run: str,
-                params: BenchParams, workdir: Path) -> tuple[PipelineRun, dict[str, Any]]:
+                params: BenchParams, workdir: Path, broker_pid: int | None = None) -> tuple[PipelineRun, dict[str, Any]]:
     deployment = tidings_deployment(bootstrap, stub, run, params, workdir)
     topics = deployment.topics
     reader = OutboundReader(bootstrap, topics.outbound, f"bench-{run}-tidings-reader")
     stub.reset()
     try:
         worker = deployment.start_worker()
-        pipeline = worker_pipeline("Tidings", deployment, worker, reader, publisher)
+        pipeline = worker_pipeline("Tidings", deployment, worker, reader, publisher, broker_pid)
         phases(pipeline, publisher, workloads)
         expected = len(reader.arrivals)
         worker.stop()
@@ -294,7 +317,8 @@ def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, worklo
 
 
 def run_tidings_scaled(bootstrap: str, stub: SesStub, publisher: EventPublisher, workloads: Workloads, run: str,
-                       params: BenchParams, workdir: Path, workers: int, caps: CpuCaps | None = None) -> PipelineRun:
+                       params: BenchParams, workdir: Path, workers: int, caps: CpuCaps | None = None,
+                       broker_pid: int | None = None, rounds: int = 1) -> PipelineRun:
     """``workers`` workers in one group, timed once all of them own partitions: the saturation phase.
     With ``caps``, each worker is held to ``caps.cores`` from its start."""
     name = f"tidings{workers}w" + ("capped" if caps else "")
@@ -318,9 +342,11 @@ def run_tidings_scaled(bootstrap: str, stub: SesStub, publisher: EventPublisher,
             return [w.process.pid for w in running if w.process is not None]
 
         title = f"Tidings, {workers} worker{'s' if workers > 1 else ''}" + (f" capped at {caps.cores} cores" if caps else "")
-        pipeline = PipelineRun(title, topics.for_event(BOOKING_CREATED), reader, pids, check, publisher.codec)
+        pipeline = PipelineRun(title, topics.for_event(BOOKING_CREATED), reader, pids, check, publisher.codec,
+                               broker_pid=broker_pid)
         pipeline.warm_up(publisher, workloads.take(1))
-        pipeline.phase("saturation", publisher, workloads.take(EVENTS), None)
+        for n in range(rounds):
+            pipeline.phase("saturation" if rounds == 1 else f"saturation {n + 1}/{rounds}", publisher, workloads.take(EVENTS), None)
         return pipeline
     finally:
         reader.close()
@@ -363,11 +389,18 @@ def ses_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SesStub]:
 
 
 @pytest.mark.timeout(TOTAL_SECONDS)
-def test_tidings_against_kafka_loops(kafka_bootstrap: str, ses_stub: SesStub, bench_params: BenchParams,
-                                     tmp_path: Path) -> None:
+def test_tidings_against_kafka_loops(kafka_broker: LocalBroker | None, kafka_bootstrap: str, ses_stub: SesStub,
+                                     bench_params: BenchParams, tmp_path: Path) -> None:
     publisher = EventPublisher(kafka_bootstrap, REPO_ROOT / "schemas")
+    broker_pid = kafka_broker.process.pid if kafka_broker is not None and kafka_broker.process is not None else None
     print(f"\ne2e benchmark: {EVENTS} events at saturation, {PACED_SECONDS:.0f} s paced at {PACED_RATE:.0f}/s and at 80 % "
           f"of saturation, {bench_params.partitions} partitions, SES quota {QUOTA:.0f}/s, {REPEATS} repeats", flush=True)
+    if WARMUP_ROUNDS:
+        # Untimed: the broker compiles the paths the runs take (brokercpu.py), here rather than in the first repeat.
+        print(f"broker warm-up: {WARMUP_ROUNDS} saturation rounds of {SCALE_WORKERS} worker(s), not counted", flush=True)
+        warm = uuid.uuid4().hex[:8]
+        run_tidings_scaled(kafka_bootstrap, ses_stub, publisher, Workloads(warm, publisher), warm, bench_params,
+                           tmp_path / "warm-up", SCALE_WORKERS, broker_pid=broker_pid, rounds=WARMUP_ROUNDS)
     caps = None
     if SCALE_WORKERS > 1 and WORKER_CPU > 0:
         try:
@@ -381,15 +414,20 @@ def test_tidings_against_kafka_loops(kafka_bootstrap: str, ses_stub: SesStub, be
         workloads = Workloads(run, publisher)
         workdir = tmp_path / f"r{repeat}"
         print(f"repeat {repeat + 1}/{REPEATS} (run {run})", flush=True)
-        bare = run_loop(kafka_bootstrap, publisher, workloads, run, bench_params, workdir, transactional=False)
-        txn = run_loop(kafka_bootstrap, publisher, workloads, run, bench_params, workdir, transactional=True)
-        tidings, ses = run_tidings(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params, workdir / "tidings")
+        bare = run_loop(kafka_bootstrap, publisher, workloads, run, bench_params, workdir, transactional=False,
+                        broker_pid=broker_pid)
+        txn = run_loop(kafka_bootstrap, publisher, workloads, run, bench_params, workdir, transactional=True,
+                       broker_pid=broker_pid)
+        tidings, ses = run_tidings(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params, workdir / "tidings",
+                                   broker_pid=broker_pid)
         scaled = (run_tidings_scaled(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params,
-                                     workdir / "scaled", SCALE_WORKERS).phases if SCALE_WORKERS > 1 else None)
+                                     workdir / "scaled", SCALE_WORKERS, broker_pid=broker_pid).phases
+                  if SCALE_WORKERS > 1 else None)
         capped = None
         if SCALE_WORKERS > 1 and caps is not None:
             capped = [run_tidings_scaled(kafka_bootstrap, ses_stub, publisher, workloads, run, bench_params,
-                                         workdir / f"capped{n}", n, caps).phases for n in (1, SCALE_WORKERS)]
+                                         workdir / f"capped{n}", n, caps, broker_pid=broker_pid).phases
+                      for n in (1, SCALE_WORKERS)]
         repeats.append(report.repeat_figures(bare=bare.phases, transactional=txn.phases, tidings=tidings.phases, ses=ses,
                                              scaled=scaled, workers=SCALE_WORKERS, capped=capped,
                                              cores_per_worker=WORKER_CPU))
