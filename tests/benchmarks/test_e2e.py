@@ -36,7 +36,7 @@ and how much of that its JIT compiler took (``brokercpu.py``). A broker just sta
 CPU compiling than serving for minutes, and on a small machine that comes out of what the second
 worker of the scale-out could use; so before the first repeat a deployment of
 ``TIDINGS_BENCH_E2E_WORKERS`` workers runs ``TIDINGS_BENCH_E2E_WARMUP_ROUNDS`` saturation rounds
-(default 3; 0 skips them), untimed, and the runs then meet a broker closer to a long-running one.
+(default 3; 0 skips the warm-up) and one paced at 150 events/s, untimed, and the runs then meet a broker closer to a long-running one.
 
 Then, separately from ingest, **outbound -> SES**: the worker stops (gracefully) and starts again
 with a quota of ``TIDINGS_BENCH_E2E_QUOTA`` mails/s (default 200, a rate one worker can send), and
@@ -99,13 +99,13 @@ INGEST_QUOTA = 14.0  # Settings.ses_max_send_rate's default, while ingest is mea
 SCALE_WORKERS = int(_env_number("TIDINGS_BENCH_E2E_WORKERS", 2))
 # Cores per worker in the capped scale-out; 0 skips it (more than the machine has: CpuCaps.open says so).
 WORKER_CPU = _env_number("TIDINGS_BENCH_E2E_WORKER_CPU", 0.5, zero_skips=True)
-# Untimed saturation rounds before the first repeat, so that the broker's JIT compiles on them (brokercpu.py).
+# Untimed saturation rounds (and one paced) before the first repeat, for the broker's JIT to compile on (brokercpu.py).
 WARMUP_ROUNDS = int(_env_number("TIDINGS_BENCH_E2E_WARMUP_ROUNDS", 3, zero_skips=True))
 STARTUP_SECONDS = 120.0  # a process starts, joins its group and processes the warm-up event
 PHASE_SECONDS = 60.0 + EVENTS / 10  # one phase through a pipeline, at 10 events/s at worst
 SES_SECONDS = 60.0 + 3 * EVENTS / 20  # every mail of a repeat in SES, at 20 mails/s at worst
 TOTAL_SECONDS = (REPEATS * (3 * (STARTUP_SECONDS + 3 * PHASE_SECONDS) + SES_SECONDS + 3 * (2 * STARTUP_SECONDS + PHASE_SECONDS))
-                 + 2 * STARTUP_SECONDS + WARMUP_ROUNDS * PHASE_SECONDS + 300)
+                 + 2 * STARTUP_SECONDS + (WARMUP_ROUNDS + 1) * PHASE_SECONDS + 300)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -318,9 +318,10 @@ def run_tidings(bootstrap: str, stub: SesStub, publisher: EventPublisher, worklo
 
 def run_tidings_scaled(bootstrap: str, stub: SesStub, publisher: EventPublisher, workloads: Workloads, run: str,
                        params: BenchParams, workdir: Path, workers: int, caps: CpuCaps | None = None,
-                       broker_pid: int | None = None, rounds: int = 1) -> PipelineRun:
+                       broker_pid: int | None = None, warm_up: int = 0) -> PipelineRun:
     """``workers`` workers in one group, timed once all of them own partitions: the saturation phase.
-    With ``caps``, each worker is held to ``caps.cores`` from its start."""
+    With ``caps``, each worker is held to ``caps.cores`` from its start. ``warm_up`` > 0 makes it the
+    broker's warm-up instead: that many saturation rounds, then one paced at 150 events/s."""
     name = f"tidings{workers}w" + ("capped" if caps else "")
     deployment = tidings_deployment(bootstrap, stub, run, params, workdir, name=name)
     topics = deployment.topics
@@ -345,8 +346,13 @@ def run_tidings_scaled(bootstrap: str, stub: SesStub, publisher: EventPublisher,
         pipeline = PipelineRun(title, topics.for_event(BOOKING_CREATED), reader, pids, check, publisher.codec,
                                broker_pid=broker_pid)
         pipeline.warm_up(publisher, workloads.take(1))
-        for n in range(rounds):
-            pipeline.phase("saturation" if rounds == 1 else f"saturation {n + 1}/{rounds}", publisher, workloads.take(EVENTS), None)
+        if not warm_up:
+            pipeline.phase("saturation", publisher, workloads.take(EVENTS), None)
+            return pipeline
+        for n in range(warm_up):
+            pipeline.phase(f"warm-up saturation {n + 1}/{warm_up}", publisher, workloads.take(EVENTS), None)
+        # The broker serves a paced run by other paths (fetches held until data arrives): compiled here too.
+        pipeline.phase("warm-up paced 150/s", publisher, workloads.take(int(PACED_RATE * PACED_SECONDS)), PACED_RATE)
         return pipeline
     finally:
         reader.close()
@@ -397,10 +403,11 @@ def test_tidings_against_kafka_loops(kafka_broker: LocalBroker | None, kafka_boo
           f"of saturation, {bench_params.partitions} partitions, SES quota {QUOTA:.0f}/s, {REPEATS} repeats", flush=True)
     if WARMUP_ROUNDS:
         # Untimed: the broker compiles the paths the runs take (brokercpu.py), here rather than in the first repeat.
-        print(f"broker warm-up: {WARMUP_ROUNDS} saturation rounds of {SCALE_WORKERS} worker(s), not counted", flush=True)
+        print(f"broker warm-up: {WARMUP_ROUNDS} saturation rounds and one paced of {SCALE_WORKERS} worker(s), not counted",
+              flush=True)
         warm = uuid.uuid4().hex[:8]
         run_tidings_scaled(kafka_bootstrap, ses_stub, publisher, Workloads(warm, publisher), warm, bench_params,
-                           tmp_path / "warm-up", SCALE_WORKERS, broker_pid=broker_pid, rounds=WARMUP_ROUNDS)
+                           tmp_path / "warm-up", SCALE_WORKERS, broker_pid=broker_pid, warm_up=WARMUP_ROUNDS)
     caps = None
     if SCALE_WORKERS > 1 and WORKER_CPU > 0:
         try:
