@@ -36,7 +36,8 @@ and how much of that its JIT compiler took (``brokercpu.py``). A broker just sta
 CPU compiling than serving for minutes, and on a small machine that comes out of what the second
 worker of the scale-out could use; so before the first repeat a deployment of
 ``TIDINGS_BENCH_E2E_WORKERS`` workers runs ``TIDINGS_BENCH_E2E_WARMUP_ROUNDS`` saturation rounds
-(default 3; 0 skips the warm-up) and one paced at 150 events/s, untimed, and the runs then meet a broker closer to a long-running one.
+(default 3; 0 skips the warm-up) and one paced at 150 events/s, untimed, and the runs then meet a
+broker closer to a long-running one.
 
 Then, separately from ingest, **outbound -> SES**: the worker stops (gracefully) and starts again
 with a quota of ``TIDINGS_BENCH_E2E_QUOTA`` mails/s (default 200, a rate one worker can send), and
