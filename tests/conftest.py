@@ -36,11 +36,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrok
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(kafka_broker: LocalBroker | None) -> str:
-    existing = os.environ.get(EXISTING_BROKER_ENV)
-    if kafka_broker is None:
-        assert existing, EXISTING_BROKER_ENV
-        return existing
-    return kafka_broker.bootstrap
+    return kafka_broker.bootstrap if kafka_broker is not None else os.environ[EXISTING_BROKER_ENV]
 
 
 @pytest.fixture(scope="session")

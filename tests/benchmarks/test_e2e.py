@@ -32,7 +32,7 @@ limit caps it: their ratio is what adding a worker adds. Skipped, with the reaso
 no cgroup cpu controller is writable.
 
 **The broker**, when the benchmark started it, is measured over every phase too: its CPU per event,
-and how much of that its JIT compiler took (``brokercpu.py``). A broker just started spends more
+and how much of that its JIT compiler took (``procstat.py``). A broker just started spends more
 CPU compiling than serving for minutes, and on a small machine that comes out of what the second
 worker of the scale-out could use; so before the first repeat a deployment of
 ``TIDINGS_BENCH_E2E_WORKERS`` workers runs ``TIDINGS_BENCH_E2E_WARMUP_ROUNDS`` saturation rounds
@@ -73,8 +73,8 @@ from streams.settings import REPO_ROOT, Settings
 from streams.topics import TopicNames, ensure_topics
 from tests.benchmarks import report
 from tests.benchmarks.baseline import BaselineProcess
-from tests.benchmarks.brokercpu import broker_times
 from tests.benchmarks.cpucap import CapsUnavailable, CpuCaps
+from tests.benchmarks.procstat import broker_times, cpu_seconds, machine_busy_seconds
 from tests.benchmarks.reader import Figures, OutboundReader, figures
 from tests.benchmarks.workload import BenchParams, Workload, build_workload
 from tests.integration.harness import TEST_UNSUBSCRIBE_SECRET, Deployment
@@ -100,30 +100,13 @@ INGEST_QUOTA = 14.0  # Settings.ses_max_send_rate's default, while ingest is mea
 SCALE_WORKERS = int(_env_number("TIDINGS_BENCH_E2E_WORKERS", 2))
 # Cores per worker in the capped scale-out; 0 skips it (more than the machine has: CpuCaps.open says so).
 WORKER_CPU = _env_number("TIDINGS_BENCH_E2E_WORKER_CPU", 0.5, zero_skips=True)
-# Untimed saturation rounds (and one paced) before the first repeat, for the broker's JIT to compile on (brokercpu.py).
+# Untimed saturation rounds (and one paced) before the first repeat, for the broker's JIT to compile on (procstat.py).
 WARMUP_ROUNDS = int(_env_number("TIDINGS_BENCH_E2E_WARMUP_ROUNDS", 3, zero_skips=True))
 STARTUP_SECONDS = 120.0  # a process starts, joins its group and processes the warm-up event
 PHASE_SECONDS = 60.0 + EVENTS / 10  # one phase through a pipeline, at 10 events/s at worst
 SES_SECONDS = 60.0 + 3 * EVENTS / 20  # every mail of a repeat in SES, at 20 mails/s at worst
 TOTAL_SECONDS = (REPEATS * (3 * (STARTUP_SECONDS + 3 * PHASE_SECONDS) + SES_SECONDS + 3 * (2 * STARTUP_SECONDS + PHASE_SECONDS))
                  + 2 * STARTUP_SECONDS + (WARMUP_ROUNDS + 1) * PHASE_SECONDS + 300)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (``/proc/<pid>/stat`` fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU time every core of the machine spent busy so far (``/proc/stat``: all but idle and iowait)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS  # user..steal; not guest (already in user)
-
-
 @dataclass
 class Phase:
     name: str
@@ -131,7 +114,7 @@ class Phase:
     figures: Figures
     cpu_ms_per_event: float
     machine_cores_busy: float = 0.0  # the whole machine over the phase: pipeline, broker, publisher, reader
-    # The local broker's CPU over the phase per event, and its JIT compiler's part of it (brokercpu.py);
+    # The local broker's CPU over the phase per event, and its JIT compiler's part of it (procstat.py);
     # None for a broker the benchmark did not start.
     broker_cpu_ms_per_event: float | None = None
     broker_jit_ms_per_event: float | None = None
@@ -170,7 +153,7 @@ class PipelineRun:
                              check=self.check, what=f"{self.name}: {name}")
         cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
         busy = (machine_busy_seconds() - busy_before) / (time.monotonic() - wall_before)
-        broker = broker_times(self.broker_pid) - broker_before if self.broker_pid is not None and broker_before else None
+        broker = broker_times(self.broker_pid) - broker_before if self.broker_pid is not None and broker_before is not None else None
         result, records = figures(self.reader.arrivals[self.seen:], self.codec, started_at=started_at,
                                   events=len(workload.events))
         assert_exactly_once(records, workload, f"{self.name}: {name}")
@@ -403,7 +386,7 @@ def test_tidings_against_kafka_loops(kafka_broker: LocalBroker | None, kafka_boo
     print(f"\ne2e benchmark: {EVENTS} events at saturation, {PACED_SECONDS:.0f} s paced at {PACED_RATE:.0f}/s and at 80 % "
           f"of saturation, {bench_params.partitions} partitions, SES quota {QUOTA:.0f}/s, {REPEATS} repeats", flush=True)
     if WARMUP_ROUNDS:
-        # Untimed: the broker compiles the paths the runs take (brokercpu.py), here rather than in the first repeat.
+        # Untimed: the broker compiles the paths the runs take (procstat.py), here rather than in the first repeat.
         print(f"broker warm-up: {WARMUP_ROUNDS} saturation rounds and one paced of {SCALE_WORKERS} worker(s), not counted",
               flush=True)
         warm = uuid.uuid4().hex[:8]

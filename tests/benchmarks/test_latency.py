@@ -46,8 +46,9 @@ from deploy.sesstub import SesStub
 from streams.producer import EventPublisher
 from streams.settings import REPO_ROOT
 from tests.benchmarks import report
+from tests.benchmarks.procstat import cpu_seconds
 from tests.benchmarks.reader import OutboundReader
-from tests.benchmarks.test_e2e import INGEST_QUOTA, Workloads, cpu_seconds, tidings_deployment, worker_pipeline
+from tests.benchmarks.test_e2e import INGEST_QUOTA, Workloads, tidings_deployment, worker_pipeline
 from tests.benchmarks.workload import BenchParams
 
 JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "latency.json"

@@ -57,6 +57,7 @@ from streams.settings import REPO_ROOT, Settings
 from streams.tenants import cli as tenants_cli
 from streams.topics import ensure_topics
 from tests.benchmarks.delivery import MailFactory
+from tests.benchmarks.procstat import cpu_seconds
 from tests.benchmarks.reader import percentile
 from tests.integration.harness import Deployment, worker_env
 from tests.integration.mailload import Tally, publish_bookings
@@ -76,7 +77,6 @@ CONCURRENCY = os.environ.get("TIDINGS_BENCH_SENDER_CONCURRENCY")
 _CONCURRENCY_ENV = {} if CONCURRENCY is None else {"TIDINGS_SENDER_CONCURRENCY": CONCURRENCY}
 PRIORITY_EVERY_SECONDS = 0.25
 JSON_PATH = REPO_ROOT / ".tidings" / "bench" / "sender.json"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _in_flight(rate: int) -> int:
@@ -96,8 +96,7 @@ def _deployment(kafka_bootstrap: str, ses_endpoint: str, workdir: Path, name: st
 def _cpu_seconds(worker: WorkerProcess) -> float:
     """User + system CPU time of the worker process so far, all its threads."""
     assert worker.process is not None
-    fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat(5)
+    return cpu_seconds(worker.process.pid)
 
 
 def stub_tally(stub: SesStub, expected: set[str]) -> Tally:

@@ -58,6 +58,7 @@ def _batch_bytes(settings: Settings, value: bytes) -> dict[str, int]:
 
     return _read_producers(settings, one_record)
 
+
 def test_record_batches_are_compressed_when_a_compression_is_set() -> None:
     # A rendered mail is mostly markup that repeats itself.
     mail = b"<tr><td style='padding:0 24px;font-family:Arial'>Your booking is confirmed</td></tr>" * 60
@@ -78,6 +79,7 @@ def test_an_unknown_compression_is_refused_naming_the_setting(monkeypatch: pytes
 def _batch_sizes(settings: Settings) -> dict[str, int]:
     return _read_producers(settings, lambda p: p._message_accumulator._batch_size)
 
+
 def test_every_producer_gathers_batches_of_the_configured_size() -> None:
     assert _batch_sizes(Settings()) == {"transactional": 786_432, "plain": 786_432}  # Faust alone: 16 KiB
     assert _batch_sizes(Settings(producer_batch_bytes=65_536)) == {"transactional": 65_536, "plain": 65_536}
@@ -91,6 +93,7 @@ def test_a_batch_larger_than_the_broker_takes_is_refused_naming_both_settings() 
 
 def _lingers(settings: Settings) -> dict[str, float]:
     return _read_producers(settings, lambda p: p._message_accumulator._linger_time)
+
 
 def test_under_exactly_once_batches_linger_until_the_commit_that_sends_them() -> None:
     # A record is visible only at the commit, which sends what lingers: 10 ms past the interval.
