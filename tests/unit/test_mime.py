@@ -6,8 +6,15 @@ import email.policy
 
 import pytest
 
+from streams.delivery import mime
 from streams.delivery.mime import build_mime
+from streams.domain.evaluate import event_firings
+from streams.domain.rules import Catalog
+from streams.domain.samples import sample_event
+from streams.domain.tenants import TenantDirectory
 from streams.errors import PermanentDelivery
+from streams.rendering.render import Renderer, Source
+from streams.settings import REPO_ROOT
 from tests.unit.conftest import NOW
 
 MAIL = {
@@ -181,3 +188,40 @@ def test_a_body_quoting_the_boundary_cannot_end_its_part() -> None:
     parts = list(msg.iter_parts())
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
     assert parts[0].get_content().splitlines() == hostile.splitlines()
+
+
+def _by_email_package(mail: dict[str, object]) -> bytes:
+    return mime._with_email_package(mail, mime._headers(mail), ())
+
+
+@pytest.mark.parametrize("change", [
+    {},
+    {"text": "line one\r\nline two\rline three\nline four", "html": "<p>a</p>\r\n\r\n<p>b</p>\r"},
+    {"text": "", "html": ""},
+    {"text": "ends with a line break\n", "html": "\n\n<p>x</p>\n"},
+    {"text": "From the warehouse\n.\n..\nx = 1\ttab \nspaces at the end   \n", "html": "<p>=3D</p>"},
+    {"text": "ä" * 300 + "\n" + "x" * 200, "html": "<p>" + "ö" * 300 + "🙂" * 40 + "</p>"},
+    {"subject": "w" * 1200, "to_name": "n" * 950, "from_name": ""},
+    {"subject": "Ihr Termin mit Markus Weber am 02.12.2026 um 10:00 Uhr ist bestätigt", "to_name": ""},
+    {"reply_to": None, "to_address": "kunde@bücher.example", "from_address": "info@größe.example"},
+    {"headers": {"X-Note": "Grüße aus der Speicherstraße", "List-Unsubscribe": "<https://u.example/" + "t" * 300 + ">",
+                 "X-Tidings-Tenant": "t", "X-Empty": ""}},
+    {"locale": "de-CH", "message_id": "m" * 200},
+], ids=lambda change: ",".join(change) or "plain")
+def test_the_direct_writer_gives_the_email_packages_bytes(change: dict[str, object]) -> None:
+    # build_mime writes a mail without attachments itself; the email package's generator is the reference.
+    mail = {**MAIL, **change}
+    assert build_mime(mail) == _by_email_package(mail)
+
+
+def test_every_packs_sample_mail_is_written_as_the_email_package_writes_it() -> None:
+    catalog, renderer = Catalog.load(), Renderer(REPO_ROOT / "templates")
+    written = 0
+    for tenant in TenantDirectory.load(REPO_ROOT / "deploy" / "tenants"):
+        for event_type in catalog.samples:
+            event = sample_event(catalog.samples, event_type, tenant.tenant_id, now=NOW)
+            for firing in event_firings(event_type, event, catalog, tenant):
+                mail = renderer.render(firing, tenant, event, Source("t", "t", NOW), NOW).record
+                assert build_mime(mail) == _by_email_package(mail), f"{tenant.tenant_id} {firing.trigger.key}"
+                written += 1
+    assert written >= 50  # every seed tenant's event triggers, not a vacuous loop
