@@ -104,6 +104,14 @@ class Settings(BaseSettings):
         "fetch_max_records), with a fetch_min_bytes of 1: the fetches then hold only partitions with nothing to read, "
         "whose polls cost CPU, and the broker answers as soon as one of them (a priority topic's) gets a record.",
     )
+    fetch_quiet_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=1500,
+        description="fetch_max_wait_ms after a fetch whose answer held no record, with a fetch_min_bytes of 1: the next "
+        "fetch covers partitions that had nothing for a whole fetch_max_wait_ms, and the broker answers it as soon as "
+        "one gets a record. At or below fetch_max_wait_ms: off (the steady settings after an empty answer too).",
+    )
     fetch_idle_max_wait_ms: int = Field(
         500,
         ge=1,

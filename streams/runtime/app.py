@@ -57,7 +57,7 @@ class TidingsApp(faust.App):
 
     commits: CommitWatch  # fed by the consumer's commits (streams/runtime/transport.py)
     # fetch_min_bytes and the steady, busy and idle fetch waits of the worker's consumer (runtime/fetchwait.py)
-    fetch_tuning: tuple[int, int, int, int] = (1, 1500, 1500, 1500)
+    fetch_tuning: tuple[int, int, int, int, int] = (1, 1500, 1500, 1500, 1500)
     producer_retry_backoff_ms: int = 100  # aiokafka's default; new_app sets the configured one (transport.py)
     urgent_topics: frozenset[str] = frozenset()  # fetched first (transport.urgent_first); Wiring.agent(urgent=True)
     # Called with (client, api) for every request a Kafka client of the worker sends (transport.count_requests).
@@ -162,7 +162,7 @@ def new_app(settings: Settings) -> TidingsApp:
     )
     app.commits = CommitWatch()
     app.fetch_tuning = (settings.fetch_min_bytes, settings.fetch_max_wait_ms,  # streams/runtime/transport.py
-                        settings.fetch_busy_max_wait_ms, settings.fetch_idle_max_wait_ms)
+                        settings.fetch_busy_max_wait_ms, settings.fetch_idle_max_wait_ms, settings.fetch_quiet_max_wait_ms)
     app.producer_retry_backoff_ms = settings.producer_retry_backoff_ms  # TidingsProducer._settings_extra
     return app
 

@@ -59,6 +59,8 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("faust.transport.consumer", "Consumer._wait_next_records", "one batch (broker_max_poll_records) is delivered before the next is asked for (urgent_first)"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer", "extended: fetch_min_bytes, fetch_max_wait and Faust's assignor (also without tables) set on the consumer"),
     ("aiokafka.consumer.fetcher", "Fetcher._get_actions_per_node", "reads _fetch_max_wait_ms and _fetch_min_bytes for every FetchRequest it builds (fetchwait.FetchPacing sets them after each batch)"),
+    ("aiokafka.consumer.fetcher", "Fetcher._proc_fetch_request", "looked up on the instance by _fetch_requests_routine, returns true when an answer added records (wrapped: TidingsConsumerThread._pace_answers)"),
+    ("aiokafka.consumer.fetcher", "Fetcher._fetch_requests_routine", "calls self._proc_fetch_request for each request and builds the next only after the answer"),
     ("aiokafka.consumer.consumer", "AIOKafkaConsumer.start", "builds the Fetcher from _fetch_min_bytes and _fetch_max_wait_ms, the coordinator from _partition_assignment_strategy"),
     ("faust.transport.consumer", "TransactionManager._tps_to_active_tpgs", "needs Faust's assignor's topic groups, which an app without tables lacks (transport.TidingsConsumerThread)"),
     ("faust.transport.drivers.aiokafka", "Producer.send", "takes transactional_id; _trn_locks and _transaction_producers"),

@@ -16,6 +16,16 @@ been handed over, and builds each request from the fetcher's ``_fetch_min_bytes`
   100 ms. (A priority partition the fetch in flight left out waits for its answer; the sender
   benchmark at 1,000 mails/s, 100 and 10 ms in turn, found the priority lane's p99 no worse.)
   A batch that is not full is steady again.
+- **quiet**, after a fetch whose answer held no record: one byte and ``TIDINGS_FETCH_QUIET_MAX_WAIT_MS``
+  (100 ms; at or below the steady wait, off). The next fetch
+  covers the same partitions, which had nothing for a whole steady wait: asking for 64 KiB again
+  only made the broker hold it 10 ms and answer empty, a hundred times a second, each answer
+  decoded over every partition in Python. The sender draining a backlog at its quota is always
+  here: the partitions with records are fetched already and wait in the buffers, the rest are
+  empty (at 50 mails/s the consumer thread took two fifths of the worker's GIL time, py-spy).
+  One byte, so the first record ends the wait (sooner than a steady fetch would); a fetch that
+  brings records is steady again. ``fetched`` learns it from every answer (``transport.py``
+  wraps the fetcher's ``_proc_fetch_request``).
 - **idle**, after ``IDLE_AFTER_SECONDS`` without a record: one byte and
   ``TIDINGS_FETCH_IDLE_MAX_WAIT_MS`` (500 ms). The request then covers every partition, so the
   broker answers it as soon as any record arrives (no added latency), and an idle worker polls
@@ -38,13 +48,16 @@ IDLE_AFTER_SECONDS = 0.2
 
 
 class FetchPacing:
-    def __init__(self, min_bytes: int, wait_ms: int, busy_wait_ms: int, idle_wait_ms: int,
+    def __init__(self, min_bytes: int, wait_ms: int, busy_wait_ms: int, idle_wait_ms: int, quiet_wait_ms: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.steady = (min_bytes, wait_ms)
         self.busy = (1, busy_wait_ms)
+        self.quiet = (1, quiet_wait_ms) if quiet_wait_ms > wait_ms else self.steady
         self.idle = (1, idle_wait_ms)
         self._clock = clock
         self._last_record = clock()
+        self._behind = False  # the last batch taken was full
+        self._empty = False  # the last fetch answered held no record
 
     @staticmethod
     def wait_seconds(timeout: float | None) -> float:
@@ -57,9 +70,20 @@ class FetchPacing:
         now = self._clock()
         if any(records.values()):
             self._last_record = now
-            if max_records is not None:
-                taken = sum(len(batch) for tp, batch in records.items() if tp.topic not in urgent_topics)
-                if taken >= max_records:
-                    return self.busy
-            return self.steady
-        return self.idle if now - self._last_record >= IDLE_AFTER_SECONDS else self.steady
+            taken = sum(len(batch) for tp, batch in records.items() if tp.topic not in urgent_topics)
+            self._behind = max_records is not None and taken >= max_records
+        else:
+            self._behind = False
+        return self._choose(now)
+
+    def fetched(self, records: bool) -> tuple[int, int]:
+        """``(min_bytes, max_wait_ms)`` for the next fetch, after one was answered with or without ``records``."""
+        self._empty = not records
+        return self._choose(self._clock())
+
+    def _choose(self, now: float) -> tuple[int, int]:
+        if self._behind:
+            return self.busy
+        if now - self._last_record >= IDLE_AFTER_SECONDS:
+            return self.idle
+        return self.quiet if self._empty else self.steady

@@ -165,7 +165,8 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         self._assignor = self.app.assignor
         consumer._partition_assignment_strategy = [self.app.assignor]
         # The first fetch is steady; FetchPacing chooses every later one (streams/runtime/fetchwait.py).
-        self._fetch_pacing = FetchPacing(*getattr(self.app, "fetch_tuning", (1, 1500, 1500, 1500)))
+        self._fetch_pacing = FetchPacing(*getattr(self.app, "fetch_tuning", (1, 1500, 1500, 1500, 1500)))
+        self._paced_fetcher: Any = None  # the fetcher whose answers FetchPacing sees (_pace_answers)
         consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = self._fetch_pacing.steady
         return consumer
 
@@ -178,12 +179,29 @@ class TidingsConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         fetcher = consumer._fetcher
         if consumer._closed or fetcher._closed:
             raise ConsumerStoppedError()
+        if fetcher is not self._paced_fetcher:
+            self._pace_answers(fetcher)
         urgent: frozenset[str] = getattr(self.app, "urgent_topics", frozenset())
         with fetcher._subscriptions.fetch_context():
             records = await urgent_first(fetcher, active_partitions, urgent, timeout=self._fetch_pacing.wait_seconds(timeout),
                                          max_records=max_records)
         fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = self._fetch_pacing.after(records, urgent, max_records)
         return records
+
+    def _pace_answers(self, fetcher: Any) -> None:
+        """Let every fetch answer choose the next fetch's bytes and wait (``FetchPacing.fetched``: an
+        empty answer makes the next fetch quiet). ``_proc_fetch_request`` is true when the answer
+        added records (or an error) to the fetcher's buffer, false when it held none."""
+        answer = fetcher._proc_fetch_request
+        pacing = self._fetch_pacing
+
+        async def paced(assignment: Any, node_id: int, request: Any) -> bool:
+            added = await answer(assignment, node_id, request)
+            fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = pacing.fetched(bool(added))
+            return added
+
+        fetcher._proc_fetch_request = paced
+        self._paced_fetcher = fetcher
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         return await self.call_thread(self._seek_to_committed)

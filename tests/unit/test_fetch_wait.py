@@ -1,4 +1,4 @@
-"""``FetchPacing``: what the worker's next fetch asks the broker for, after each batch (pure code).
+"""``FetchPacing``: what the worker's next fetch asks the broker for, after each batch and each answer (pure code).
 
 The clock is injected; the batches are what ``urgent_first`` hands Faust (``test_urgent_fetch.py``).
 """
@@ -23,7 +23,7 @@ class Clock:
 
 def pacing() -> tuple[FetchPacing, Clock]:
     clock = Clock()
-    return FetchPacing(65536, 10, 100, 500, clock=clock), clock
+    return FetchPacing(65536, 10, 100, 500, 100, clock=clock), clock
 
 
 def batch(topic: str, count: int, partitions: int = 4) -> dict[TP, list[str]]:
@@ -70,3 +70,30 @@ def test_the_consumer_thread_waits_for_a_batch_no_longer_than_it_takes_to_notice
     assert FetchPacing.wait_seconds(1.0) == IDLE_AFTER_SECONDS  # Faust's getmany asks for a second
     assert FetchPacing.wait_seconds(None) == IDLE_AFTER_SECONDS
     assert FetchPacing.wait_seconds(0.0) == 0.0  # a poll that must not wait still does not
+
+
+def test_an_empty_answer_makes_the_next_fetch_quiet_and_one_with_records_steady_again() -> None:
+    # The partitions it covered had nothing for a whole steady wait: one byte, so the first record
+    # ends the next wait, and the busy wait instead of ten empty answers a tenth of a second.
+    p, _ = pacing()
+    assert p.fetched(False) == (1, 100)
+    assert p.after(batch("outbound", 5), URGENT, MAX) == (1, 100)  # records taken from the buffers: the rest still empty
+    assert p.fetched(True) == (65536, 10)
+    assert p.after(batch("outbound", 5), URGENT, MAX) == (65536, 10)
+
+
+def test_a_full_batch_and_idleness_decide_before_an_empty_answer() -> None:
+    p, clock = pacing()
+    p.fetched(False)
+    assert p.after(batch("outbound", MAX), URGENT, MAX) == (1, 100)  # busy: the same one byte and wait
+    assert p.fetched(True) == (1, 100)  # still behind until a batch that is not full
+    assert p.after(batch("outbound", 1), URGENT, MAX) == (65536, 10)
+    clock.now += IDLE_AFTER_SECONDS
+    assert p.fetched(False) == (1, 500)  # no record for a fifth of a second: idle, the longer wait
+    assert p.fetched(True) == (1, 500)  # records fetched but not yet taken: idle until a batch says otherwise
+    assert p.after(batch("booking", 1), URGENT, MAX) == (65536, 10)
+
+
+def test_a_quiet_wait_no_longer_than_the_steady_one_turns_quiet_fetches_off() -> None:
+    p = FetchPacing(65536, 10, 100, 500, 10)
+    assert p.fetched(False) == (65536, 10)
