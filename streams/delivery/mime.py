@@ -160,7 +160,7 @@ def _body(text: str, subtype: str) -> MIMENonMultipart:
     """
     part = MIMENonMultipart("text", subtype, charset="utf-8")
     part["Content-Transfer-Encoding"] = "quoted-printable"
-    part.set_payload(_qp(text))
+    part.set_payload(_qp(text).decode("ascii"))
     del part["MIME-Version"]  # once, on the message
     return part
 
@@ -218,12 +218,12 @@ _PART_HEADERS = {subtype: _POLICY.fold_binary("Content-Type", f'text/{subtype}; 
 def _part(text: str, subtype: str) -> bytes:
     """What the generator writes for ``_body(text, subtype)``: its headers, a blank line, the payload."""
     # The generator ends every line of a payload (at each CRLF, lone CR or LF) with the policy's CRLF.
-    payload = binascii.b2a_qp(text.encode("utf-8"), istext=True)
-    return _PART_HEADERS[subtype] + payload.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    return _PART_HEADERS[subtype] + _qp(text).replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
-def _qp(text: str) -> str:
-    return binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii")
+def _qp(text: str) -> bytes:
+    """``text`` as quoted-printable UTF-8 (binascii, in C: lines of at most 76 with soft breaks)."""
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True)
 
 
 def _with_email_package(mail: dict[str, Any], headers: list[tuple[str, str]],

@@ -56,7 +56,7 @@ class TidingsApp(faust.App):
     (``streams/runtime/transport.py``)."""
 
     commits: CommitWatch  # fed by the consumer's commits (streams/runtime/transport.py)
-    # fetch_min_bytes and the steady, busy and idle fetch waits of the worker's consumer (runtime/fetchwait.py)
+    # fetch_min_bytes and the steady, busy, idle and quiet fetch waits of the worker's consumer (runtime/fetchwait.py)
     fetch_tuning: tuple[int, int, int, int, int] = (1, 1500, 1500, 1500, 1500)
     producer_retry_backoff_ms: int = 100  # aiokafka's default; new_app sets the configured one (transport.py)
     urgent_topics: frozenset[str] = frozenset()  # fetched first (transport.urgent_first); Wiring.agent(urgent=True)

@@ -19,7 +19,7 @@ been handed over, and builds each request from the fetcher's ``_fetch_min_bytes`
 - **quiet**, after a fetch whose answer held no record: one byte and ``TIDINGS_FETCH_QUIET_MAX_WAIT_MS``
   (100 ms; at or below the steady wait, off). The next fetch
   covers the same partitions, which had nothing for a whole steady wait: asking for 64 KiB again
-  only made the broker hold it 10 ms and answer empty, a hundred times a second, each answer
+  only made the broker hold it 10 ms and answer empty, up to a hundred times a second, each answer
   decoded over every partition in Python. The sender draining a backlog at its quota is always
   here: the partitions with records are fetched already and wait in the buffers, the rest are
   empty (at 50 mails/s the consumer thread took two fifths of the worker's GIL time, py-spy).
