@@ -200,7 +200,7 @@ def build_mime(mail: dict[str, Any], files: Sequence[tuple[dict[str, Any], bytes
         return _with_email_package(mail, headers, files)
     boundary = _boundary(mail, "alt")
     fold = _POLICY.fold_binary
-    out = [fold("Content-Type", f'multipart/alternative; boundary="{boundary}"'), fold("MIME-Version", "1.0")]
+    out = [fold("Content-Type", f'multipart/alternative; boundary="{boundary}"'), _MIME_VERSION]
     out.extend(fold(name, value) for name, value in headers)
     out.append(f"\r\n--{boundary}\r\n".encode("ascii"))  # the blank line ending the headers, the first boundary
     out.append(_part(mail["text"], "plain"))
@@ -210,6 +210,7 @@ def build_mime(mail: dict[str, Any], files: Sequence[tuple[dict[str, Any], bytes
     return b"".join(out)
 
 
+_MIME_VERSION = _POLICY.fold_binary("MIME-Version", "1.0")
 _PART_HEADERS = {subtype: _POLICY.fold_binary("Content-Type", f'text/{subtype}; charset="utf-8"')
                  + _POLICY.fold_binary("Content-Transfer-Encoding", "quoted-printable") + b"\r\n"
                  for subtype in ("plain", "html")}

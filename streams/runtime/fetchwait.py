@@ -70,8 +70,8 @@ class FetchPacing:
         now = self._clock()
         if any(records.values()):
             self._last_record = now
-            taken = sum(len(batch) for tp, batch in records.items() if tp.topic not in urgent_topics)
-            self._behind = max_records is not None and taken >= max_records
+            self._behind = max_records is not None and sum(
+                len(batch) for tp, batch in records.items() if tp.topic not in urgent_topics) >= max_records
         else:
             self._behind = False
         return self._choose(now)
